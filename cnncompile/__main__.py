@@ -1,0 +1,3 @@
+from cnncompile.cli import main
+
+main(prog_name="cnncompile")

@@ -1,0 +1,76 @@
+"""Located diagnostics: every problem carries the YAML line and column it is about.
+
+Printed like a compiler's, `model.yaml:14:7: error: …`, so editors and terminals
+can jump to the spot.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Mark:
+    """1-based line and column, as editors count them."""
+
+    line: int
+    column: int
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    severity: Literal["error", "warning"]
+    message: str
+    mark: Mark | None = None
+
+    def render(self, filename: str) -> str:
+        where = f"{filename}:{self.mark.line}:{self.mark.column}" if self.mark else filename
+        return f"{where}: {self.severity}: {self.message}"
+
+
+class SpecError(Exception):
+    """One or more errors found in a spec. Library code raises this; the CLI prints it."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(d.render("<spec>") for d in self.diagnostics))
+
+
+@dataclass
+class SourceMap:
+    """Where each value of a loaded YAML document sits in the file.
+
+    `values[path]` is the position of the value at `path` (a tuple of mapping keys and
+    list indices); `keys[path]` is the position of the key that introduced it, which is
+    where an unknown or misspelled key should be reported.
+    """
+
+    values: dict[Path, Mark] = field(default_factory=dict)
+    keys: dict[Path, Mark] = field(default_factory=dict)
+
+    def value(self, path: Path) -> Mark | None:
+        """Position of the value at `path`, or of its nearest located ancestor."""
+        for end in range(len(path), -1, -1):
+            mark = self.values.get(tuple(path[:end]))
+            if mark is not None:
+                return mark
+        return None
+
+    def key(self, path: Path) -> Mark | None:
+        """Position of the key naming `path`, else of its value, else an ancestor's."""
+        return self.keys.get(tuple(path)) or self.value(path)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean `Conv2D`?)' for the closest choice, case-insensitively, or ''."""
+    choices = list(choices)
+    by_lower = {c.lower(): c for c in choices}
+    if word.lower() in by_lower:
+        return f"; did you mean '{by_lower[word.lower()]}'?"
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f"; did you mean '{by_lower[close[0]]}'?" if close else ""
