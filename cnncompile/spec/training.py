@@ -212,9 +212,9 @@ class Training(Strict):
     dataset: Literal[tuple(BUILTIN_DATASETS)] | DatasetPath = Field(  # type: ignore[valid-type]
         description="'mnist', 'fashion_mnist', or {path: ...} for your own data."
     )
-    optimizer: Optimizer = Field("rmsprop", description="A Keras optimizer name, or a mapping with type and arguments.")  # type: ignore[assignment]
+    optimizer: Optimizer = Field("rmsprop", validate_default=True, description="A Keras optimizer name, or a mapping with type and arguments.")  # type: ignore[assignment]
     loss: Annotated[Loss, BeforeValidator(_named)] = Field(  # type: ignore[assignment]
-        "categorical_crossentropy", description="A loss name, or {type, from_logits, label_smoothing}.")
+        "categorical_crossentropy", validate_default=True, description="A loss name, or {type, from_logits, label_smoothing}.")
     metrics: list[Literal["accuracy", "top_k_categorical_accuracy"]] = ["accuracy"]
     epochs: PositiveInt = 1
     batch_size: PositiveInt = 32

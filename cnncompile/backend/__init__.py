@@ -1,0 +1,1 @@
+"""Keras backend: ModelSpec -> keras.Model. Imports TensorFlow; never imported by `check`."""

@@ -1,0 +1,107 @@
+"""Build a keras.Model from a ModelSpec, and prove it matches shape inference.
+
+The builders are a table keyed by spec class: each turns a spec into the built-in
+Keras layer of the same name with the same arguments (the spec uses Keras's names, so
+most entries only pass fields through). Only built-in layers are used, so a saved
+model loads with `safe_mode=True` and no code is ever deserialized.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+
+from cnncompile.inference import ModelInfo  # noqa: E402
+from cnncompile.shapes import fmt  # noqa: E402
+from cnncompile.spec import layers as spec_layers  # noqa: E402
+from cnncompile.spec.model import ModelSpec  # noqa: E402
+from cnncompile.spec.types import L1L2  # noqa: E402
+
+
+class BackendMismatch(RuntimeError):
+    """Keras and shape inference disagree about a layer: a bug in cnncompile, never the user's."""
+
+
+def _regularizer(value: Any) -> Any:
+    if isinstance(value, L1L2):
+        return keras.regularizers.L1L2(l1=value.l1, l2=value.l2)
+    return value  # None or a Keras name ('l1', 'l2', 'l1_l2')
+
+
+def _kwargs(layer: spec_layers.LayerSpec, name: str) -> dict[str, Any]:
+    """The spec's fields as Keras arguments: same names, regularizers made objects."""
+    args = layer.model_dump(exclude={"type", "name"})
+    for key, value in args.items():
+        if key.endswith("_regularizer"):
+            args[key] = _regularizer(getattr(layer, key))
+    return {**args, "name": name}
+
+
+def _passthrough(keras_class: type) -> Callable[[Any, str], keras.layers.Layer]:
+    return lambda layer, name: keras_class(**_kwargs(layer, name))
+
+
+def _reshape(layer: spec_layers.Reshape, name: str) -> keras.layers.Layer:
+    return keras.layers.Reshape(tuple(layer.target_shape), name=name)
+
+
+BUILDERS: dict[type[spec_layers.LayerSpec], Callable[[Any, str], keras.layers.Layer]] = {
+    spec_layers.Conv2D: _passthrough(keras.layers.Conv2D),
+    spec_layers.DepthwiseConv2D: _passthrough(keras.layers.DepthwiseConv2D),
+    spec_layers.SeparableConv2D: _passthrough(keras.layers.SeparableConv2D),
+    spec_layers.MaxPooling2D: _passthrough(keras.layers.MaxPooling2D),
+    spec_layers.AveragePooling2D: _passthrough(keras.layers.AveragePooling2D),
+    spec_layers.GlobalAveragePooling2D: _passthrough(keras.layers.GlobalAveragePooling2D),
+    spec_layers.GlobalMaxPooling2D: _passthrough(keras.layers.GlobalMaxPooling2D),
+    spec_layers.Flatten: _passthrough(keras.layers.Flatten),
+    spec_layers.Dense: _passthrough(keras.layers.Dense),
+    spec_layers.Dropout: _passthrough(keras.layers.Dropout),
+    spec_layers.SpatialDropout2D: _passthrough(keras.layers.SpatialDropout2D),
+    spec_layers.BatchNormalization: _passthrough(keras.layers.BatchNormalization),
+    spec_layers.Activation: _passthrough(keras.layers.Activation),
+    spec_layers.ZeroPadding2D: _passthrough(keras.layers.ZeroPadding2D),
+    spec_layers.Cropping2D: _passthrough(keras.layers.Cropping2D),
+    spec_layers.Reshape: _reshape,
+    spec_layers.Rescaling: _passthrough(keras.layers.Rescaling),
+}
+
+PREPROCESSING = "preprocessing"  # name of the in-graph input scaling layer
+
+
+def build_model(spec: ModelSpec, preprocessing: bool = True) -> keras.Model:
+    """The inference model: raw pixels in, the spec's layers, the last layer's output out.
+
+    With `preprocessing`, a Rescaling layer applies input.scale/offset first, so the model
+    (and its ONNX export) takes raw 0-255 pixels.
+    """
+    inputs = keras.Input(shape=tuple(spec.input.shape), name="image")
+    tensors = {"input": inputs}
+    if preprocessing and (spec.input.scale != 1 or spec.input.offset != 0):
+        tensors["input"] = keras.layers.Rescaling(spec.input.scale, spec.input.offset,
+                                                  name=PREPROCESSING)(inputs)
+    for name, layer, input_names in spec.graph():
+        keras_layer = BUILDERS[type(layer)](layer, name)
+        tensors[name] = keras_layer(*(tensors[i] for i in input_names))
+    return keras.Model(inputs, tensors[spec.graph()[-1][0]], name=spec.name)
+
+
+def cross_check(model: keras.Model, info: ModelInfo) -> None:
+    """Every layer's output shape and parameter counts must equal shape inference's."""
+    for layer_info in info.layers:
+        layer = model.get_layer(layer_info.name)
+        shape = tuple(layer.output.shape)
+        trainable = sum(int(w.numpy().size) for w in layer.trainable_weights)
+        total = layer.count_params()
+        if shape != layer_info.output_shape or (total, trainable) != (layer_info.params, layer_info.trainable_params):
+            raise BackendMismatch(
+                f"internal error: layer '{layer_info.name}' ({layer_info.type}) disagrees with shape "
+                f"inference: Keras built output {fmt(shape)} with {total} params ({trainable} trainable), "
+                f"inference computed {fmt(layer_info.output_shape)} with {layer_info.params} params "
+                f"({layer_info.trainable_params} trainable). Please report this spec."
+            )
