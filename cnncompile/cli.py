@@ -40,8 +40,6 @@ def _compile(spec_path: str):
         errors = sum(d.severity == "error" for d in exc.diagnostics)
         click.echo(f"{errors} error{'s' if errors != 1 else ''} in {spec_path}", err=True)
         raise SystemExit(EXIT_INVALID) from None
-    except IsADirectoryError:
-        raise click.UsageError(f"{spec_path} is a directory, not a spec file") from None
     except OSError as exc:
         raise click.UsageError(f"cannot read {spec_path}: {exc.strerror or exc}") from None
     _print_diagnostics(list(compiled.info.warnings), spec_path)
