@@ -78,6 +78,64 @@ def check(spec: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--epochs", type=click.IntRange(min=1), help="Override training.epochs.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Override training.seed.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Override training.batch_size.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<name>).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Look here first for built-in datasets.")
+@click.option("--force", is_flag=True, help="Start over, discarding a finished or unfinished run in --out.")
+@click.option("--quiet", is_flag=True, help="Print only the result line and errors.")
+def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | None, out: str | None,
+          data_dir: str | None, force: bool, quiet: bool) -> None:
+    """Train SPEC on its dataset and save a reproducible, resumable run directory.
+
+    Killed or interrupted runs resume from their last completed epoch when the same
+    command is run again.
+    """
+    compiled = _compile(spec)  # refuse an invalid spec before TensorFlow is even imported
+    training = compiled.spec.training
+    if training is None:
+        click.echo(f"{spec}: error: no training: section; `train` needs one (dataset, optimizer, ...)", err=True)
+        raise SystemExit(EXIT_INVALID)
+    from rich.console import Console
+
+    console = Console(stderr=False, quiet=quiet, no_color=not _is_terminal(), highlight=False)
+    run_dir = Path(out) if out else Path("runs") / compiled.spec.name
+    from cnncompile.data.datasets import load_dataset
+    from cnncompile.data.formats import DataError
+
+    try:
+        dataset = load_dataset(training.dataset, data_dir=Path(data_dir) if data_dir else None,
+                               spec_dir=compiled.path.parent, image_shape=tuple(compiled.spec.input.shape),
+                               seed=seed if seed is not None else training.seed)
+    except DataError as exc:
+        click.echo(f"{spec}: error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    console.print(dataset.describe())
+    from cnncompile.progress import RichProgress
+    from cnncompile.train import RunError, TrainOptions, train as run_training
+
+    options = TrainOptions(run_dir, epochs or training.epochs, batch_size or training.batch_size,
+                           training.seed if seed is None else seed, force)
+    try:
+        result = run_training(compiled, dataset, options, log=console.print,
+                              progress=None if quiet else RichProgress(console))
+    except RunError as exc:
+        click.echo(f"{spec}: error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted; run the same command to resume from the last completed epoch", err=True)
+        raise SystemExit(130) from None
+    m = result.metrics
+    if result.already_complete:
+        click.echo(f"{run_dir} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")
+        return
+    click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {m['epochs']} epochs; "
+               f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {run_dir}/")
+
+
+@main.command()
 @click.option("--format", "fmt", type=click.Choice(["json", "markdown"]), default="json",
               help="json: the JSON Schema; markdown: the language reference (spec/README.md).")
 def schema(fmt: str) -> None:

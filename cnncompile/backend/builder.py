@@ -8,20 +8,17 @@ model loads with `safe_mode=True` and no code is ever deserialized.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it loads)
+import keras
 
-import keras  # noqa: E402
-
-from cnncompile.inference import ModelInfo  # noqa: E402
-from cnncompile.shapes import fmt  # noqa: E402
-from cnncompile.spec import layers as spec_layers  # noqa: E402
-from cnncompile.spec.model import ModelSpec  # noqa: E402
-from cnncompile.spec.types import L1L2  # noqa: E402
+from cnncompile.inference import ModelInfo
+from cnncompile.shapes import fmt
+from cnncompile.spec import layers as spec_layers
+from cnncompile.spec.model import ModelSpec
+from cnncompile.spec.types import L1L2
 
 
 class BackendMismatch(RuntimeError):

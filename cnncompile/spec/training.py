@@ -41,8 +41,7 @@ class CosineDecay(Strict):
     type: Literal["CosineDecay"] = "CosineDecay"
     initial_learning_rate: PositiveFloat
     decay_steps: PositiveInt | None = None
-    alpha: UnitFloat = 0.0
-    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    alpha: UnitFloat = Field(0.0, description="Final learning rate as a fraction of the initial one.")
 
 
 class ExponentialDecay(Strict):

@@ -1,0 +1,194 @@
+"""Find, verify and load a spec's dataset; say exactly where it came from.
+
+Built-in datasets are looked up in order, first hit wins:
+  1. --data-dir DIR:          DIR/<name>/ (IDX files) or DIR/<name>.npz
+  2. $CNNCOMPILE_DATA_DIR:     the same layout
+  3. Keras's cache:           ~/.keras/datasets (mnist.npz, fashion-mnist/)
+  4. the Debian package:      /usr/share/datasets/<name> (apt-get install dataset-fashion-mnist)
+  5. a download from the canonical URL into Keras's cache, verified by sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cnncompile.data.formats import DataError, IDX_STEMS, find_idx, read_idx_dir, read_image_folders, read_npz
+from cnncompile.spec.training import BUILTIN_DATASETS, DatasetPath
+
+KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A built-in dataset's canonical files and their sha256 (from Keras and the Debian package)."""
+
+    cache_subdir: str  # under ~/.keras/datasets; "" for a single file
+    files: dict[str, str]  # file name -> sha256
+
+
+REMOTES = {
+    "mnist": Remote("", {"mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"}),
+    "fashion_mnist": Remote("fashion-mnist", {
+        "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+        "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+        "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+        "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    }),
+}
+DEBIAN_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: np.ndarray  # uint8 (N, H, W, C)
+    y_train: np.ndarray  # int64 (N,)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    labels: tuple[str, ...]
+    source: str  # where it was loaded from, for the log and run.json
+    files: dict[str, str] = field(default_factory=dict)  # path -> sha256
+
+    def describe(self) -> str:
+        return f"{self.name}: {len(self.x_train):,} train / {len(self.x_test):,} test images from {self.source}"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def keras_cache() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+
+
+def load_dataset(dataset: str | DatasetPath, *, data_dir: Path | None = None, spec_dir: Path = Path("."),
+                 image_shape: tuple[int, ...] = (28, 28, 1), seed: int = 0,
+                 mirror: str | None = None) -> Dataset:
+    """Load the spec's dataset (built-in name or {path: ...}); DataError says what went wrong."""
+    if isinstance(dataset, DatasetPath):
+        return _load_path(dataset, spec_dir, image_shape, seed)
+    return _load_builtin(dataset, data_dir, mirror)
+
+
+def _candidates(name: str, data_dir: Path | None) -> list[tuple[str, Path]]:
+    places = []
+    for label, root in (("--data-dir", data_dir), ("$CNNCOMPILE_DATA_DIR", os.environ.get("CNNCOMPILE_DATA_DIR"))):
+        if root:
+            for candidate in (Path(root) / name, Path(root) / DEBIAN_NAMES[name], Path(root) / f"{name}.npz"):
+                places.append((label, candidate))
+    remote = REMOTES[name]
+    cache = keras_cache()
+    places.append(("Keras cache", cache / remote.cache_subdir if remote.cache_subdir else cache / "mnist.npz"))
+    places.append(("Debian package", Path("/usr/share/datasets") / DEBIAN_NAMES[name]))
+    return list(dict.fromkeys(places))
+
+
+def _load_builtin(name: str, data_dir: Path | None, mirror: str | None) -> Dataset:
+    looked = []
+    for label, place in _candidates(name, data_dir):
+        looked.append(f"{place} ({label})")
+        if place.suffix == ".npz" and place.is_file():
+            return _finish(name, read_npz(place), str(place), [place])
+        if place.is_dir() and find_idx(place, IDX_STEMS[0]):
+            files = [find_idx(place, stem) for stem in IDX_STEMS]
+            return _finish(name, read_idx_dir(place), str(place), [f for f in files if f])
+    try:
+        paths = download(name, mirror=mirror)
+    except DataError as exc:
+        raise DataError(
+            f"{name} not found. Looked in:\n  " + "\n  ".join(looked) +
+            f"\nthen tried to download it: {exc}\n"
+            f"Supply it with --data-dir DIR (DIR/{name}/ with the four IDX files, or DIR/{name}.npz), "
+            "or set CNNCOMPILE_DATA_DIR" +
+            (", or `apt-get install dataset-fashion-mnist`" if name == "fashion_mnist" else "") + "."
+        ) from None
+    arrays = read_npz(paths[0]) if paths[0].suffix == ".npz" else read_idx_dir(paths[0].parent)
+    return _finish(name, arrays, f"{paths[0].parent} (downloaded)", paths)
+
+
+def _finish(name: str, arrays: tuple, source: str, files: list[Path]) -> Dataset:
+    x_train, y_train, x_test, y_test = arrays
+    image_shape, labels = BUILTIN_DATASETS[name]
+    for x, part in ((x_train, "train"), (x_test, "test")):
+        if x.shape[1:] != image_shape:
+            raise DataError(f"{source}: {name} {part} images are {x.shape[1:]}, expected {image_shape}")
+    for y, part in ((y_train, "train"), (y_test, "test")):
+        if y.size and y.max() >= len(labels):
+            raise DataError(f"{source}: {name} {part} labels go up to {y.max()}, expected 0..{len(labels) - 1}")
+    return Dataset(name, x_train, y_train, x_test, y_test, labels, source,
+                   {str(f): sha256_of(f) for f in files})
+
+
+def _load_path(dataset: DatasetPath, spec_dir: Path, image_shape: tuple[int, ...], seed: int) -> Dataset:
+    path = (spec_dir / dataset.path).resolve() if not Path(dataset.path).is_absolute() else Path(dataset.path)
+    if not path.exists():
+        raise DataError(f"dataset path {path} does not exist")
+    if path.is_file() and path.suffix == ".npz":
+        arrays, files = read_npz(path), [path]
+    elif path.is_dir() and find_idx(path, IDX_STEMS[0]):
+        arrays = read_idx_dir(path)
+        files = [f for f in (find_idx(path, s) for s in IDX_STEMS) if f]
+    elif path.is_dir():
+        *arrays, classes = read_image_folders(path, image_shape[:2], image_shape[-1], dataset.test_split, seed)
+        return Dataset(path.name, *arrays, labels=classes, source=str(path), files={})
+    else:
+        raise DataError(f"{path}: expected a .npz file, a folder of IDX files, or a folder of class folders")
+    x_train, y_train, x_test, y_test = arrays
+    classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
+    return Dataset(path.stem, x_train, y_train, x_test, y_test, tuple(str(i) for i in range(classes)),
+                   str(path), {str(f): sha256_of(f) for f in files})
+
+
+def download(name: str, mirror: str | None = None, timeout: float = 30) -> list[Path]:
+    """Fetch a built-in dataset into Keras's cache; verify every file's sha256.
+
+    Each file is written to a temporary name in the cache folder and renamed only after
+    its hash matches, so a failed or tampered download leaves nothing behind.
+    """
+    remote = REMOTES[name]
+    base = mirror or os.environ.get("CNNCOMPILE_DATASET_MIRROR") or KERAS_URL
+    folder = keras_cache() / remote.cache_subdir
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for filename, expected in remote.files.items():
+        target = folder / filename
+        if target.is_file() and sha256_of(target) == expected:
+            paths.append(target)
+            continue
+        url = base.rstrip("/") + "/" + filename
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".part")
+        try:
+            digest = hashlib.sha256()
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                received = 0
+                for block in iter(lambda: response.read(1 << 20), b""):
+                    out.write(block)
+                    digest.update(block)
+                    received += len(block)
+            if length is not None and received != int(length):
+                raise DataError(f"{url}: received {received:,} of {int(length):,} bytes (truncated)")
+            if digest.hexdigest() != expected:
+                raise DataError(f"{url}: sha256 {digest.hexdigest()} does not match the expected {expected}; "
+                                "refusing the file")
+            os.replace(tmp, target)
+        except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+            raise DataError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        paths.append(target)
+    return paths

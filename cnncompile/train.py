@@ -1,0 +1,226 @@
+"""`cnncompile train`: build the model, fit it on the dataset, leave a complete run directory.
+
+Run directory (atomic writes throughout, see rundir.py):
+  model.keras      the trained inference model (raw 0-255 pixels in, probabilities out)
+  metrics.json     test accuracy/loss, epochs, timing; its presence marks the run complete
+  history.csv      one row per completed epoch
+  curves.png       loss and accuracy per epoch
+  run.json         spec sha256, seed, dataset source and file hashes, versions, command line
+  checkpoint/      state.json + the latest epoch's training model, for resuming after a crash
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it loads)
+
+import keras
+import numpy as np
+
+from cnncompile.backend import training as kt
+from cnncompile.backend.builder import build_model, cross_check
+from cnncompile.data.datasets import Dataset
+from cnncompile.frontend import CompiledSpec
+from cnncompile.rundir import atomic_path, read_json, write_history, write_json
+
+
+class RunError(Exception):
+    """A run that cannot proceed as asked (changed spec, missing training section, ...)."""
+
+
+@dataclass
+class TrainOptions:
+    out: Path
+    epochs: int
+    batch_size: int
+    seed: int
+    force: bool = False
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict
+    resumed_from: int  # 0 for a fresh run
+    already_complete: bool = False
+
+
+def run_state(out: Path) -> str:
+    """'complete', 'resumable' or 'new'."""
+    if (out / "metrics.json").exists():
+        return "complete"
+    if (out / "checkpoint" / "state.json").exists():
+        return "resumable"
+    return "new"
+
+
+def train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, *,
+          log: Callable[[str], None] = lambda message: None,
+          progress: keras.callbacks.Callback | None = None) -> RunResult:
+    spec, out = compiled.spec, options.out
+    training = spec.training
+    if training is None:
+        raise RunError("the spec has no training: section; add one (see spec/README.md#training)")
+    if options.force and out.exists():
+        _clear_run(out)
+    state_file = out / "checkpoint" / "state.json"
+    if run_state(out) == "complete":
+        return RunResult(out, read_json(out / "metrics.json"), 0, already_complete=True)
+
+    state = read_json(state_file) if state_file.exists() else None
+    if state and state["spec_sha256"] != compiled.sha256:
+        raise RunError(f"{out} holds an unfinished run of a different version of this spec; "
+                       "use --force to start over or --out for a new run directory")
+    keras.utils.set_random_seed(options.seed)
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()  # same seed, same weights (see tests)
+
+    classes = len(dataset.labels)
+    sparse = training.loss.type == "sparse_categorical_crossentropy"
+    y_train = dataset.y_train if sparse else keras.utils.to_categorical(dataset.y_train, classes)
+    y_test = dataset.y_test if sparse else keras.utils.to_categorical(dataset.y_test, classes)
+    train_count = len(dataset.x_train) - int(len(dataset.x_train) * training.validation_split)
+    steps = math.ceil(train_count / options.batch_size) * options.epochs
+
+    start_epoch = 0
+    history: list[dict] = []
+    train_seconds = 0.0
+    if state:
+        start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
+        model = keras.models.load_model(out / "checkpoint" / state["checkpoint"], safe_mode=True)
+        inference = model.get_layer(spec.name)
+        log(f"resuming from epoch {start_epoch}")
+        keras.utils.set_random_seed(options.seed + start_epoch)
+    else:
+        inference = build_model(spec)
+        cross_check(inference, compiled.info)
+        model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
+                                  *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
+        model.compile(optimizer=kt.optimizer(training, steps), loss=kt.loss(training), metrics=kt.metrics(training))
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "run.json", _run_record(compiled, dataset, options))
+    write_history(out / "history.csv", history)  # drops any row written after the last checkpoint
+
+    checkpoint = _Checkpoint(out, compiled.sha256, history, train_seconds)
+    callbacks = [checkpoint, *kt.callbacks(training, str(out / "tensorboard"))]
+    if progress is not None:
+        callbacks.append(progress)
+    if start_epoch < options.epochs:
+        model.fit(dataset.x_train, y_train, batch_size=options.batch_size, epochs=options.epochs,
+                  initial_epoch=start_epoch, validation_split=training.validation_split,
+                  shuffle=training.shuffle, callbacks=callbacks, verbose=0)
+    test_loss, *test_metrics = model.evaluate(dataset.x_test, y_test, batch_size=256, verbose=0)
+    epochs_done = len(checkpoint.history)
+    metrics = {
+        "test_accuracy": float(test_metrics[0]) if test_metrics else None,
+        "test_loss": float(test_loss),
+        "epochs": epochs_done,
+        "train_seconds": round(checkpoint.train_seconds, 3),
+        # Throughput of this process's epochs (a resumed run's earlier epochs ran elsewhere).
+        "train_images_per_second": round(train_count * checkpoint.session_epochs /
+                                         max(checkpoint.session_seconds, 1e-9), 1),
+        "train_images": train_count,
+        "test_images": len(dataset.x_test),
+        "total_params": compiled.info.total_params,
+    }
+    with atomic_path(out / "model.keras") as tmp:
+        inference.save(tmp)
+    _plot_curves(out, checkpoint.history)
+    write_json(out / "metrics.json", metrics)  # last: its presence marks the run complete
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    return RunResult(out, metrics, start_epoch)
+
+
+class _Checkpoint(keras.callbacks.Callback):
+    """After every epoch: save the training model (weights + optimizer), then the state naming it.
+
+    state.json is written after the checkpoint it points to, so a kill between the two
+    leaves the previous, consistent pair. history.csv is rewritten from the state.
+    """
+
+    def __init__(self, out: Path, spec_sha256: str, history: list[dict], train_seconds: float):
+        super().__init__()
+        self.dir = out / "checkpoint"
+        self.out, self.spec_sha256 = out, spec_sha256
+        self.history, self.train_seconds = list(history), train_seconds
+        self.session_seconds, self.session_epochs = 0.0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.started
+        self.train_seconds += seconds
+        self.session_seconds += seconds
+        self.session_epochs += 1
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        if "learning_rate" in row:
+            row["learning_rate"] = float(row["learning_rate"])
+        self.history.append(row)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1}.keras"
+        with atomic_path(self.dir / name) as tmp:
+            self.model.save(tmp)
+        write_json(self.dir / "state.json", {"epoch": epoch + 1, "checkpoint": name, "spec_sha256": self.spec_sha256,
+                                             "history": self.history, "train_seconds": self.train_seconds})
+        for old in self.dir.glob("epoch-*.keras"):
+            if old.name != name:
+                old.unlink(missing_ok=True)
+        write_history(self.out / "history.csv", self.history)
+
+
+def _clear_run(out: Path) -> None:
+    for name in ("metrics.json", "model.keras", "history.csv", "curves.png", "run.json"):
+        (out / name).unlink(missing_ok=True)
+    for folder in ("checkpoint", "tensorboard"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+
+
+def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions) -> dict:
+    import tensorflow as tf
+
+    versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+                "numpy": np.__version__}
+    from cnncompile import __version__
+
+    return {
+        "spec": str(compiled.path), "spec_sha256": compiled.sha256, "seed": options.seed,
+        "epochs": options.epochs, "batch_size": options.batch_size,
+        "dataset": {"name": dataset.name, "source": dataset.source, "train_images": len(dataset.x_train),
+                    "test_images": len(dataset.x_test), "files": dataset.files, "labels": list(dataset.labels)},
+        "versions": {"cnncompile": __version__, **versions}, "platform": platform.platform(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "cwd": os.getcwd(),
+    }
+
+
+def _plot_curves(out: Path, history: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
+            values = [row.get(key) for row in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(out / "curves.png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
