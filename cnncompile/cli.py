@@ -100,7 +100,7 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
         raise SystemExit(EXIT_INVALID)
     from rich.console import Console
 
-    console = Console(stderr=False, quiet=quiet, no_color=not _is_terminal(), highlight=False)
+    console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
     run_dir = Path(out) if out else Path("runs") / compiled.spec.name
     from cnncompile.data.datasets import load_dataset
     from cnncompile.data.formats import DataError

@@ -1,0 +1,190 @@
+"""`cnncompile train` end to end in real subprocesses: artifacts, resume after SIGKILL, determinism."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnncompile.rundir import atomic_path, write_json
+from cnncompile.spec.layers import LAYER_TYPES
+from tests.conftest import ROOT, run_cli
+from tests.test_data import make_idx_dir
+
+TINY = """\
+name: tiny
+input: {shape: [28, 28, 1]}
+layers:
+  - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
+  - {type: MaxPooling2D, pool_size: 2}
+  - {type: BatchNormalization}
+  - {type: Flatten}
+  - {type: Dropout, rate: 0.1}
+  - {type: Dense, units: 10, activation: softmax}
+training:
+  dataset: mnist
+  optimizer: {type: adam, learning_rate: {type: CosineDecay, initial_learning_rate: 0.01}}
+  loss: categorical_crossentropy
+  epochs: 1
+  batch_size: 32
+  validation_split: 0.25
+  augmentation:
+    - {type: RandomTranslation, height_factor: 0.1, width_factor: 0.1}
+  callbacks:
+    - {type: EarlyStopping, monitor: val_loss, patience: 5}
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    make_idx_dir(tmp_path / "data" / "mnist", n_train=256, n_test=64)
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    return tmp_path
+
+
+def train(project: Path, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "data"),
+                   "--out", str(project / "run"), *extra, cwd=project, timeout=timeout)
+
+
+def weights_hash(model_path: Path) -> str:
+    import keras
+
+    model = keras.models.load_model(model_path, safe_mode=True)
+    return hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest()
+
+
+def test_every_layer_type_has_a_builder():
+    from cnncompile.backend.builder import BUILDERS
+
+    assert set(BUILDERS) == set(LAYER_TYPES)
+
+
+def test_train_end_to_end(project):
+    result = train(project)
+    assert result.returncode == 0, result.stderr
+    run = project / "run"
+    assert f"mnist: 256 train / 64 test images from {project / 'data' / 'mnist'}" in result.stdout
+    assert "test accuracy" in result.stdout and f"artifacts in {run}/" in result.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "epochs", "train_seconds", "train_images_per_second"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["epochs"] == 1 and 0 <= metrics["test_accuracy"] <= 1
+    rows = list(csv.DictReader(open(run / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1"] and "val_loss" in rows[0]
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads((run / "run.json").read_text())
+    assert record["spec_sha256"] == hashlib.sha256((project / "tiny.yaml").read_bytes()).hexdigest()
+    assert record["seed"] == 0 and record["versions"]["keras"].startswith("3.")
+    assert len(record["dataset"]["files"]) == 4
+    assert record["command"][:2] == ["cnncompile", "train"] or record["command"][1] == "train"
+    assert not (run / "checkpoint").exists()
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no temp files left
+
+    # The saved model is the inference model: raw pixels in, probabilities out, no augmentation.
+    import keras
+
+    model = keras.models.load_model(run / "model.keras", safe_mode=True)
+    assert model.layers[1].name == "preprocessing" and not any("augment" in l.name for l in model.layers)
+    probabilities = model.predict(np.full((2, 28, 28, 1), 255, np.float32), verbose=0)
+    assert probabilities.shape == (2, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+    again = train(project)
+    assert again.returncode == 0 and f"{run} is complete" in again.stdout
+    forced = train(project, "--force", "--epochs", "2", "--quiet")
+    assert forced.returncode == 0, forced.stderr
+    assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
+    assert "epoch 1/2" not in forced.stdout  # --quiet
+
+
+def test_same_seed_same_weights(project):
+    hashes = []
+    for out in ("a", "b"):
+        result = run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "data"),
+                         "--out", str(project / out), "--quiet", cwd=project)
+        assert result.returncode == 0, result.stderr
+        hashes.append(weights_hash(project / out / "model.keras"))
+    assert hashes[0] == hashes[1]
+    other = run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "data"),
+                    "--out", str(project / "c"), "--quiet", "--seed", "7", cwd=project)
+    assert other.returncode == 0 and weights_hash(project / "c" / "model.keras") != hashes[0]
+
+
+def test_resume_after_sigkill(project):
+    make_idx_dir(project / "data" / "mnist", n_train=2048, n_test=64)
+    command = [sys.executable, "-m", "cnncompile", "train", str(project / "tiny.yaml"), "--data-dir",
+               str(project / "data"), "--out", str(project / "run"), "--epochs", "6", "--batch-size", "16"]
+    proc = subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "NO_COLOR": "1"})
+    state = project / "run" / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert not (project / "run" / "metrics.json").exists()
+
+    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "NO_COLOR": "1"})
+    assert result.returncode == 0, result.stderr
+    assert f"resuming from epoch {killed_at}" in result.stdout
+    epochs = [row["epoch"] for row in csv.DictReader(open(project / "run" / "history.csv"))]
+    assert epochs == [str(e) for e in range(1, 7)]
+    assert json.loads((project / "run" / "metrics.json").read_text())["epochs"] == 6
+
+
+def test_changed_spec_refuses_to_resume(project):
+    run = project / "run"
+    write_json(run / "checkpoint" / "state.json", {"epoch": 1, "checkpoint": "epoch-1.keras",
+                                                   "spec_sha256": "0" * 64, "history": [], "train_seconds": 1})
+    result = train(project)
+    assert result.returncode == 1
+    assert "unfinished run of a different version of this spec" in result.stderr
+
+
+def test_invalid_spec_is_refused_before_tensorflow_loads(project, tmp_path):
+    """A fake `tensorflow` that explodes on import proves train never got that far."""
+    fake = tmp_path / "fake"
+    (fake / "tensorflow").mkdir(parents=True)
+    (fake / "tensorflow" / "__init__.py").write_text("raise SystemExit('tensorflow was imported')\n")
+    (project / "tiny.yaml").write_text(TINY.replace("filters: 4", "filters: 0"))
+    result = run_cli("train", str(project / "tiny.yaml"), cwd=project,
+                     env={"PYTHONPATH": f"{fake}{os.pathsep}{ROOT}"})
+    assert result.returncode == 1
+    assert "filters: must be >= 1, received 0" in result.stderr
+    assert "tensorflow was imported" not in result.stderr
+
+
+def test_missing_training_section_and_missing_data(project):
+    (project / "no_training.yaml").write_text(TINY.split("training:")[0])
+    result = run_cli("train", str(project / "no_training.yaml"), cwd=project)
+    assert result.returncode == 1 and "no training: section" in result.stderr
+    result = run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "nowhere"), cwd=project,
+                     env={"KERAS_HOME": str(project / "keras"), "CNNCOMPILE_DATASET_MIRROR": "http://127.0.0.1:9/",
+                          "CNNCOMPILE_DATA_DIR": ""})
+    assert result.returncode == 1
+    assert "mnist not found. Looked in:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
