@@ -110,7 +110,8 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
                                spec_dir=compiled.path.parent, image_shape=tuple(compiled.spec.input.shape),
                                seed=seed if seed is not None else training.seed)
     except DataError as exc:
-        click.echo(f"{spec}: error: {exc}", err=True)
+        mark = compiled.source.value(("training", "dataset"))
+        _print_diagnostics([Diagnostic("error", f"training.dataset: {exc}", mark)], spec)
         raise SystemExit(EXIT_INVALID) from None
     console.print(dataset.describe())
     from cnncompile.progress import RichProgress

@@ -176,7 +176,8 @@ def test_missing_training_section_and_missing_data(project):
                      env={"KERAS_HOME": str(project / "keras"), "CNNCOMPILE_DATASET_MIRROR": "http://127.0.0.1:9/",
                           "CNNCOMPILE_DATA_DIR": ""})
     assert result.returncode == 1
-    assert "mnist not found. Looked in:" in result.stderr and "Traceback" not in result.stderr
+    assert f"{project / 'tiny.yaml'}:11:12: error: training.dataset: mnist not found. Looked in:" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
