@@ -189,3 +189,36 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_text() == "old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+@pytest.mark.parametrize("optimizer, keras_class, attr, value", [
+    ("sgd", "SGD", "momentum", 0.0),
+    ({"type": "sgd", "momentum": 0.9, "nesterov": True}, "SGD", "nesterov", True),
+    ("rmsprop", "RMSprop", "rho", 0.9),
+    ({"type": "adam", "amsgrad": True}, "Adam", "amsgrad", True),
+    ("adamw", "AdamW", "weight_decay", 0.004),
+    ({"type": "nadam", "beta_2": 0.99}, "Nadam", "beta_2", 0.99),
+])
+def test_optimizers_become_their_keras_classes(optimizer, keras_class, attr, value):
+    from cnncompile.backend import training as kt
+    from cnncompile.spec.training import Training
+
+    spec = Training.model_validate({"dataset": "mnist", "optimizer": optimizer})
+    made = kt.optimizer(spec, total_steps=100)
+    assert type(made).__name__ == keras_class
+    assert getattr(made, attr) == pytest.approx(value)
+
+
+def test_schedules_become_keras_schedules():
+    from cnncompile.backend import training as kt
+    from cnncompile.spec.training import Training
+
+    spec = Training.model_validate({"dataset": "mnist", "optimizer": {
+        "type": "adam", "learning_rate": {"type": "ExponentialDecay", "initial_learning_rate": 0.1,
+                                          "decay_steps": 10, "decay_rate": 0.5}}})
+    schedule = kt.optimizer(spec, total_steps=100).learning_rate
+    cosine = kt.learning_rate(Training.model_validate({"dataset": "mnist", "optimizer": {
+        "type": "sgd", "learning_rate": {"type": "CosineDecay", "initial_learning_rate": 0.1}}}).optimizer.learning_rate, 100)
+    assert float(cosine(100)) == pytest.approx(0.0, abs=1e-7)  # decays over the whole run by default
+    assert float(cosine(0)) == pytest.approx(0.1)
+    assert schedule is not None

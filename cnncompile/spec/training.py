@@ -78,30 +78,29 @@ class RMSprop(_Optimizer):
     weight_decay: Annotated[float, Field(ge=0.0)] | None = None
 
 
-class Adam(_Optimizer):
+class _AdamFamily(_Optimizer):
+    """Moment estimates shared by Adam, AdamW and Nadam."""
+
+    beta_1: UnitFloat = 0.9
+    beta_2: UnitFloat = 0.999
+    epsilon: PositiveFloat = 1e-7
+    weight_decay: Annotated[float, Field(ge=0.0)] | None = None
+
+
+class Adam(_AdamFamily):
     type: Literal["adam"] = "adam"
-    beta_1: UnitFloat = 0.9
-    beta_2: UnitFloat = 0.999
-    epsilon: PositiveFloat = 1e-7
-    amsgrad: bool = False
-    weight_decay: Annotated[float, Field(ge=0.0)] | None = None
-
-
-class AdamW(_Optimizer):
-    type: Literal["adamw"] = "adamw"
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.004
-    beta_1: UnitFloat = 0.9
-    beta_2: UnitFloat = 0.999
-    epsilon: PositiveFloat = 1e-7
     amsgrad: bool = False
 
 
-class Nadam(_Optimizer):
+class AdamW(Adam):
+    """Adam with decoupled weight decay, on by default."""
+
+    type: Literal["adamw"] = "adamw"  # type: ignore[assignment]
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.004  # type: ignore[assignment]
+
+
+class Nadam(_AdamFamily):
     type: Literal["nadam"] = "nadam"
-    beta_1: UnitFloat = 0.9
-    beta_2: UnitFloat = 0.999
-    epsilon: PositiveFloat = 1e-7
-    weight_decay: Annotated[float, Field(ge=0.0)] | None = None
 
 
 OPTIMIZER_NAMES = ("sgd", "rmsprop", "adam", "adamw", "nadam")
