@@ -137,6 +137,96 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
 
 
 @main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--onnx", "to_onnx", is_flag=True, help="Export to ONNX (the only format so far).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default <run>/model.onnx).")
+@click.option("--run", "run", type=click.Path(file_okay=False), help="Run directory holding model.keras (default runs/<name>).")
+@click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset version.")
+@click.option("--untrained", is_flag=True, help="Export a freshly initialized model from the YAML alone.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where to find the test images used to verify the export.")
+def export(spec: str, to_onnx: bool, output: str | None, run: str | None, opset: int, untrained: bool,
+           data_dir: str | None) -> None:
+    """Export SPEC's trained model to ONNX, verified against Keras before it is written.
+
+    The file takes raw 0-255 pixels (input `image`, [batch, H, W, C]) and returns
+    `probabilities` [batch, classes]; its metadata carries the labels and the spec's hash.
+    """
+    if not to_onnx:
+        raise click.UsageError("choose an export format: --onnx")
+    compiled = _compile(spec)
+    run_dir = Path(run) if run else Path("runs") / compiled.spec.name
+    out = Path(output) if output else run_dir / ("model.untrained.onnx" if untrained else "model.onnx")
+    images, source, labels = _verification_images(compiled, data_dir)
+    from cnncompile.export import ExportError, export_onnx, fresh_model, load_trained
+
+    try:
+        model = fresh_model(compiled) if untrained else load_trained(compiled, run_dir)
+        result = export_onnx(compiled, model, out, images, source, opset=opset, labels=labels, untrained=untrained)
+    except ExportError as exc:
+        where = f"{spec}:{exc.line}:1" if exc.line else spec
+        click.echo(f"{where}: error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    v = result.verification
+    click.echo(f"verified on {v.images} {v.source} at batch sizes {v.batch_sizes}: max |diff| {v.max_abs_diff:.2g}, "
+               f"argmax agreement {v.argmax_agreement:.0%}")
+    click.echo(f"wrote {out} (opset {opset}{', untrained' if untrained else ''})")
+
+
+def _verification_images(compiled, data_dir: str | None):
+    """Real test images from the spec's dataset when it can be found; else seeded noise, said so."""
+    import numpy as np
+
+    training = compiled.spec.training
+    if training is not None:
+        from cnncompile.data.datasets import load_dataset
+        from cnncompile.data.formats import DataError
+
+        try:
+            data = load_dataset(training.dataset, data_dir=Path(data_dir) if data_dir else None,
+                                spec_dir=compiled.path.parent, image_shape=tuple(compiled.spec.input.shape))
+            return data.x_test[:64], f"{data.name} test images", data.labels
+        except DataError:
+            pass
+    noise = np.random.default_rng(0).integers(0, 256, (64, *compiled.spec.input.shape), dtype=np.uint8)
+    return noise, "random images (the dataset was not found)", None
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-k", "--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
+def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
+    """Classify PNG/JPEG or IDX IMAGES with an exported MODEL.onnx (onnxruntime only, no TensorFlow).
+
+    For an IDX image file whose labels file sits beside it, also prints the accuracy.
+    """
+    from cnncompile.data.formats import DataError
+    from cnncompile.predict import predict as run_predict
+
+    try:
+        report = run_predict(Path(model), [Path(i) for i in images], top_k)
+    except DataError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    if as_json:
+        click.echo(json.dumps({"predictions": [{"source": p.source, "top": [{"label": l, "probability": round(q, 6)}
+                                                                           for l, q in p.top]}
+                                               for p in report.predictions],
+                               "accuracy": report.accuracy}, indent=2))
+        return
+    shown = report.predictions if len(report.predictions) <= 20 else report.predictions[:20]
+    for p in shown:
+        click.echo(f"{p.source}: " + ", ".join(f"{label} {q:.3f}" for label, q in p.top))
+    if len(report.predictions) > len(shown):
+        click.echo(f"... {len(report.predictions) - len(shown):,} more (use --json for all)")
+    for path, accuracy in report.accuracy.items():
+        click.echo(f"{path}: accuracy {accuracy:.4f}")
+
+
+@main.command()
 @click.option("--format", "fmt", type=click.Choice(["json", "markdown"]), default="json",
               help="json: the JSON Schema; markdown: the language reference (spec/README.md).")
 def schema(fmt: str) -> None:
