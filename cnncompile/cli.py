@@ -85,9 +85,11 @@ def check(spec: str, as_json: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (default runs/<name>).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Look here first for built-in datasets.")
 @click.option("--force", is_flag=True, help="Start over, discarding a finished or unfinished run in --out.")
+@click.option("--distribute", type=click.Choice(["mirrored", "multi_worker"]),
+              help="Override training.distribute.strategy (multi_worker reads the cluster from TF_CONFIG).")
 @click.option("--quiet", is_flag=True, help="Print only the result line and errors.")
 def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | None, out: str | None,
-          data_dir: str | None, force: bool, quiet: bool) -> None:
+          data_dir: str | None, force: bool, distribute: str | None, quiet: bool) -> None:
     """Train SPEC on its dataset and save a reproducible, resumable run directory.
 
     Killed or interrupted runs resume from their last completed epoch when the same
@@ -117,23 +119,48 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     from cnncompile.progress import RichProgress
     from cnncompile.train import RunError, TrainOptions, train as run_training
 
+    from cnncompile.spec.training import Distribute
+
+    plan = training.distribute
+    if distribute:
+        plan = Distribute(strategy=distribute, **({"timeout_seconds": plan.timeout_seconds} if plan else {}))
     options = TrainOptions(run_dir, epochs or training.epochs, batch_size or training.batch_size,
-                           training.seed if seed is None else seed, force)
+                           training.seed if seed is None else seed, force, plan)
+
     try:
         result = run_training(compiled, dataset, options, log=console.print,
-                              progress=None if quiet else RichProgress(console))
+                              progress=None if quiet else RichProgress(console), error_prefix=f"{spec}: error: ")
     except RunError as exc:
         click.echo(f"{spec}: error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    except Exception as exc:
+        from cnncompile.distributed import ClusterError
+
+        if options.distribute is None or not _is_cluster_failure(exc, ClusterError):
+            raise
+        click.echo(f"{spec}: error: distributed training failed: {type(exc).__name__}: "
+                   f"{str(exc).splitlines()[0][:400]}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted; run the same command to resume from the last completed epoch", err=True)
         raise SystemExit(130) from None
     m = result.metrics
+    if not result.chief:
+        click.echo(f"worker finished; the chief writes the run directory")
+        return
     if result.already_complete:
         click.echo(f"{run_dir} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")
         return
     click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {m['epochs']} epochs; "
                f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {run_dir}/")
+
+
+def _is_cluster_failure(exc: Exception, cluster_error: type) -> bool:
+    """Our own ClusterError, or TensorFlow's errors for a lost peer or a timed-out collective."""
+    import tensorflow as tf
+
+    return isinstance(exc, (cluster_error, tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                            tf.errors.CancelledError, tf.errors.InternalError, tf.errors.AbortedError))
 
 
 @main.command()

@@ -190,6 +190,10 @@ def markdown() -> str:
     out += ["### Augmentation", "", "Applied to training batches only; the saved and exported model never contains them.", ""]
     for cls in (training.RandomTranslation, training.RandomRotation, training.RandomZoom):
         out += _section(cls, level="####")
+    out += ["### Distributed training", "", *_section(training.Distribute, level="####")[2:],
+            "```yaml", "training:", "  distribute: {strategy: multi_worker, timeout_seconds: 120}", "```", "",
+            "Every worker runs the same command with its own `TF_CONFIG`; only worker 0 (the chief)",
+            "writes the run directory. See the README for a cluster walk-through.", ""]
     out += ["### dataset: {path: ...}", "", *_section(training.DatasetPath, level="####")[2:]]
     out += ["## Activations", "", "By Keras name: " + ", ".join(f"`{a}`" for a in ACTIVATIONS) + ".", "",
             "## Initializers", "", "By Keras name: " + ", ".join(f"`{i}`" for i in INITIALIZERS) + ".", ""]

@@ -11,11 +11,13 @@ Run directory (atomic writes throughout, see rundir.py):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from cnncompile.backend.builder import build_model, cross_check
 from cnncompile.data.datasets import Dataset
 from cnncompile.frontend import CompiledSpec
 from cnncompile.rundir import atomic_path, read_json, write_history, write_json
+from cnncompile.spec.training import Distribute
 
 
 class RunError(Exception):
@@ -45,6 +48,7 @@ class TrainOptions:
     batch_size: int
     seed: int
     force: bool = False
+    distribute: Distribute | None = None
 
 
 @dataclass
@@ -53,6 +57,7 @@ class RunResult:
     metrics: dict
     resumed_from: int  # 0 for a fresh run
     already_complete: bool = False
+    chief: bool = True  # False on the other workers of a multi-worker run, which write nothing
 
 
 def run_state(out: Path) -> str:
@@ -66,21 +71,50 @@ def run_state(out: Path) -> str:
 
 def train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, *,
           log: Callable[[str], None] = lambda message: None,
-          progress: keras.callbacks.Callback | None = None) -> RunResult:
-    spec, out = compiled.spec, options.out
-    training = spec.training
-    if training is None:
+          progress: keras.callbacks.Callback | None = None, error_prefix: str = "error: ") -> RunResult:
+    spec = compiled.spec
+    if spec.training is None:
         raise RunError("the spec has no training: section; add one (see spec/README.md#training)")
+    cluster = None
+    if options.distribute is not None:
+        from cnncompile import distributed
+
+        cluster = distributed.connect(options.distribute, error_prefix)
+        log(cluster.describe(options.batch_size))
+    if cluster is None or cluster.is_chief:
+        return _train(compiled, dataset, options, options.out, cluster, log, progress)
+    # The other workers train in lockstep but keep their files in a temporary directory,
+    # removed at the end, as TensorFlow's multi-worker guide does: only the chief's run counts.
+    scratch = Path(tempfile.mkdtemp(prefix=f"cnncompile-worker{cluster.index}-"))
+    try:
+        result = _train(compiled, dataset, options, scratch, cluster, log, None)
+        return RunResult(options.out, result.metrics, result.resumed_from, result.already_complete, chief=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, cluster,
+           log: Callable[[str], None], progress: keras.callbacks.Callback | None) -> RunResult:
+    spec, training = compiled.spec, compiled.spec.training
     if options.force and out.exists():
         _clear_run(out)
     state_file = out / "checkpoint" / "state.json"
-    if run_state(out) == "complete":
-        return RunResult(out, read_json(out / "metrics.json"), 0, already_complete=True)
-
-    state = read_json(state_file) if state_file.exists() else None
+    state = read_json(state_file) if state_file.exists() and run_state(out) != "complete" else None
     if state and state["spec_sha256"] != compiled.sha256:
         raise RunError(f"{out} holds an unfinished run of a different version of this spec; "
                        "use --force to start over or --out for a new run directory")
+    complete = run_state(out) == "complete"
+    start_epoch = state["epoch"] if state else 0
+    if cluster is not None and cluster.workers > 1:
+        from cnncompile.distributed import broadcast_from_chief
+
+        # The chief's run directory decides for everyone: finished, resuming, or fresh.
+        (decided,) = broadcast_from_chief(cluster, [np.array([complete, start_epoch], np.int64)])
+        complete, start_epoch = bool(decided[0]), int(decided[1])
+    if complete:
+        metrics = read_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
+        return RunResult(out, metrics, 0, already_complete=True)
+
     keras.utils.set_random_seed(options.seed)
     import tensorflow as tf
 
@@ -93,23 +127,36 @@ def train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, *,
     train_count = len(dataset.x_train) - int(len(dataset.x_train) * training.validation_split)
     steps = math.ceil(train_count / options.batch_size) * options.epochs
 
-    start_epoch = 0
-    history: list[dict] = []
-    train_seconds = 0.0
-    if state:
-        start_epoch, history, train_seconds = state["epoch"], state["history"], state["train_seconds"]
-        model = keras.models.load_model(out / "checkpoint" / state["checkpoint"], safe_mode=True)
-        inference = model.get_layer(spec.name)
+    history: list[dict] = state["history"] if state else []
+    train_seconds = state["train_seconds"] if state else 0.0
+    resume_whole_model = state is not None and cluster is None
+    with cluster.strategy.scope() if cluster else contextlib.nullcontext():
+        if resume_whole_model:
+            model = keras.models.load_model(out / "checkpoint" / state["checkpoint"], safe_mode=True)
+            inference = model.get_layer(spec.name)
+        else:  # fresh, or distributed (every worker must create the same variables in the same order)
+            inference = build_model(spec)
+            cross_check(inference, compiled.info)
+            model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
+                                      *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
+            model.compile(optimizer=kt.optimizer(training, steps), loss=kt.loss(training),
+                          metrics=kt.metrics(training))
+            out.mkdir(parents=True, exist_ok=True)
+            if state is None:
+                write_json(out / "run.json", _run_record(compiled, dataset, options, cluster))
+        if cluster is not None:
+            model.optimizer.build(model.trainable_variables)  # no variables may be created inside a step
+    if start_epoch:
         log(f"resuming from epoch {start_epoch}")
         keras.utils.set_random_seed(options.seed + start_epoch)
-    else:
-        inference = build_model(spec)
-        cross_check(inference, compiled.info)
-        model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
-                                  *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
-        model.compile(optimizer=kt.optimizer(training, steps), loss=kt.loss(training), metrics=kt.metrics(training))
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "run.json", _run_record(compiled, dataset, options))
+        if cluster is not None:
+            from cnncompile.distributed import restore_from_chief
+
+            saved = None
+            if state is not None:  # the chief: read the checkpoint outside the strategy's scope
+                saved = keras.models.load_model(out / "checkpoint" / state["checkpoint"], safe_mode=True)
+                saved = list(saved.variables) + list(saved.optimizer.variables)
+            restore_from_chief(cluster, list(model.variables) + list(model.optimizer.variables), saved)
     write_history(out / "history.csv", history)  # drops any row written after the last checkpoint
 
     checkpoint = _Checkpoint(out, compiled.sha256, history, train_seconds)
@@ -117,17 +164,29 @@ def train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, *,
     if progress is not None:
         callbacks.append(progress)
     if start_epoch < options.epochs:
-        model.fit(dataset.x_train, y_train, batch_size=options.batch_size, epochs=options.epochs,
-                  initial_epoch=start_epoch, validation_split=training.validation_split,
-                  shuffle=training.shuffle, callbacks=callbacks, verbose=0)
+        if cluster is None:
+            model.fit(dataset.x_train, y_train, batch_size=options.batch_size, epochs=options.epochs,
+                      initial_epoch=start_epoch, validation_split=training.validation_split,
+                      shuffle=training.shuffle, callbacks=callbacks, verbose=0)
+        else:
+            from cnncompile import distributed
+
+            distributed.fit(cluster, model, training, kt.loss(training, reduction=None), dataset.x_train, y_train,
+                            epochs=options.epochs, initial_epoch=start_epoch, batch_size=options.batch_size,
+                            seed=options.seed, callbacks=callbacks)
     # Draw curves.png while TensorFlow evaluates (it releases the GIL): saves ~0.3 s a run.
     plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), spec.name))
     plotter.start()
-    test_loss, *test_metrics = model.evaluate(dataset.x_test, y_test, batch_size=256, verbose=0)
+    if cluster is None:
+        test_loss, test_accuracy = model.evaluate(dataset.x_test, y_test, batch_size=256, verbose=0)[:2]
+    else:
+        from cnncompile.distributed import evaluate
+
+        test_loss, test_accuracy = evaluate(model, kt.loss(training, reduction=None), dataset.x_test, y_test, sparse)
     plotter.join()
     epochs_done = len(checkpoint.history)
     metrics = {
-        "test_accuracy": float(test_metrics[0]) if test_metrics else None,
+        "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
         "epochs": epochs_done,
         "train_seconds": round(checkpoint.train_seconds, 3),
@@ -138,6 +197,9 @@ def train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, *,
         "test_images": len(dataset.x_test),
         "total_params": compiled.info.total_params,
     }
+    if cluster is not None:
+        metrics["distribute"] = {"strategy": cluster.name, "workers": cluster.workers,
+                                 "replicas": cluster.replicas, "global_batch_size": options.batch_size}
     with atomic_path(out / "model.keras") as tmp:
         inference.save(tmp)
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run complete
@@ -190,7 +252,7 @@ def _clear_run(out: Path) -> None:
         shutil.rmtree(out / folder, ignore_errors=True)
 
 
-def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions) -> dict:
+def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, cluster=None) -> dict:
     import tensorflow as tf
 
     versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
@@ -204,6 +266,9 @@ def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions)
                     "test_images": len(dataset.x_test), "files": dataset.files, "labels": list(dataset.labels)},
         "versions": {"cnncompile": __version__, **versions}, "platform": platform.platform(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "cwd": os.getcwd(),
+        "distribute": None if cluster is None else {
+            "strategy": cluster.name, "workers": cluster.workers, "replicas": cluster.replicas,
+            "batch_size_semantics": "global (split across all replicas)", "tf_config": os.environ.get("TF_CONFIG")},
     }
 
 

@@ -29,11 +29,13 @@ def optimizer(spec: t.Training, total_steps: int) -> keras.optimizers.Optimizer:
     return _OPTIMIZERS[type(spec.optimizer)](learning_rate=lr, **args)
 
 
-def loss(spec: t.Training) -> keras.losses.Loss:
+def loss(spec: t.Training, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
+    """The spec's loss; reduction=None gives per-image values (distributed training averages
+    them over the global batch itself)."""
     if spec.loss.type == "sparse_categorical_crossentropy":
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=spec.loss.from_logits)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=spec.loss.from_logits, reduction=reduction)
     return keras.losses.CategoricalCrossentropy(from_logits=spec.loss.from_logits,
-                                                label_smoothing=spec.loss.label_smoothing)
+                                                label_smoothing=spec.loss.label_smoothing, reduction=reduction)
 
 
 def metrics(spec: t.Training) -> list:

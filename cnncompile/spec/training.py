@@ -195,6 +195,19 @@ class RandomZoom(Strict):
 Augmentation = Annotated[RandomTranslation | RandomRotation | RandomZoom, Field(discriminator="type")]
 
 
+class Distribute(Strict):
+    """Data-parallel training with tf.distribute. batch_size is the global batch: each step
+    splits it evenly across all replicas (on all workers), as tf.distribute does."""
+
+    strategy: Literal["mirrored", "multi_worker"] = Field(
+        description="mirrored: MirroredStrategy over this machine's devices (GPUs, else the CPU); "
+                    "multi_worker: MultiWorkerMirroredStrategy across the hosts in TF_CONFIG."
+    )
+    timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
+        120, description="How long a worker waits for its peers (at start-up and in every collective) before failing."
+    )
+
+
 def _allow_bare_names(schema: dict[str, Any]) -> None:
     """JSON Schema: optimizer and loss may also be bare names (the BeforeValidator's shorthand)."""
     for field, names in (("optimizer", OPTIMIZER_NAMES), ("loss", LOSS_NAMES)):
@@ -223,6 +236,7 @@ class Training(Strict):
     )
     callbacks: list[Callback] = []
     augmentation: list[Augmentation] = Field([], description="Random image transforms applied during training only; never exported.")
+    distribute: Distribute | None = Field(None, description="Train on several devices or machines (see Distributed training).")
 
     @model_validator(mode="after")
     def _config(self) -> Training:

@@ -1,0 +1,139 @@
+"""Multi-worker training: two real worker processes on 127.0.0.1 with TF_CONFIG, CPU only."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tests.test_data import make_idx_dir
+from tests.test_train import TINY
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def project(tmp_path):
+    make_idx_dir(tmp_path / "data" / "mnist", n_train=512, n_test=64)
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("epochs: 1", "epochs: 2"))
+    return tmp_path
+
+
+def start_workers(project: Path, *extra: str, workers: int = 2, only: list[int] | None = None,
+                  ports: list[int] | None = None) -> list[subprocess.Popen]:
+    ports = ports or free_ports(workers)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in only if only is not None else range(workers):
+        scratch = project / f"tmp{index}"
+        scratch.mkdir(exist_ok=True)
+        env = {**os.environ, "NO_COLOR": "1", "TMPDIR": str(scratch), "PYTHONPATH": str(ROOT),
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "cnncompile", "train", "tiny.yaml", "--data-dir", "data", "--out", "run",
+             "--distribute", "multi_worker", *extra],
+            cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def finish(procs: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str, str]]:
+    results = []
+    for proc in procs:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+        results.append((proc.returncode, out, err))
+    return results
+
+
+def test_two_workers_train_and_only_the_chief_writes(project):
+    (chief_rc, chief_out, chief_err), (other_rc, other_out, other_err) = finish(start_workers(project))
+    assert chief_rc == 0, chief_err
+    assert other_rc == 0, other_err
+    assert "MultiWorkerMirroredStrategy: 2 workers, 2 replicas (this is worker 0, the chief); " \
+           "global batch 32 = 16 per replica" in chief_out
+    assert "(this is worker 1)" in other_out and "worker finished" in other_out
+    metrics = json.loads((project / "run" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0 <= metrics["test_accuracy"] <= 1 and metrics["test_loss"] > 0
+    assert metrics["distribute"] == {"strategy": "MultiWorkerMirroredStrategy", "workers": 2, "replicas": 2,
+                                     "global_batch_size": 32}
+    rows = list(csv.DictReader(open(project / "run" / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"] and "val_loss" in rows[0]
+    assert list((project / "tmp1").iterdir()) == []  # the other worker's scratch run dir is gone
+    record = json.loads((project / "run" / "run.json").read_text())
+    assert record["distribute"]["batch_size_semantics"].startswith("global")
+
+
+def test_unreachable_peer_fails_clearly_within_the_timeout(project):
+    spec = project / "tiny.yaml"
+    spec.write_text(spec.read_text().replace("  callbacks:", "  distribute: {strategy: multi_worker, timeout_seconds: 5}\n  callbacks:"))
+    ports = free_ports(2)
+    started = time.monotonic()
+    ((rc, out, err),) = finish(start_workers(project, ports=ports, only=[0]), timeout=120)
+    elapsed = time.monotonic() - started
+    assert rc != 0  # ended by the watchdog (TensorFlow holds the GIL while it waits)
+    assert f"tiny.yaml: error: worker 0 could not form the cluster within 5 s; unreachable peers: 127.0.0.1:{ports[1]}" in err
+    assert "Traceback" not in err
+    assert elapsed < 60
+
+
+def test_resume_after_killing_every_worker(project):
+    (project / "tiny.yaml").write_text(TINY.replace("epochs: 1", "epochs: 5"))
+    make_idx_dir(project / "data" / "mnist", n_train=4096, n_test=64)
+    procs = start_workers(project, "--batch-size", "16")
+    state = project / "run" / "checkpoint" / "state.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    assert all(p.poll() is None for p in procs), "training ended before it could be killed"
+    for p in procs:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+
+    (rc0, out0, err0), (rc1, out1, err1) = finish(start_workers(project, "--batch-size", "16"))
+    assert rc0 == 0 and rc1 == 0, err0 + err1
+    assert f"resuming from epoch {killed_at}" in out0 and f"resuming from epoch {killed_at}" in out1
+    epochs = [row["epoch"] for row in csv.DictReader(open(project / "run" / "history.csv"))]
+    assert epochs == [str(e) for e in range(1, 6)]
+
+    (rc0, out0, _), (rc1, out1, _) = finish(start_workers(project))
+    assert rc0 == rc1 == 0 and "run is complete" not in out1
+    assert "is complete" in out0
+
+
+def test_mirrored_on_this_machine(project):
+    result = run_cli("train", "tiny.yaml", "--data-dir", "data", "--out", "run", "--distribute", "mirrored",
+                     cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert "MirroredStrategy: 1 worker, 1 replica; global batch 32 = 32 per replica" in result.stdout
+    assert json.loads((project / "run" / "metrics.json").read_text())["distribute"]["strategy"] == "MirroredStrategy"
+
+
+def test_missing_tf_config_is_a_clear_error(project):
+    result = run_cli("train", "tiny.yaml", "--data-dir", "data", "--distribute", "multi_worker", cwd=project,
+                     env={"TF_CONFIG": ""})
+    assert result.returncode == 1
+    assert "multi_worker needs the TF_CONFIG environment variable" in result.stderr
