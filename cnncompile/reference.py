@@ -8,6 +8,7 @@ Regenerate with `cnncompile schema > spec/cnncompile.schema.json` and
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any
 
@@ -123,7 +124,7 @@ def _fields_table(cls: type[BaseModel], skip: tuple[str, ...] = ("type",)) -> li
 
 
 def _section(cls: type[BaseModel], level: str = "###", example: str | None = None) -> list[str]:
-    out = [f"{level} {cls.__name__}", "", (cls.__doc__ or "").strip(), ""]
+    out = [f"{level} {cls.__name__}", "", inspect.cleandoc(cls.__doc__ or ""), ""]
     out += _fields_table(cls) + [""]
     if example:
         out += ["```yaml", f"- {example}", "```", ""]
@@ -175,7 +176,8 @@ def markdown() -> str:
         out += _section(cls, example=LAYER_EXAMPLES[cls.__name__])
     out += ["## training", "", (training.Training.__doc__ or "").strip(), "",
             *_fields_table(training.Training), "",
-            "Batch size is per step on one machine.", "",
+            "`batch_size` is the number of images per training step. With `distribute` it is the",
+            "global batch, split evenly across all replicas on all workers.", "",
             "### Optimizers", "", "`optimizer: adam` means Adam with Keras's defaults; a mapping sets arguments:",
             "`optimizer: {type: adam, learning_rate: 0.0005}`.", ""]
     for cls in (training.SGD, training.RMSprop, training.Adam, training.AdamW, training.Nadam):

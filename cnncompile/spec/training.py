@@ -62,6 +62,8 @@ class _Optimizer(Strict):
 
 
 class SGD(_Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum (keras.optimizers.SGD)."""
+
     type: Literal["sgd"] = "sgd"
     learning_rate: LearningRate = 0.01
     momentum: UnitFloat = 0.0
@@ -70,6 +72,8 @@ class SGD(_Optimizer):
 
 
 class RMSprop(_Optimizer):
+    """Divides the gradient by a running average of its magnitude (keras.optimizers.RMSprop)."""
+
     type: Literal["rmsprop"] = "rmsprop"
     rho: UnitFloat = 0.9
     momentum: UnitFloat = 0.0
@@ -88,6 +92,8 @@ class _AdamFamily(_Optimizer):
 
 
 class Adam(_AdamFamily):
+    """Adaptive moment estimation (keras.optimizers.Adam)."""
+
     type: Literal["adam"] = "adam"
     amsgrad: bool = False
 
@@ -100,6 +106,8 @@ class AdamW(Adam):
 
 
 class Nadam(_AdamFamily):
+    """Adam with Nesterov momentum (keras.optimizers.Nadam)."""
+
     type: Literal["nadam"] = "nadam"
 
 
@@ -196,8 +204,8 @@ Augmentation = Annotated[RandomTranslation | RandomRotation | RandomZoom, Field(
 
 
 class Distribute(Strict):
-    """Data-parallel training with tf.distribute. batch_size is the global batch: each step
-    splits it evenly across all replicas (on all workers), as tf.distribute does."""
+    """Data-parallel training with tf.distribute. batch_size is the global batch:
+    each step splits it evenly across all replicas (on all workers), as tf.distribute does."""
 
     strategy: Literal["mirrored", "multi_worker"] = Field(
         description="mirrored: MirroredStrategy over this machine's devices (GPUs, else the CPU); "
