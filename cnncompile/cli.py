@@ -190,8 +190,8 @@ def export(spec: str, to_onnx: bool, output: str | None, run: str | None, opset:
         model = fresh_model(compiled) if untrained else load_trained(compiled, run_dir)
         result = export_onnx(compiled, model, out, images, source, opset=opset, labels=labels, untrained=untrained)
     except ExportError as exc:
-        where = f"{spec}:{exc.line}:1" if exc.line else spec
-        click.echo(f"{where}: error: {exc}", err=True)
+        mark = compiled.source.value(("layers", exc.layer_index)) if exc.layer_index is not None else None
+        _print_diagnostics([Diagnostic("error", str(exc), mark)], spec)
         raise SystemExit(EXIT_INVALID) from None
     v = result.verification
     click.echo(f"verified on {v.images} {v.source} at batch sizes {v.batch_sizes}: max |diff| {v.max_abs_diff:.2g}, "

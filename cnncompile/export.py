@@ -35,9 +35,9 @@ DEFAULT_OPSET = 17
 class ExportError(Exception):
     """Export refused or failed verification; nothing was written."""
 
-    def __init__(self, message: str, line: int | None = None):
+    def __init__(self, message: str, layer_index: int | None = None):
         super().__init__(message)
-        self.line = line
+        self.layer_index = layer_index  # the spec layer at fault, for a located error
 
 
 @dataclass
@@ -93,6 +93,7 @@ def export_onnx(compiled: CompiledSpec, model: keras.Model, out: Path, images: n
             raise _conversion_error(exc, compiled, opset) from None
         graph = onnx.load(str(raw_path))
     _rename_io(graph)
+    _refuse_unconverted_ops(graph, compiled, opset)
     classes = compiled.info.output_shape[-1]
     metadata = {
         "cnncompile.spec_name": spec.name,
@@ -155,15 +156,47 @@ def _rename_io(graph: onnx.ModelProto) -> None:
         node.output[:] = [OUTPUT_NAME if n == old_out else n for n in node.output]
 
 
+def _refuse_unconverted_ops(graph: onnx.ModelProto, compiled: CompiledSpec, opset: int) -> None:
+    """tf2onnx leaves TensorFlow ops it cannot map (gelu's Erfc, celu's Expm1) in the graph as
+    they are; name the layer they came from instead of letting ONNX's checker fail vaguely."""
+    for node in graph.graph.node:
+        if onnx.defs.has(node.op_type, node.domain or ""):
+            continue
+        index = _layer_index(node.name, compiled)
+        where = f"node {node.name}"
+        if index is not None:
+            name, layer, _ = compiled.spec.graph()[index]
+            activation = f" (activation {layer.activation_name})" if layer.activation_name else ""
+            where = f"layer '{name}' ({layer.type}){activation}"
+        raise ExportError(f"{where} cannot be exported at opset {opset}: its TensorFlow op {node.op_type} has no "
+                          "ONNX operator and tf2onnx left it unconverted; use another activation (relu, swish, "
+                          "elu, ...) or layer for a deployable model", layer_index=index)
+
+
+def _layer_index(node_name: str, compiled: CompiledSpec) -> int | None:
+    """The spec layer a graph node came from. Node names are TensorFlow name scopes, e.g.
+    'mnist_cnn_1/conv2d_1/Gelu/Erfc'; when the model's own scope got a _N suffix (a later
+    trace), every layer scope got one too."""
+    parts = node_name.split("/")
+    index_of = {name: i for i, (name, _, _) in enumerate(compiled.spec.graph())}
+    retraced = parts[0] != compiled.spec.name and re.sub(r"_\d+$", "", parts[0]) == compiled.spec.name
+    for part in parts[1:]:
+        name = re.sub(r"_\d+$", "", part) if retraced else part
+        if name in index_of:
+            return index_of[name]
+    return None
+
+
 def _shape_of(value_info: onnx.ValueInfoProto) -> list:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
 def _conversion_error(exc: Exception, compiled: CompiledSpec, opset: int) -> ExportError:
-    """Name the layer (and its YAML line) whose op the opset cannot express, when the error says."""
+    """Name the layer whose op the opset cannot express, when the converter's message says."""
     text = str(exc)
-    for layer in compiled.info.layers:
-        if re.search(rf"(^|[/\s'\"]){re.escape(layer.name)}(/|\b)", text):
-            return ExportError(f"layer '{layer.name}' ({layer.type}) cannot be exported at opset {opset}: "
-                               f"{text.splitlines()[0][:300]}", line=layer.line)
-    return ExportError(f"conversion to ONNX (opset {opset}) failed: {type(exc).__name__}: {text.splitlines()[0][:300] if text else ''}")
+    first = text.splitlines()[0][:300] if text else ""
+    for index, (name, layer, _) in enumerate(compiled.spec.graph()):
+        if re.search(rf"(^|[/\s'\"]){re.escape(name)}(/|\b)", text):
+            return ExportError(f"layer '{name}' ({layer.type}) cannot be exported at opset {opset}: {first}",
+                               layer_index=index)
+    return ExportError(f"conversion to ONNX (opset {opset}) failed: {type(exc).__name__}: {first}")

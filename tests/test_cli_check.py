@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -162,3 +163,32 @@ def test_examples_validate_against_the_json_schema():
         jsonschema.validate(yaml.safe_load(path.read_text()), schema)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(yaml.safe_load(spec_text("{type: Conv2d, filters: 3, kernel_size: 3}")), schema)
+
+
+def test_terminal_gets_a_rich_table():
+    """On a real terminal (a pty here) the summary is a rich table; piped, it is plain text."""
+    import os
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: cnncompile on a terminal
+        os.chdir(ROOT)
+        env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+        env.update(TERM="xterm-256color", COLUMNS="120")
+        os.execve(sys.executable, [sys.executable, "-m", "cnncompile", "check", "examples/mnist_cnn.yaml"], env)
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    raw = b"".join(chunks).decode()
+    assert "\x1b[" in raw  # styled for the terminal
+    screen = re.sub(r"\x1b\[[0-9;]*m", "", raw)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert "┃ Layer (type)" in screen and "│ conv2d (Conv2D)" in screen
+    assert "Total params: 93,322" in screen

@@ -140,3 +140,24 @@ def test_cli_train_export_predict_end_to_end(tmp_path):
     assert bad.returncode == 1 and "expected images" in bad.stderr and "Traceback" not in bad.stderr
     not_onnx = run_cli("predict", "tiny.yaml", "digit.png", cwd=tmp_path, env=env)
     assert not_onnx.returncode == 1 and "not a loadable ONNX model" in not_onnx.stderr
+
+
+def test_unexportable_activation_names_the_layer_and_line(tmp_path):
+    """gelu lowers to TensorFlow's Erfc, which tf2onnx cannot convert: say which layer, where."""
+    path = tmp_path / "gelu.yaml"
+    path.write_text("name: gelu_net\ninput: {shape: [8, 8, 1]}\nlayers:\n"
+                    "  - {type: Conv2D, filters: 2, kernel_size: 3}\n"
+                    "  - {type: Conv2D, filters: 2, kernel_size: 3, activation: gelu}\n"
+                    "  - {type: Flatten}\n  - {type: Dense, units: 3, activation: softmax}\n")
+    compiled = compile_file(path)
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError) as exc:
+        export_onnx(compiled, fresh_model(compiled), out, images_for(compiled), "random images")
+    assert str(exc.value).startswith("layer 'conv2d_1' (Conv2D) (activation gelu) cannot be exported at opset 17: "
+                                     "its TensorFlow op Erfc has no ONNX operator")
+    assert exc.value.layer_index == 1
+    assert not out.exists()
+    cli = run_cli("export", str(path), "--onnx", "--untrained", "-o", str(out))
+    assert cli.returncode == 1 and not out.exists()
+    assert f"{path}:5:5: error: layer 'conv2d_1' (Conv2D) (activation gelu) cannot be exported" in cli.stderr
+    assert "Traceback" not in cli.stderr
