@@ -166,7 +166,7 @@ def broadcast_from_chief(cluster: Cluster, values: list[np.ndarray]) -> list[np.
     return [t.numpy() for t in all_reduce(mine)]
 
 
-def restore_from_chief(cluster: Cluster, variables: list, checkpoint=None) -> None:
+def restore_from_chief(cluster: Cluster, variables: list, checkpoint: list[np.ndarray] | None) -> None:
     """Every worker's `variables` take the chief's checkpoint values.
 
     All workers build the model the same way (MultiWorkerMirroredStrategy matches variables by
@@ -174,12 +174,11 @@ def restore_from_chief(cluster: Cluster, variables: list, checkpoint=None) -> No
     all-reduce, so no shared filesystem is needed.
     """
     if cluster.is_chief:
-        values = [np.asarray(v.numpy()) for v in checkpoint]
+        values = checkpoint
         if [v.shape for v in values] != [tuple(v.shape) for v in variables]:
             raise ClusterError("the checkpoint's variables do not match the model built from the spec")
     else:
-        values = [np.zeros(tuple(v.shape), v.dtype.as_numpy_dtype if hasattr(v.dtype, "as_numpy_dtype")
-                           else np.dtype(v.dtype)) for v in variables]
+        values = [np.zeros(tuple(v.shape), np.dtype(v.dtype)) for v in variables]
     for variable, value in zip(variables, broadcast_from_chief(cluster, values)):
         variable.assign(value)
 

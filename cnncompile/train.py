@@ -129,34 +129,29 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
 
     history: list[dict] = state["history"] if state else []
     train_seconds = state["train_seconds"] if state else 0.0
-    resume_whole_model = state is not None and cluster is None
     with cluster.strategy.scope() if cluster else contextlib.nullcontext():
-        if resume_whole_model:
-            model = keras.models.load_model(out / "checkpoint" / state["checkpoint"], safe_mode=True)
-            inference = model.get_layer(spec.name)
-        else:  # fresh, or distributed (every worker must create the same variables in the same order)
-            inference = build_model(spec)
-            cross_check(inference, compiled.info)
-            model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
-                                      *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
-            model.compile(optimizer=kt.optimizer(training, steps), loss=kt.loss(training),
-                          metrics=kt.metrics(training))
-            out.mkdir(parents=True, exist_ok=True)
-            if state is None:
-                write_json(out / "run.json", _run_record(compiled, dataset, options, cluster))
-        if cluster is not None:
-            model.optimizer.build(model.trainable_variables)  # no variables may be created inside a step
+        # Resumed runs are rebuilt from the spec like fresh ones, then take the checkpoint's
+        # values; under a multi-worker strategy every worker must create the same variables
+        # in the same order anyway.
+        inference = build_model(spec)
+        cross_check(inference, compiled.info)
+        model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
+                                  *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
+        model.compile(optimizer=kt.optimizer(training, steps), loss=kt.loss(training), metrics=kt.metrics(training))
+        model.optimizer.build(model.trainable_variables)  # its slots exist before a checkpoint is read
+    if state is None and start_epoch == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "run.json", _run_record(compiled, dataset, options, cluster))
     if start_epoch:
         log(f"resuming from epoch {start_epoch}")
         keras.utils.set_random_seed(options.seed + start_epoch)
+        saved = _read_checkpoint(out / "checkpoint" / state["checkpoint"]) if state else None
         if cluster is not None:
             from cnncompile.distributed import restore_from_chief
 
-            saved = None
-            if state is not None:  # the chief: read the checkpoint outside the strategy's scope
-                saved = keras.models.load_model(out / "checkpoint" / state["checkpoint"], safe_mode=True)
-                saved = list(saved.variables) + list(saved.optimizer.variables)
-            restore_from_chief(cluster, list(model.variables) + list(model.optimizer.variables), saved)
+            restore_from_chief(cluster, _variables(model), saved)
+        else:
+            _assign(_variables(model), saved)
     write_history(out / "history.csv", history)  # drops any row written after the last checkpoint
 
     checkpoint = _Checkpoint(out, compiled.sha256, history, train_seconds)
@@ -207,8 +202,26 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     return RunResult(out, metrics, start_epoch)
 
 
+def _variables(model: keras.Model) -> list:
+    """Everything training state is made of, in a stable order: the model's variables (weights,
+    BatchNormalization statistics, random-layer seeds) then the optimizer's (step, slots)."""
+    return list(model.variables) + list(model.optimizer.variables)
+
+
+def _read_checkpoint(path: Path) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+
+def _assign(variables: list, values: list[np.ndarray]) -> None:
+    if [tuple(v.shape) for v in variables] != [value.shape for value in values]:
+        raise RunError("the checkpoint does not match the model this spec builds; use --force to start over")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
 class _Checkpoint(keras.callbacks.Callback):
-    """After every epoch: save the training model (weights + optimizer), then the state naming it.
+    """After every epoch: save the training state (weights + optimizer), then the state naming it.
 
     state.json is written after the checkpoint it points to, so a kill between the two
     leaves the previous, consistent pair. history.csv is rewritten from the state.
@@ -234,12 +247,14 @@ class _Checkpoint(keras.callbacks.Callback):
             row["learning_rate"] = float(row["learning_rate"])
         self.history.append(row)
         self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch + 1}.keras"
+        name = f"epoch-{epoch + 1}.npz"
         with atomic_path(self.dir / name) as tmp:
-            self.model.save(tmp)
+            # Plain arrays (weights, optimizer slots and step, RNG states): cheaper than a .keras
+            # archive each epoch, and loading them never deserializes code.
+            np.savez(tmp, *[np.asarray(v.numpy()) for v in _variables(self.model)])
         write_json(self.dir / "state.json", {"epoch": epoch + 1, "checkpoint": name, "spec_sha256": self.spec_sha256,
                                              "history": self.history, "train_seconds": self.train_seconds})
-        for old in self.dir.glob("epoch-*.keras"):
+        for old in self.dir.glob("epoch-*.npz"):
             if old.name != name:
                 old.unlink(missing_ok=True)
         write_history(self.out / "history.csv", self.history)
