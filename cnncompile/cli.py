@@ -16,8 +16,7 @@ import click
 
 from cnncompile.diagnostics import Diagnostic, SpecError
 
-EXIT_INVALID = 1
-EXIT_USAGE = 2
+EXIT_INVALID = 1  # usage errors exit 2, through click
 
 
 def _is_terminal() -> bool:
@@ -142,11 +141,11 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
                    f"{str(exc).splitlines()[0][:400]}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted; run the same command to resume from the last completed epoch", err=True)
+        click.echo("\ninterrupted; run the same command to resume from the last completed epoch", err=True)
         raise SystemExit(130) from None
     m = result.metrics
     if not result.chief:
-        click.echo(f"worker finished; the chief writes the run directory")
+        click.echo("worker finished; the chief writes the run directory")
         return
     if result.already_complete:
         click.echo(f"{run_dir} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from cnncompile.diagnostics import Diagnostic, Mark, SourceMap, SpecError
+from cnncompile.diagnostics import Diagnostic, SourceMap, SpecError
 from cnncompile.shapes import Shape, ShapeError, fmt
 from cnncompile.spec.layers import Dense, LayerSpec
 from cnncompile.spec.model import ModelSpec
@@ -114,7 +114,7 @@ def check_against_training(
     last_mark = source.value(("layers", len(spec.layers) - 1))
     if training.loss.from_logits and activation == "softmax":
         warnings.append(Diagnostic(
-            "warning", f"the last layer applies softmax but the loss has from_logits: true; "
+            "warning", "the last layer applies softmax but the loss has from_logits: true; "
             "it will treat probabilities as logits. Remove the softmax or set from_logits: false",
             source.value(("layers", len(spec.layers) - 1, "activation")) or last_mark))
     elif not training.loss.from_logits and activation != "softmax":
@@ -170,5 +170,3 @@ def _final_activation(spec: ModelSpec) -> str | None:
 def _label(index: int, layer: LayerSpec, name: str) -> str:
     return f"layers[{index}] {layer.type} '{name}'"
 
-
-__all__ = ["LayerInfo", "Mark", "ModelInfo", "infer"]

@@ -64,11 +64,3 @@ def write_history(target: Path, rows: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_bytes(target, buffer.getvalue().encode())
-
-
-def read_history(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as handle:
-        return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v != ""}
-                for row in csv.DictReader(handle)]

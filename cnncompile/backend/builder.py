@@ -34,7 +34,7 @@ def _regularizer(value: Any) -> Any:
 def _kwargs(layer: spec_layers.LayerSpec, name: str) -> dict[str, Any]:
     """The spec's fields as Keras arguments: same names, regularizers made objects."""
     args = layer.model_dump(exclude={"type", "name"})
-    for key, value in args.items():
+    for key in args:
         if key.endswith("_regularizer"):
             args[key] = _regularizer(getattr(layer, key))
     return {**args, "name": name}

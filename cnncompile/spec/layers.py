@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -102,7 +102,8 @@ class Conv2D(_Windowed):
         return self
 
     def output_shape(self, shape: Shape) -> Shape:
-        out = (*self.spatial(shape), self.filters)
+        out = shapes.conv2d_output(shape, self.filters, self.kernel_size, self.strides, self.padding,
+                                   self.dilation_rate)
         if shape[2] % self.groups:
             raise ShapeError(
                 f"groups ({self.groups}) must divide the {shape[2]} input channels", field="groups"

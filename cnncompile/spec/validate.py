@@ -64,7 +64,7 @@ def translate(exc: ValidationError, raw: Any, source: SourceMap) -> list[Diagnos
     """Every pydantic error as a located, readable diagnostic, in file order."""
     errors = _drop_losing_branches([(_data_path(e["loc"], raw), e) for e in exc.errors()])
     diagnostics = []
-    for path, branches, error in errors:
+    for path, _branches, error in errors:
         message, at_key = _describe(error, path, raw)
         mark = source.key(path) if at_key else source.value(path)
         diagnostics.append(Diagnostic("error", _subject(path, raw) + message, mark))
@@ -114,10 +114,7 @@ def _drop_losing_branches(items: list) -> list[tuple[Path, tuple, dict]]:
         depth, label = branches[0]
         by_fork[path[:depth]][label].append((path, branches, error))
     for root, branches in by_fork.items():
-        def superficial(errs: list) -> bool:
-            return all(len(p) == len(root) and e["type"] in _BRANCH_MISMATCH for p, _, e in errs)
-
-        deep = [errs for errs in branches.values() if not superficial(errs)]
+        deep = [errs for errs in branches.values() if not _superficial(errs, len(root))]
         literal = [errs[0] for errs in branches.values() if errs[0][2]["type"] == "literal_error"
                    and isinstance(errs[0][2].get("input"), str)]
         if deep:
@@ -130,6 +127,11 @@ def _drop_losing_branches(items: list) -> list[tuple[Path, tuple, dict]]:
             path, _, error = next(iter(branches.values()))[0]
             kept.append((path, (), {**error, "type": "_union_kinds", "ctx": {"labels": list(branches)}}))
     return kept
+
+
+def _superficial(errors: list, depth: int) -> bool:
+    """Only complaints about the kind of value at the branch's root (depth)."""
+    return all(len(path) == depth and error["type"] in _BRANCH_MISMATCH for path, _, error in errors)
 
 
 def _describe(error: dict, path: Path, raw: Any) -> tuple[str, bool]:
