@@ -133,8 +133,12 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
         click.echo(f"{spec}: error: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     except Exception as exc:
+        from cnncompile.backend.builder import BackendMismatch
         from cnncompile.distributed import ClusterError
 
+        if isinstance(exc, BackendMismatch):  # a cnncompile bug: say so plainly, no traceback
+            click.echo(f"{spec}: {exc}", err=True)
+            raise SystemExit(EXIT_INVALID) from None
         if options.distribute is None or not _is_cluster_failure(exc, ClusterError):
             raise
         click.echo(f"{spec}: error: distributed training failed: {type(exc).__name__}: "

@@ -23,7 +23,7 @@ import onnx
 import onnxruntime as ort
 
 from cnncompile import __version__
-from cnncompile.backend.builder import build_model, cross_check
+from cnncompile.backend.builder import BackendMismatch, build_model, cross_check
 from cnncompile.frontend import CompiledSpec
 from cnncompile.rundir import write_bytes
 
@@ -66,7 +66,11 @@ def load_trained(compiled: CompiledSpec, run_dir: Path) -> keras.Model:
         model = keras.models.load_model(path, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - a corrupt file can fail in many ways
         raise ExportError(f"{path} cannot be loaded ({type(exc).__name__}: {exc})") from None
-    cross_check(model, compiled.info)  # the run must belong to this spec
+    try:
+        cross_check(model, compiled.info)  # the run must belong to this spec
+    except (BackendMismatch, ValueError) as exc:
+        raise ExportError(f"{path} was not trained from this spec (retrain it, or pass --run DIR): "
+                          f"{str(exc).removeprefix('internal error: ')}") from None
     return model
 
 

@@ -160,3 +160,14 @@ def test_unexportable_activation_names_the_layer_and_line(tmp_path):
     assert cli.returncode == 1 and not out.exists()
     assert f"{path}:5:5: error: layer 'conv2d_1' (Conv2D) (activation gelu) cannot be exported" in cli.stderr
     assert "Traceback" not in cli.stderr
+
+
+def test_run_of_another_spec_is_refused(tmp_path):
+    """A model.keras trained from a different spec must not be exported under this one."""
+    from cnncompile.export import load_trained
+
+    lenet = compile_file(ROOT / "examples" / "lenet5.yaml")
+    (tmp_path / "run").mkdir()
+    fresh_model(lenet).save(tmp_path / "run" / "model.keras")
+    with pytest.raises(ExportError, match="was not trained from this spec"):
+        load_trained(compile_file(ROOT / "examples" / "mnist_cnn.yaml"), tmp_path / "run")
