@@ -257,9 +257,3 @@ class Training(Strict):
         ):
             raise ValueError("ReduceLROnPlateau cannot change a scheduled learning_rate; use one or the other")
         return self
-
-    @property
-    def labels(self) -> tuple[str, ...] | None:
-        if isinstance(self.dataset, str):
-            return BUILTIN_DATASETS[self.dataset][1]
-        return None
