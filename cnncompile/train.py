@@ -98,12 +98,11 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     spec, training = compiled.spec, compiled.spec.training
     if options.force and out.exists():
         _clear_run(out)
-    state_file = out / "checkpoint" / "state.json"
-    state = read_json(state_file) if state_file.exists() and run_state(out) != "complete" else None
+    complete = run_state(out) == "complete"
+    state = read_json(out / "checkpoint" / "state.json") if run_state(out) == "resumable" else None
     if state and state["spec_sha256"] != compiled.sha256:
         raise RunError(f"{out} holds an unfinished run of a different version of this spec; "
                        "use --force to start over or --out for a new run directory")
-    complete = run_state(out) == "complete"
     start_epoch = state["epoch"] if state else 0
     if cluster is not None and cluster.workers > 1:
         from cnncompile.distributed import broadcast_from_chief
@@ -173,7 +172,8 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), spec.name))
     plotter.start()
     if cluster is None:
-        test_loss, test_accuracy = model.evaluate(dataset.x_test, y_test, batch_size=256, verbose=0)[:2]
+        scores = model.evaluate(dataset.x_test, y_test, batch_size=256, verbose=0, return_dict=True)
+        test_loss, test_accuracy = scores["loss"], scores["accuracy"]
     else:
         from cnncompile.distributed import evaluate
 

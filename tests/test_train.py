@@ -283,3 +283,14 @@ layers:
     model = build_model(compiled.spec)
     cross_check(model, compiled.info)  # raises BackendMismatch on any disagreement
     assert model.count_params() == compiled.info.total_params
+
+
+def test_test_accuracy_is_accuracy_whatever_metrics_the_spec_lists(project):
+    """metrics: [top_k_categorical_accuracy] must not end up reported as test_accuracy."""
+    (project / "tiny.yaml").write_text(TINY.replace("  epochs: 1", "  metrics: [top_k_categorical_accuracy]\n  epochs: 1"))
+    result = train(project, "--quiet")
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(project / "run" / "history.csv")))
+    assert "accuracy" in rows[0] and "top_k_categorical_accuracy" in rows[0]
+    metrics = json.loads((project / "run" / "metrics.json").read_text())
+    assert metrics["test_accuracy"] < 0.35  # random labels: top-5 accuracy would be ~0.5, top-1 ~0.1

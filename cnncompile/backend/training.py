@@ -39,10 +39,11 @@ def loss(spec: t.Training, reduction: str | None = "sum_over_batch_size") -> ker
 
 
 def metrics(spec: t.Training) -> list:
+    """The spec's metrics, accuracy always among them: every run reports test_accuracy."""
     sparse = spec.loss.type == "sparse_categorical_crossentropy"
     table = {"accuracy": "accuracy",
              "top_k_categorical_accuracy": "sparse_top_k_categorical_accuracy" if sparse else "top_k_categorical_accuracy"}
-    return [table[m] for m in spec.metrics]
+    return list(dict.fromkeys(["accuracy", *(table[m] for m in spec.metrics)]))
 
 
 def callbacks(spec: t.Training, tensorboard_dir: str) -> list[keras.callbacks.Callback]:
