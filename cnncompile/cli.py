@@ -116,9 +116,8 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
         raise SystemExit(EXIT_INVALID) from None
     console.print(dataset.describe())
     from cnncompile.progress import RichProgress
-    from cnncompile.train import RunError, TrainOptions, train as run_training
-
     from cnncompile.spec.training import Distribute
+    from cnncompile.train import RunError, TrainOptions, train as run_training
 
     plan = training.distribute
     if distribute:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cnncompile.data.formats import DataError, IDX_STEMS, find_idx, read_idx_dir, read_image_folders, read_npz
+from cnncompile.rundir import atomic_path
 from cnncompile.spec.training import BUILTIN_DATASETS, DatasetPath
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
@@ -169,26 +169,22 @@ def download(name: str, mirror: str | None = None, timeout: float = 30) -> list[
             paths.append(target)
             continue
         url = base.rstrip("/") + "/" + filename
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{filename}.", suffix=".part")
         try:
-            digest = hashlib.sha256()
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-                length = response.headers.get("Content-Length")
-                received = 0
-                for block in iter(lambda: response.read(1 << 20), b""):
-                    out.write(block)
-                    digest.update(block)
-                    received += len(block)
-            if length is not None and received != int(length):
-                raise DataError(f"{url}: received {received:,} of {int(length):,} bytes (truncated)")
-            if digest.hexdigest() != expected:
-                raise DataError(f"{url}: sha256 {digest.hexdigest()} does not match the expected {expected}; "
-                                "refusing the file")
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:  # renamed into the cache only if the block succeeds
+                digest = hashlib.sha256()
+                with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
+                    length = response.headers.get("Content-Length")
+                    received = 0
+                    for block in iter(lambda: response.read(1 << 20), b""):
+                        out.write(block)
+                        digest.update(block)
+                        received += len(block)
+                if length is not None and received != int(length):
+                    raise DataError(f"{url}: received {received:,} of {int(length):,} bytes (truncated)")
+                if digest.hexdigest() != expected:
+                    raise DataError(f"{url}: sha256 {digest.hexdigest()} does not match the expected {expected}; "
+                                    "refusing the file")
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             raise DataError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         paths.append(target)
     return paths
