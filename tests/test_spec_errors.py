@@ -129,6 +129,11 @@ def test_softmax_with_from_logits_warns(write_spec):
                         "it will treat probabilities as logits. Remove the softmax or set from_logits: false"]
 
 
+def test_typo_in_input_suggests_the_key():
+    found = errors_of("name: t\ninput: {shap: [28, 28, 1]}\nlayers: [{type: Flatten}]\n")
+    assert "m.yaml:2:9: error: input: unknown key 'shap'; did you mean 'shape'?" in found
+
+
 def test_duplicate_layer_names(write_spec):
     found = errors_of(spec_text("""
         {type: Flatten, name: a}

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from cnncompile.diagnostics import Diagnostic, Path, SourceMap, SpecError, did_you_mean
 from cnncompile.spec.layers import LAYER_NAMES, LAYER_TYPES
 from cnncompile.spec.loader import decode, load_yaml
-from cnncompile.spec.model import ModelSpec
+from cnncompile.spec.model import Input, ModelSpec
 from cnncompile.spec.training import Training
 
 # Which names a discriminated union chooses among, by the key that holds it.
@@ -222,16 +222,13 @@ def _form(label: str) -> str:
 
 def _allowed_keys(node: Any, path: Path) -> list[str]:
     """Field names of the spec class that `path` holds, for did-you-mean on unknown keys."""
-    owner = {(): ModelSpec, ("training",): Training}.get(tuple(path))
+    owner = {(): ModelSpec, ("training",): Training, ("input",): Input}.get(tuple(path))
     if owner is None and isinstance(node, dict):
         for cls in (*LAYER_TYPES, *_training_classes()):
             type_field = cls.model_fields.get("type")
             if type_field is not None and node.get("type") == type_field.default:
                 owner = cls
                 break
-    if owner is None and len(path) == 1 and path[0] == "input":
-        from cnncompile.spec.model import Input
-        owner = Input
     return list(owner.model_fields) if owner else []
 
 
