@@ -44,9 +44,9 @@ def _channels_last(value: Any) -> str:
     if value == "channels_first":
         raise PydanticCustomError(
             "channels_first",
-            "data_format: cnncompile models are channels_last only (images are [height, width, "
+            "cnncompile models are channels_last only (images are [height, width, "
             "channels], as input.shape says); remove data_format or set it to channels_last")
-    raise PydanticCustomError("data_format", "data_format: expected 'channels_last', received {received}",
+    raise PydanticCustomError("data_format", "expected 'channels_last', received {received}",
                               {"received": repr(value)})
 
 
@@ -221,11 +221,6 @@ class DepthwiseConv2D(_Windowed):
 
     example: ClassVar[str] = "{type: DepthwiseConv2D, kernel_size: 3, padding: same}"
 
-    @model_validator(mode="after")
-    def _config(self) -> DepthwiseConv2D:
-        self._no_strided_dilation()
-        return self
-
     def output_shape(self, shape: Shape) -> Shape:
         return (*self.spatial(shape), shape[2] * self.depth_multiplier)
 
@@ -249,11 +244,6 @@ class SeparableConv2D(_Windowed):
 
     example: ClassVar[str] = "{type: SeparableConv2D, filters: 64, kernel_size: 3, activation: relu}"
     width_field: ClassVar[str] = "filters"
-
-    @model_validator(mode="after")
-    def _config(self) -> SeparableConv2D:
-        self._no_strided_dilation()
-        return self
 
     def output_shape(self, shape: Shape) -> Shape:
         return (*self.spatial(shape), self.filters)
