@@ -124,7 +124,9 @@ def test_schema_file_is_current():
     result = run_cli("schema")
     assert result.returncode == 0
     assert result.stdout == (ROOT / "spec" / "cnncompile.schema.json").read_text()
-    assert json.loads(result.stdout)["properties"]["layers"]["items"]["discriminator"]["propertyName"] == "type"
+    layer, block_use = json.loads(result.stdout)["properties"]["layers"]["items"]["oneOf"]
+    assert layer["discriminator"]["propertyName"] == "type"
+    assert block_use == {"$ref": "#/$defs/BlockUse"}
 
 
 def test_language_reference_is_current_and_complete():
