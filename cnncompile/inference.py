@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from cnncompile.diagnostics import Diagnostic, SourceMap, SpecError
 from cnncompile.shapes import Shape, ShapeError, fmt
-from cnncompile.spec.graph import Node
+from cnncompile.spec.graph import Node, first_of_each
 from cnncompile.spec.layers import MODEL_INPUT
 from cnncompile.spec.model import ModelSpec
 from cnncompile.spec.training import BUILTIN_DATASETS
@@ -105,7 +105,7 @@ def infer(spec: ModelSpec, source: SourceMap | None = None) -> ModelInfo:
         infos.append(LayerInfo(node.name, node.layer.type, (None, *out), trainable + frozen, trainable, macs,
                                mark.line if mark else None, node.inputs, node.block))
     if errors:
-        raise SpecError(errors)
+        raise SpecError(first_of_each(errors))
     model = ModelInfo(spec.name, (None, *spec.input.shape), tuple(infos))
     errors, warnings = check_against_training(spec, model, source)
     warnings = _dead_branches(nodes, source) + warnings

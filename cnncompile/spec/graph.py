@@ -235,46 +235,52 @@ class _Expansion:
 
     def expand_use(self, item: Any, path: Path, scope: _Scope, previous: Any) -> Any:
         uses = scope.uses
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            label = f"{_where(path)} '{item['name']}'"
+        elif isinstance(item, BlockUse) and item.name:
+            label = f"{_where(path)} '{item.name}'"
+        else:
+            label = _where(path)
         if isinstance(item, dict):
             try:
                 use = BlockUse.model_validate(item)
             except ValidationError as exc:
                 from cnncompile.spec.validate import translate
 
-                self.problems.extend(translate(exc, item, self.source, at=path, subject=f"{_where(path)}: ",
+                self.problems.extend(translate(exc, item, self.source, at=path, subject=f"{label}: ",
                                                notes=_expansion_notes(uses, self.source)))
                 return _BROKEN
         else:
             use = item
         block = self.blocks.get(use.block)
         if block is None:
-            self.error(f"{_where(path)}: unknown block '{use.block}'"
+            self.error(f"{label}: unknown block '{use.block}'"
                        f"{did_you_mean(use.block, self.blocks) or '; define it under blocks:'}",
                        (*path, "block"), uses)
             return _BROKEN
         chain = [u.block for u in uses]
         if use.block in chain:
             cycle = " -> ".join([*chain[chain.index(use.block):], use.block])
-            self.error(f"{_where(path)}: block '{use.block}' uses itself ({cycle}); blocks cannot be "
+            self.error(f"{label}: block '{use.block}' uses itself ({cycle}); blocks cannot be "
                        "recursive", (*path, "block"), uses)
             return _BROKEN
         try:
             repeat = substitute(use.repeat, scope.values, ("repeat",))
         except ExpressionError as exc:
-            self.error(f"{_where(path)}: repeat: {exc}", (*path, "repeat"), uses)
+            self.error(f"{label}: repeat: {exc}", (*path, "repeat"), uses)
             return _BROKEN
         if not isinstance(repeat, int) or isinstance(repeat, bool) or repeat < 1:
-            self.error(f"{_where(path)}: repeat: expected an integer >= 1, received {repeat!r}",
+            self.error(f"{label}: repeat: expected an integer >= 1, received {repeat!r}",
                        (*path, "repeat"), uses)
             return _BROKEN
         unknown = [key for key in use.arguments if key not in block.params]
         for key in unknown:
-            self.error(f"{_where(path)}: block '{use.block}' has no parameter '{key}'"
+            self.error(f"{label}: block '{use.block}' has no parameter '{key}'"
                        f"{did_you_mean(key, block.params) or '; its parameters: ' + (', '.join(block.params) or 'none')}",
                        (*path, key), uses)
         missing = [key for key, default in block.params.items() if default is None and key not in use.arguments]
         if missing:
-            self.error(f"{_where(path)}: block '{use.block}' needs {', '.join(missing)} (no default)",
+            self.error(f"{label}: block '{use.block}' needs {', '.join(missing)} (no default)",
                        path, uses)
         reserved = [key for key in block.params if key in RESERVED]
         if unknown or missing or reserved:
@@ -291,10 +297,10 @@ class _Expansion:
                 arguments = substitute(use.arguments, values)
                 instance = self.instance_name(use, index, repeat, values, number)
             except ExpressionError as exc:
-                self.error(f"{_where(path)}: {_key(exc.path)}{exc}", (*path, *exc.path), uses)
+                self.error(f"{label}: {_key(exc.path)}{exc}", (*path, *exc.path), uses)
                 return _BROKEN
             if operands_written and index == 1:
-                operands = [self.resolve(ref, scope, [], path, i, label=f"{_where(path)} block '{use.block}'")
+                operands = [self.resolve(ref, scope, [], path, i, label=label)
                             for i, ref in enumerate(operands_written)]
             elif operands_written:
                 operands = [previous, *operands[1:]]
@@ -304,16 +310,15 @@ class _Expansion:
                 previous = operands[0]
                 scope.names[instance] = previous
                 continue
-            if any(o is None or o is _BROKEN for o in operands):
-                return _BROKEN
             if len(operands) != len(block.inputs):
-                self.error(f"{_where(path)}: block '{use.block}' reads {len(block.inputs)} input"
+                self.error(f"{label}: block '{use.block}' reads {len(block.inputs)} input"
                            f"{'s' if len(block.inputs) != 1 else ''} ({', '.join(block.inputs)}); "
                            f"received {len(operands)}", (*path, "inputs"), uses)
                 return _BROKEN
             full = scope.prefix + instance
+            # A broken operand (its error is reported) still lets the block's own problems surface.
             child = _Scope(("blocks", use.block, "layers"), full + "_",
-                           dict(zip(block.inputs, operands)),
+                           {name: _BROKEN if o is None else o for name, o in zip(block.inputs, operands)},
                            {**block.params, **arguments, "index": index}, (*uses, Use(use.block, full, path)))
             before = len(self.nodes)
             previous = self.expand(block.layers, child, operands[0])
@@ -365,13 +370,22 @@ def _key(path: Path) -> str:
     return f"{_where(path)}: " if path else ""
 
 
+def first_of_each(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """A mistake inside a block is made once however often the block is used: report it once,
+    with the notes of its first expansion."""
+    seen: dict[tuple, Diagnostic] = {}
+    for diagnostic in diagnostics:
+        seen.setdefault((diagnostic.severity, diagnostic.message, diagnostic.mark), diagnostic)
+    return list(seen.values())
+
+
 def resolve(spec: ModelSpec, source: SourceMap | None = None) -> list[Node]:
     """The expanded, wired graph of a spec; SpecError listing every structural problem."""
     expansion = _Expansion(spec, source or SourceMap())
     top = _Scope(("layers",), "", {})
     expansion.expand(spec.layers, top, MODEL_INPUT)
     if expansion.problems:
-        raise SpecError(expansion.problems)
+        raise SpecError(first_of_each(expansion.problems))
     if not expansion.nodes:
         raise SpecError([Diagnostic("error", "layers: every layer was dropped by `when`; the model is empty",
                                     expansion.source.value(("layers",)))])
