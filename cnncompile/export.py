@@ -97,6 +97,7 @@ def export_onnx(compiled: CompiledSpec, model: keras.Model, out: Path, images: n
         except Exception as exc:  # noqa: BLE001 - tf2onnx raises assorted errors
             raise _conversion_error(exc, compiled, opset) from None
         graph = onnx.load(str(raw_path))
+    _inline_captured_constants(graph, model, compiled)
     _rename_io(graph)
     _refuse_unconverted_ops(graph, compiled, opset)
     classes = compiled.info.output_shape[-1]
@@ -144,6 +145,29 @@ def verify(model: keras.Model, onnx_bytes: bytes, images: np.ndarray, source: st
         raise ExportError(f"verification failed: max |diff| {worst:.3g} (limit {MAX_ABS_DIFF:g}), argmax agreement "
                           f"{agree}/{total} on {source}; the ONNX file was not written")
     return result
+
+
+# Tensors a layer keeps as plain attributes rather than variables (Normalization's mean and
+# variance) are captured by the traced function, and tf2onnx turns captures into graph
+# *inputs* named <model>/<layer>/<Op>/<operand>:0. Which attribute each one holds:
+_CAPTURED = {("Sub", "y"): "mean", ("Add", "y"): "mean", ("Sqrt", "x"): "variance"}
+
+
+def _inline_captured_constants(graph: onnx.ModelProto, model: keras.Model, compiled: CompiledSpec) -> None:
+    """Turn captured-constant inputs back into initializers holding the layer's values; the
+    parity check afterwards proves the values are the right ones."""
+    initializers = {t.name for t in graph.graph.initializer}
+    inputs = [i for i in graph.graph.input if i.name not in initializers]
+    for graph_input in inputs[1:]:  # the first is the image
+        parts = graph_input.name.removesuffix(":0").split("/")
+        node = _spec_node(graph_input.name, compiled)
+        attribute = _CAPTURED.get(tuple(parts[-2:]))
+        if node is None or attribute is None:
+            raise ExportError(f"the converter left an unexpected graph input '{graph_input.name}'; "
+                              "please report this spec")
+        value = np.asarray(getattr(model.get_layer(node.name), attribute), np.float32)
+        graph.graph.initializer.append(onnx.numpy_helper.from_array(value, graph_input.name))
+        graph.graph.input.remove(graph_input)
 
 
 def _rename_io(graph: onnx.ModelProto) -> None:

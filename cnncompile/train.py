@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from cnncompile.backend import training as kt
-from cnncompile.backend.builder import build_model, cross_check
+from cnncompile.backend.builder import adapt_normalization, build_model, cross_check
 from cnncompile.data.datasets import Dataset
 from cnncompile.frontend import CompiledSpec
 from cnncompile.rundir import atomic_path, read_json, write_history, write_json
@@ -134,6 +134,9 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
         # in the same order anyway.
         inference = build_model(spec)
         cross_check(inference, compiled.info)
+        if start_epoch == 0:  # a resumed run takes the statistics from its checkpoint
+            for name, count in adapt_normalization(inference, spec, dataset.x_train):
+                log(f"{name}: Normalization mean and variance adapted from {count:,} training images")
         model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
                                   *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
         model.compile(optimizer=kt.optimizer(training, steps), loss=kt.loss(training), metrics=kt.metrics(training))
