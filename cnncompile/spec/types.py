@@ -16,7 +16,9 @@ from pydantic_core import PydanticCustomError
 class Strict(BaseModel):
     """Base for every spec class: unknown keys are errors and nothing is coerced."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # defer_build: a class's validator is built when first used, not at import; `check` builds
+    # only what the spec at hand needs (ModelSpec builds its members together, once).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 def _is_int(value: Any) -> bool:
