@@ -144,8 +144,7 @@ def test_reference_examples_are_valid(layer_type, example):
     from pydantic import TypeAdapter
 
     layer = TypeAdapter(Layer).validate_python(yaml.safe_load(example))
-    assert layer.type == layer_type
-    assert layer.output_shape((8, 8, 64)) is not None
+    assert layer.type == layer_type  # its shape is compared with Keras's in test_keras_parity.py
 
 
 def test_every_example_has_the_schema_modeline():

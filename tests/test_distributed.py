@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
-from tests.test_data import make_idx_dir
-from tests.test_train import TINY
+from tests.conftest import ROOT, TINY, make_idx_dir, run_cli
 
 
 def free_ports(n: int) -> list[int]:

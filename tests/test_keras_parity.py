@@ -21,6 +21,8 @@ keras = pytest.importorskip("keras")
 from cnncompile.diagnostics import SpecError  # noqa: E402
 from cnncompile.frontend import compile_file  # noqa: E402
 from cnncompile.inference import infer  # noqa: E402
+from cnncompile import reference  # noqa: E402
+from cnncompile.spec import layers as L  # noqa: E402
 from cnncompile.spec.layers import LAYER_TYPES  # noqa: E402
 from cnncompile.spec.model import ModelSpec  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
@@ -62,17 +64,22 @@ def compare(input_shape, layers):
     return "accepted"
 
 
-WINDOWED = [
-    ({"type": "Conv2D", "filters": 4}, True),
-    ({"type": "DepthwiseConv2D", "depth_multiplier": 2}, True),
-    ({"type": "SeparableConv2D", "filters": 5}, True),
-    ({"type": "MaxPooling2D"}, False),
-    ({"type": "AveragePooling2D"}, False),
-]
+# Parity cases keyed by spec class: a layer type added to LAYER_TYPES without one fails
+# test_every_layer_type_has_a_parity_case. Each case is (arguments, input shape); the class
+# supplies "type", so a case cannot claim one type and test another.
+WINDOWED = {  # class -> (arguments, whether it takes dilation_rate); swept over every window below
+    L.Conv2D: ({"filters": 4}, True),
+    L.DepthwiseConv2D: ({"depth_multiplier": 2}, True),
+    L.SeparableConv2D: ({"filters": 5}, True),
+    L.MaxPooling2D: ({}, False),
+    L.AveragePooling2D: ({}, False),
+}
 
 
-@pytest.mark.parametrize("base, dilates", WINDOWED, ids=lambda v: v["type"] if isinstance(v, dict) else "")
-def test_every_window_combination(base, dilates):
+@pytest.mark.parametrize("cls", WINDOWED, ids=lambda cls: cls.__name__)
+def test_every_window_combination(cls):
+    arguments, dilates = WINDOWED[cls]
+    base = {"type": cls.__name__, **arguments}
     outcomes = set()
     window_key = "kernel_size" if "filters" in base or "depth_multiplier" in base else "pool_size"
     for window, strides, padding, dilation, shape in itertools.product(
@@ -86,37 +93,44 @@ def test_every_window_combination(base, dilates):
     assert outcomes == {"accepted", "refused"}  # both sides of the boundary were exercised
 
 
-@pytest.mark.parametrize("layer, shape", [
-    ({"type": "GlobalAveragePooling2D"}, (5, 5, 3)),
-    ({"type": "GlobalMaxPooling2D", "keepdims": True}, (5, 5, 3)),
-    ({"type": "Flatten"}, (5, 5, 3)),
-    ({"type": "Dense", "units": 7}, (5, 5, 3)),
-    ({"type": "Dense", "units": 7, "use_bias": False}, (12,)),
-    ({"type": "Dropout", "rate": 0.3}, (5, 5, 3)),
-    ({"type": "SpatialDropout2D", "rate": 0.3}, (5, 5, 3)),
-    ({"type": "BatchNormalization"}, (5, 5, 3)),
-    ({"type": "BatchNormalization", "scale": False}, (12,)),
-    ({"type": "Activation", "activation": "gelu"}, (5, 5, 3)),
-    ({"type": "ZeroPadding2D", "padding": [[1, 0], [2, 3]]}, (5, 5, 3)),
-    ({"type": "ZeroPadding2D", "padding": [2, 1]}, (5, 5, 3)),
-    ({"type": "Cropping2D", "cropping": [[1, 0], [2, 1]]}, (5, 5, 3)),
-    ({"type": "Cropping2D", "cropping": 3}, (5, 5, 3)),
-    ({"type": "Reshape", "target_shape": [-1, 5]}, (5, 5, 3)),
-    ({"type": "Reshape", "target_shape": [25, 3]}, (5, 5, 3)),
-    ({"type": "Reshape", "target_shape": [4, 4]}, (5, 5, 3)),
-    ({"type": "Rescaling", "scale": 0.5, "offset": 1.0}, (5, 5, 3)),
-    ({"type": "Conv2D", "filters": 6, "kernel_size": 1, "groups": 3}, (5, 5, 3)),
-    ({"type": "Conv2D", "filters": 6, "kernel_size": 1, "groups": 2}, (5, 5, 3)),
-    ({"type": "Conv2D", "filters": 6, "kernel_size": 3}, (12,)),
-    ({"type": "Conv2D", "filters": 4, "kernel_size": 3, "strides": 2, "dilation_rate": 2}, (9, 9, 1)),
-])
+OTHER = {
+    L.GlobalAveragePooling2D: [({}, (5, 5, 3))],
+    L.GlobalMaxPooling2D: [({"keepdims": True}, (5, 5, 3))],
+    L.Flatten: [({}, (5, 5, 3))],
+    L.Dense: [({"units": 7}, (5, 5, 3)), ({"units": 7, "use_bias": False}, (12,))],
+    L.Dropout: [({"rate": 0.3}, (5, 5, 3))],
+    L.SpatialDropout2D: [({"rate": 0.3}, (5, 5, 3))],
+    L.BatchNormalization: [({}, (5, 5, 3)), ({"scale": False}, (12,))],
+    L.Activation: [({"activation": "gelu"}, (5, 5, 3))],
+    L.ZeroPadding2D: [({"padding": [[1, 0], [2, 3]]}, (5, 5, 3)), ({"padding": [2, 1]}, (5, 5, 3))],
+    L.Cropping2D: [({"cropping": [[1, 0], [2, 1]]}, (5, 5, 3)), ({"cropping": 3}, (5, 5, 3))],
+    L.Reshape: [({"target_shape": [-1, 5]}, (5, 5, 3)), ({"target_shape": [25, 3]}, (5, 5, 3)),
+                ({"target_shape": [4, 4]}, (5, 5, 3))],
+    L.Rescaling: [({"scale": 0.5, "offset": 1.0}, (5, 5, 3))],
+    L.Conv2D: [({"filters": 6, "kernel_size": 1, "groups": 3}, (5, 5, 3)),
+               ({"filters": 6, "kernel_size": 1, "groups": 2}, (5, 5, 3)),
+               ({"filters": 6, "kernel_size": 3}, (12,)),
+               ({"filters": 4, "kernel_size": 3, "strides": 2, "dilation_rate": 2}, (9, 9, 1))],
+}
+
+
+@pytest.mark.parametrize("layer, shape", [({"type": cls.__name__, **arguments}, shape)
+                                          for cls, cases in OTHER.items() for arguments, shape in cases],
+                         ids=lambda v: v["type"] if isinstance(v, dict) else "")
 def test_other_layers(layer, shape):
     compare(shape, [layer])
 
 
-def test_every_layer_type_is_covered_by_a_parity_case():
-    source = open(__file__).read()
-    assert all(f'"type": "{cls.__name__}"' in source for cls in LAYER_TYPES)
+def test_every_layer_type_has_a_parity_case():
+    assert set(WINDOWED) | set(OTHER) == set(LAYER_TYPES)
+
+
+@pytest.mark.parametrize("layer_type, example", reference.LAYER_EXAMPLES.items())
+def test_reference_examples_agree_with_keras(layer_type, example):
+    """Each layer's documented example gives Keras's shape and parameter count."""
+    import yaml
+
+    assert compare((8, 8, 64), [yaml.safe_load(example)]) == "accepted"
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
