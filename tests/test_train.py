@@ -100,31 +100,52 @@ def test_same_seed_same_weights(project):
     assert other.returncode == 0 and weights_hash(project / "c" / "model.keras") != hashes[0]
 
 
-def test_resume_after_sigkill(project):
-    make_idx_dir(project / "data" / "mnist", n_train=2048, n_test=64)
-    command = [sys.executable, "-m", "cnncompile", "train", str(project / "tiny.yaml"), "--data-dir",
-               str(project / "data"), "--out", str(project / "run"), "--epochs", "6", "--batch-size", "16"]
-    proc = subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "NO_COLOR": "1"})
-    state = project / "run" / "checkpoint" / "state.json"
+# min_delta: 10 makes every epoch after the first "no improvement", so EarlyStopping stops
+# after epoch 4 and ReduceLROnPlateau halves the rate after every epoch from the second: a run
+# that forgot their counters on resume would stop later and train at other rates.
+CALLBACKS = """\
+  callbacks:
+    - {type: EarlyStopping, monitor: val_loss, patience: 3, min_delta: 10}
+    - {type: ReduceLROnPlateau, monitor: val_loss, patience: 1, factor: 0.5, min_delta: 10}
+"""
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(project):
+    spec = TINY.replace("{type: adam, learning_rate: {type: CosineDecay, initial_learning_rate: 0.01}}", "adam")
+    (project / "tiny.yaml").write_text(spec.split("  callbacks:")[0] + CALLBACKS)
+    make_idx_dir(project / "data" / "mnist", n_train=1024, n_test=64)
+
+    def command(out):
+        return [sys.executable, "-m", "cnncompile", "train", str(project / "tiny.yaml"), "--data-dir",
+                str(project / "data"), "--out", str(project / out), "--epochs", "8", "--batch-size", "16", "--quiet"]
+
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(command("killed"), cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    state = project / "killed" / "checkpoint" / "state.json"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if state.exists() and json.loads(state.read_text())["epoch"] >= 2:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, "training finished before it could be killed; make it longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = json.loads(state.read_text())["epoch"]
-    assert not (project / "run" / "metrics.json").exists()
+    assert killed_at < 4 and not (project / "killed" / "metrics.json").exists()
 
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "NO_COLOR": "1"})
-    assert result.returncode == 0, result.stderr
-    assert f"resuming from epoch {killed_at}" in result.stdout
-    epochs = [row["epoch"] for row in csv.DictReader(open(project / "run" / "history.csv"))]
-    assert epochs == [str(e) for e in range(1, 7)]
-    assert json.loads((project / "run" / "metrics.json").read_text())["epochs"] == 6
+    resumed = subprocess.run(command("killed"), cwd=project, capture_output=True, text=True, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    uninterrupted = subprocess.run(command("whole"), cwd=project, capture_output=True, text=True, timeout=600, env=env)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+
+    histories = [list(csv.DictReader(open(project / out / "history.csv"))) for out in ("killed", "whole")]
+    assert [row["epoch"] for row in histories[1]] == ["1", "2", "3", "4"]  # early stopping's epoch
+    assert [row["epoch"] for row in histories[0]] == ["1", "2", "3", "4"]
+    rates = [float(row["learning_rate"]) for row in histories[0]]
+    # The rate each epoch trained at (Keras logs it before ReduceLROnPlateau lowers it for the next).
+    assert rates == pytest.approx([0.001, 0.001, 0.0005, 0.00025])
+    assert [row["learning_rate"] for row in histories[0]] == [row["learning_rate"] for row in histories[1]]
+    assert weights_hash(project / "killed" / "model.keras") == weights_hash(project / "whole" / "model.keras")
 
 
 def test_changed_spec_refuses_to_resume(project):
