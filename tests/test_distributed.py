@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY, make_idx_dir, run_cli
+from tests.conftest import ROOT, TINY, make_idx_dir, run_cli, spec_text
 
 
 def free_ports(n: int) -> list[int]:
@@ -101,29 +101,22 @@ def test_unreachable_peer_fails_clearly_within_the_timeout(project):
     assert elapsed < 60
 
 
-SMOOTH = """\
-name: smooth
-input: {shape: [28, 28, 1]}
-layers:
-  - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
-  - {type: MaxPooling2D, pool_size: 2}
-  - {type: Flatten}
-  - {type: Dense, units: 10, activation: softmax}
-training:
-  dataset: mnist
-  optimizer: {type: sgd, learning_rate: 0.05}
-  loss: sparse_categorical_crossentropy
-  metrics: [accuracy, top_k_categorical_accuracy]
-  epochs: 2
-  batch_size: 32
-  validation_split: 0.25
-"""
+# No dropout, batch statistics or augmentation: their randomness is per replica.
+SMOOTH = spec_text("""
+    {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
+    {type: MaxPooling2D, pool_size: 2}
+    {type: Flatten}
+    {type: Dense, units: 10, activation: softmax}
+""", training="""
+    training:
+      {dataset: mnist, optimizer: {type: sgd, learning_rate: 0.05}, loss: sparse_categorical_crossentropy,
+       metrics: [accuracy, top_k_categorical_accuracy], epochs: 2, batch_size: 32, validation_split: 0.25}
+""")
 
 
 def test_two_workers_train_on_every_image_like_one_process(project):
     """400 images, a quarter held out: 300 to train on, 9 batches of 32 and one of 12. Two
-    workers must take the same steps on the same images as one process (no dropout, batch
-    statistics or augmentation here, whose randomness is per replica), so the weights agree
+    workers must take the same steps on the same images as one process, so the weights agree
     to float rounding; dropping the 12 would move them far more."""
     make_idx_dir(project / "data" / "mnist", n_train=400, n_test=64)
     (project / "tiny.yaml").write_text(SMOOTH)
