@@ -211,3 +211,24 @@ def test_a_keras_summary_example_the_issue_quotes(write_spec):
     assert found == ["m.yaml:8:45: error: layers[3] Conv2D 'conv2d_2': kernel 7x7 does not fit the 6x6 input "
                      "(padding 'valid'): output would be 0x0; use padding: same or a smaller kernel_size "
                      "(input shape (None, 6, 6, 8))"]
+
+
+@pytest.mark.parametrize("loc, raw, kind, path, labels", [
+    # A tagged union's tag and a plain union's member labels are not keys in the data.
+    (("layers", 0, "Conv2D", "padding"), {"layers": [{"type": "Conv2D", "padding": "no"}]}, "literal_error",
+     ("layers", 0, "padding"), ((2, "Conv2D"),)),
+    (("layers", 0, "Dense", "kernel_regularizer", "L1L2"), {"layers": [{"kernel_regularizer": "l3"}]},
+     "model_type", ("layers", 0, "kernel_regularizer"), ((2, "Dense"), (3, "L1L2"))),
+    (("layers", 0, "Dense", "units"), {"layers": [{"type": "Dense"}]}, "missing", ("layers", 0, "units"),
+     ((2, "Dense"),)),
+    # A callable Discriminator's Tag may equal a key of the mapping ({block: ...}); the
+    # reading that follows the data to the end wins.
+    (("layers", 0, "block", "repeat"), {"layers": [{"block": "res", "repeat": 0}]}, "greater_than_equal",
+     ("layers", 0, "repeat"), ((2, "block"),)),
+    (("layers", 0, "block", "block"), {"layers": [{"block": 3}]}, "string_type",
+     ("layers", 0, "block"), ((2, "block"),)),
+])
+def test_pydantic_locations_map_onto_the_data(loc, raw, kind, path, labels):
+    from cnncompile.spec.validate import _data_path
+
+    assert _data_path(loc, raw, kind) == (path, labels)
