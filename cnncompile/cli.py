@@ -95,53 +95,22 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     command is run again.
     """
     compiled = _compile(spec)  # refuse an invalid spec before TensorFlow is even imported
-    training = compiled.spec.training
-    if training is None:
-        click.echo(f"{spec}: error: no training: section; `train` needs one (dataset, optimizer, ...)", err=True)
-        raise SystemExit(EXIT_INVALID)
     from rich.console import Console
 
-    console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
-    run_dir = Path(out) if out else Path("runs") / compiled.spec.name
-    from cnncompile.data.datasets import load_dataset
-    from cnncompile.data.formats import DataError
-
-    try:
-        dataset = load_dataset(training.dataset, data_dir=Path(data_dir) if data_dir else None,
-                               spec_dir=compiled.path.parent, image_shape=tuple(compiled.spec.input.shape),
-                               seed=seed if seed is not None else training.seed)
-    except DataError as exc:
-        mark = compiled.source.value(("training", "dataset"))
-        _print_diagnostics([Diagnostic("error", f"training.dataset: {exc}", mark)], spec)
-        raise SystemExit(EXIT_INVALID) from None
-    console.print(dataset.describe())
     from cnncompile.progress import RichProgress
-    from cnncompile.spec.training import Distribute
-    from cnncompile.train import RunError, TrainOptions, train as run_training
+    from cnncompile.train import BackendMismatch, RunError, train_spec
 
-    plan = training.distribute
-    if distribute:
-        plan = Distribute(strategy=distribute, **({"timeout_seconds": plan.timeout_seconds} if plan else {}))
-    options = TrainOptions(run_dir, epochs or training.epochs, batch_size or training.batch_size,
-                           training.seed if seed is None else seed, force, plan)
-
+    console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
     try:
-        result = run_training(compiled, dataset, options, log=console.print,
-                              progress=None if quiet else RichProgress(console), error_prefix=f"{spec}: error: ")
+        result = train_spec(compiled, out=Path(out) if out else None, epochs=epochs, seed=seed, batch_size=batch_size,
+                            data_dir=Path(data_dir) if data_dir else None, force=force, strategy=distribute,
+                            log=console.print, progress=None if quiet else RichProgress(console))
     except RunError as exc:
-        click.echo(f"{spec}: error: {exc}", err=True)
+        mark = compiled.source.value(exc.where) if exc.where else None
+        _print_diagnostics([Diagnostic("error", str(exc), mark)], spec)
         raise SystemExit(EXIT_INVALID) from None
-    except Exception as exc:
-        from cnncompile.backend.builder import BackendMismatch
-        from cnncompile.distributed import ClusterError
-
-        if isinstance(exc, BackendMismatch):  # a cnncompile bug: say so plainly, no traceback
-            click.echo(f"{spec}: {exc}", err=True)
-            raise SystemExit(EXIT_INVALID) from None
-        if options.distribute is None or not _is_cluster_failure(exc, ClusterError):
-            raise
-        click.echo(f"{spec}: error: distributed training failed: {type(exc).__name__}: "
-                   f"{str(exc).splitlines()[0][:400]}", err=True)
+    except BackendMismatch as exc:  # a cnncompile bug: say so plainly, no traceback
+        click.echo(f"{spec}: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted; run the same command to resume from the last completed epoch", err=True)
@@ -151,18 +120,10 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
         click.echo("worker finished; the chief writes the run directory")
         return
     if result.already_complete:
-        click.echo(f"{run_dir} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")
+        click.echo(f"{result.out} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")
         return
     click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {m['epochs']} epochs; "
-               f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {run_dir}/")
-
-
-def _is_cluster_failure(exc: Exception, cluster_error: type) -> bool:
-    """Our own ClusterError, or TensorFlow's errors for a lost peer or a timed-out collective."""
-    import tensorflow as tf
-
-    return isinstance(exc, (cluster_error, tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                            tf.errors.CancelledError, tf.errors.InternalError, tf.errors.AbortedError))
+               f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {result.out}/")
 
 
 @main.command()
@@ -183,7 +144,9 @@ def export(spec: str, to_onnx: bool, output: str | None, run: str | None, opset:
     if not to_onnx:
         raise click.UsageError("choose an export format: --onnx")
     compiled = _compile(spec)
-    run_dir = Path(run) if run else Path("runs") / compiled.spec.name
+    from cnncompile.rundir import default_run_dir
+
+    run_dir = Path(run) if run else default_run_dir(compiled.spec.name)
     out = Path(output) if output else run_dir / ("model.untrained.onnx" if untrained else "model.onnx")
     images, source, labels = _verification_images(compiled, data_dir)
     from cnncompile.export import ExportError, export_onnx, fresh_model, load_trained

@@ -426,7 +426,6 @@ class LayerNormalization(LayerSpec):
     epsilon: Annotated[float, Field(gt=0.0)] = 0.001
     center: bool = Field(True, description="Learn an offset (beta).")
     scale: bool = Field(True, description="Learn a scale (gamma).")
-    rms_scaling: bool = Field(False, description="Scale by the root mean square only (no centering).")
     beta_initializer: Initializer = "zeros"
     gamma_initializer: Initializer = "ones"
     beta_regularizer: Regularizer | None = None
@@ -436,9 +435,7 @@ class LayerNormalization(LayerSpec):
     preserves_shape: ClassVar[bool] = True
 
     def params(self, shape: Shape) -> tuple[int, int]:
-        # rms_scaling keeps gamma only (Keras ignores center then).
-        per_channel = 1 if self.rms_scaling else int(self.center) + int(self.scale)
-        return (shape[-1] * per_channel, 0)
+        return (shape[-1] * (int(self.center) + int(self.scale)), 0)
 
 
 FloatOrList = float | Annotated[list[float], Field(min_length=1)]
