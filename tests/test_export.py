@@ -151,7 +151,7 @@ def test_unexportable_activation_names_the_layer_and_line(tmp_path):
         export_onnx(compiled, fresh_model(compiled), out, images_for(compiled), "random images")
     assert str(exc.value).startswith("layer 'conv2d_1' (Conv2D) (activation gelu) cannot be exported at opset 17: "
                                      "its TensorFlow op Erfc has no ONNX operator")
-    assert exc.value.layer_index == 1
+    assert exc.value.path == ("layers", 1)
     assert not out.exists()
     cli = run_cli("export", str(path), "--onnx", "--untrained", "-o", str(out))
     assert cli.returncode == 1 and not out.exists()
