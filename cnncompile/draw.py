@@ -236,7 +236,7 @@ def _label(node: Node, detail: str) -> str:
     small = '<FONT POINT-SIZE="9">{}</FONT>'
     if node.operands:
         rows.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT">{small.format(e("of " + ", ".join(node.operands)))}</TD></TR>')
-    for line in _wrap(node.arguments, 34):
+    for line in _wrap(node.arguments, 38):
         rows.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT">{small.format(e(line))}</TD></TR>')
     shapes = " | ".join(fmt(s) for s in node.output_shapes)
     if detail == "compact" or node.kind == "Input":
@@ -264,17 +264,17 @@ def _wrap(items: Iterable[str], width: int) -> list[str]:
 def _header(arch: Architecture) -> str:
     info, e = arch.info, html.escape
     layers = sum(node.layers for node in arch.nodes if node.kind != "Input")
-    totals = (f"{info.total_params:,} params ({info.trainable_params:,} trainable) · "
-              f"{human(info.total_macs)} MACs per image · {layers} layers · "
-              f"in {fmt(arch.input_shape)} → out {fmt(info.output_shape)}")
+    lines = (f"{info.total_params:,} params ({info.trainable_params:,} trainable) · "
+             f"{human(info.total_macs)} MACs per image",
+             f"{layers} layers · in {fmt(arch.input_shape)} → out {fmt(info.output_shape)}")
     used = list(dict.fromkeys(node.category for node in arch.nodes if node.kind != "Input"))
     key = "".join(f'<TD BGCOLOR="{fill}" COLOR="{border}" BORDER="1" STYLE="ROUNDED">'
-                  f'<FONT POINT-SIZE="9">{e(name)}</FONT></TD>' for name, _, fill, border in used)
-    return (f'<<TABLE BORDER="0" CELLSPACING="4" CELLPADDING="2">'
-            f'<TR><TD><FONT POINT-SIZE="16"><B>{e(arch.name)}</B></FONT></TD></TR>'
-            f'<TR><TD><FONT POINT-SIZE="10">{e(totals)}</FONT></TD></TR>'
-            f'<TR><TD><TABLE BORDER="0" CELLSPACING="4" CELLPADDING="3"><TR>{key}</TR></TABLE></TD></TR>'
-            f'</TABLE>>')
+                  f'<FONT POINT-SIZE="9"> {e(name)} </FONT></TD>' for name, _, fill, border in used)
+    text = "".join(f'<TR><TD><FONT POINT-SIZE="10">{e(line)}</FONT></TD></TR>' for line in lines)
+    return (f'<<TABLE BORDER="0" CELLSPACING="2" CELLPADDING="1">'
+            f'<TR><TD><FONT POINT-SIZE="16"><B>{e(arch.name)}</B></FONT></TD></TR>{text}'
+            f'<TR><TD ALIGN="CENTER"><TABLE BORDER="0" CELLSPACING="4" CELLPADDING="2" FIXEDSIZE="FALSE"><TR>{key}</TR>'
+            f'</TABLE></TD></TR></TABLE>>')
 
 
 @dataclass(frozen=True)
