@@ -286,6 +286,25 @@ def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> N
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write it (default RUN_DIR/report.html).")
+def report(run_dir: str, output: str | None) -> None:
+    """Write RUN_DIR/report.html again from the run directory's files: one self-contained page
+    with the architecture, curves, confusion matrix, per-class numbers and the worst mistakes.
+
+    Needs no framework and no dataset (`train` writes it at the end of every run).
+    """
+    from cnncompile.report import ReportError, write_report
+
+    try:
+        path = write_report(Path(run_dir), output=Path(output) if output else None)
+    except ReportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    click.echo(f"wrote {path}")
+
+
+@main.command()
 @click.option("--format", "fmt", type=click.Choice(["json", "markdown"]), default="json",
               help="json: the JSON Schema; markdown: the language reference (spec/README.md).")
 def schema(fmt: str) -> None:

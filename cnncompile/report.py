@@ -370,7 +370,7 @@ table.check td:first-child,table.check th:first-child,table.check td:nth-child(2
 table.check{font-size:12.5px}
 ul.totals{list-style:none;padding:0;margin:10px 0 0;color:#334155}
 .pair{display:flex;flex-wrap:wrap;gap:28px}
-table.cm td{width:46px;text-align:center;border:1px solid #fff;font-size:12px}
+table.cm td{width:38px;padding:3px 2px;text-align:center;border:1px solid #fff;font-size:11.5px}
 table.cm th{font-size:12px}
 table.cm caption{caption-side:top;text-align:left;color:#475569;padding-bottom:6px}
 th.corner{font-weight:400;color:#64748b;font-size:11px}

@@ -63,7 +63,9 @@ def test_seed_drawing_says_what_matters():
     assert [(e.source, e.target, draw.short_shape(e.shape)) for e in arch.edges][:2] == [
         ("input", "conv2d", "28×28×1"), ("conv2d", "max_pooling2d", "26×26×32")]
     header = draw._header(arch)
-    assert "93,322 params (93,322 trainable) · 2.79 M MACs per image · 8 layers" in header
+    assert "93,322 params (93,322 trainable) · 2.79 M MACs per image" in header
+    assert "8 layers · in (None, 28, 28, 1) → out (None, 10)" in header
+    assert "> convolution <" in header and "> dense <" in header  # the colour key names what is drawn
 
 
 @pytest.mark.parametrize("layer, detail, expected", [
