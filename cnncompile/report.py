@@ -74,55 +74,90 @@ def classify(out: Path, probabilities, y_true, images, labels: Sequence[str]) ->
 
 
 def _plot_confusion(path: Path, matrix, labels: Sequence[str]) -> None:
-    """Counts and row-normalised side by side, annotated when the classes are few enough to read."""
+    """Counts and row-normalised side by side, annotated when the classes are few enough to read.
+
+    Drawn with Pillow, cell by cell: a tenth of matplotlib's time (~1.3 s for 10 classes here),
+    which every training run would pay.
+    """
     import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from PIL import Image, ImageDraw
 
     classes = len(labels)
     rows = matrix.sum(axis=1, keepdims=True)
     normalised = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    side = min(max(4.5, classes * 0.45), 14)
-    fig = Figure(figsize=(2 * side + 1, side + 0.6))
-    FigureCanvasAgg(fig)
-    for ax, values, title, text in zip(fig.subplots(1, 2), (matrix, normalised),
-                                       ("counts", "row-normalised (recall on the diagonal)"),
-                                       (lambda v: f"{v:d}", lambda v: f"{v:.2f}".lstrip("0") if v else "0")):
-        shown = values / max(values.max(), 1) if values is matrix else values
-        ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
-        ax.set_title(title)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        if classes <= LARGEST_MATRIX_TABLE:
-            ax.set_xticks(range(classes), labels, rotation=45 if max(map(len, labels)) > 2 else 0, ha="right"
-                          if max(map(len, labels)) > 2 else "center")
-            ax.set_yticks(range(classes), labels)
-            for (row, column), value in np.ndenumerate(values):
-                ax.text(column, row, text(value), ha="center", va="center", fontsize=8,
-                        color="white" if shown[row, column] > 0.55 else "#0f172a")
-    fig.tight_layout()
+    annotated = classes <= LARGEST_MATRIX_TABLE
+    cell = 40 if annotated else max(2, 800 // classes)
+    font, small = _font(13), _font(11)
+    names = [_fit(label, 14) for label in labels] if annotated else []
+    label_w = max([int(small.getlength(n)) for n in names] + [0]) + 10
+    upwards = label_w > cell  # column labels too wide for a cell are written upwards
+    left, top, gap = 24 + label_w, 56 + (label_w if upwards else 18), 40
+    panel = cell * classes
+    image = Image.new("RGB", (left + 2 * panel + gap + 16, top + panel + 16), "white")
+    draw = ImageDraw.Draw(image)
+    panels = ((matrix / max(matrix.max(), 1), matrix, "counts", lambda v: f"{v:d}"),
+              (normalised, normalised, "row-normalised (recall on the diagonal)",
+               lambda v: f"{v:.2f}".lstrip("0") if v else "0"))
+    for p, (shade, values, title, text) in enumerate(panels):
+        x0 = left + p * (panel + gap)
+        draw.text((x0, 8), title, fill="#0f172a", font=font)
+        draw.text((x0 + panel // 2, 28), "predicted", fill="#475569", font=small, anchor="mt")
+        for (row, column), value in np.ndenumerate(values):
+            colour = _blue(shade[row, column])
+            box = (x0 + column * cell, top + row * cell, x0 + (column + 1) * cell - 1, top + (row + 1) * cell - 1)
+            draw.rectangle(box, fill=colour)
+            if annotated:
+                ink = "white" if shade[row, column] > 0.55 else "#0f172a"
+                draw.text((box[0] + cell // 2, box[1] + cell // 2), text(value), fill=ink, font=small, anchor="mm")
+        for k, name in enumerate(names):
+            if upwards:
+                upright = Image.new("RGB", (label_w, cell), "white")
+                ImageDraw.Draw(upright).text((label_w - 4, cell // 2), name, fill="#334155", font=small, anchor="rm")
+                image.paste(upright.rotate(90, expand=True), (x0 + k * cell, top - label_w))
+            else:
+                draw.text((x0 + k * cell + cell // 2, top - 4), name, fill="#334155", font=small, anchor="mb")
+            if p == 0:
+                draw.text((left - 6, top + k * cell + cell // 2), name, fill="#334155", font=small, anchor="rm")
+    true_axis = Image.new("RGB", (panel, 16), "white")
+    ImageDraw.Draw(true_axis).text((panel // 2, 0), "true", fill="#475569", font=small, anchor="mt")
+    image.paste(true_axis.rotate(90, expand=True), (4, top))
     with _atomic(path) as tmp:
-        fig.savefig(tmp, dpi=90)
+        image.save(tmp, format="PNG", optimize=True)
+
+
+def _blue(share: float) -> tuple[int, int, int]:
+    """White to the report's blue (#2563eb) to a dark navy, like matplotlib's 'Blues'."""
+    stops = ((0.0, (255, 255, 255)), (0.6, (37, 99, 235)), (1.0, (23, 37, 84)))
+    for (a, low), (b, high) in zip(stops, stops[1:]):
+        if share <= b:
+            t = (share - a) / (b - a)
+            return tuple(round(l + (h - l) * t) for l, h in zip(low, high))
+    return stops[-1][1]
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)  # Pillow's bundled TrueType font: no system fonts needed
 
 
 def _mistakes_grid(path: Path, images, mistakes: list[dict]) -> None:
     """The images drawn 3x, nearest-neighbour (pixels stay pixels), captioned true/predicted/confidence."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     columns = 8
     scale = 3
     cell_w, caption_h = 132, 34
     if len(mistakes) == 0:
         grid = Image.new("RGB", (cell_w * 3, 60), "white")
-        ImageDraw.Draw(grid).text((10, 20), "no test image was misclassified", fill="#0f172a",
-                                  font=ImageFont.load_default(size=14))
+        ImageDraw.Draw(grid).text((10, 20), "no test image was misclassified", fill="#0f172a", font=_font(14))
     else:
         h, w = images.shape[1:3]
         cell_h = h * scale + caption_h + 8
         rows = -(-len(mistakes) // columns)
         grid = Image.new("RGB", (cell_w * min(columns, len(mistakes)), cell_h * rows), "white")
         draw = ImageDraw.Draw(grid)
-        font = ImageFont.load_default(size=12)
+        font = _font(12)
         for k, (image, mistake) in enumerate(zip(images, mistakes)):
             x, y = (k % columns) * cell_w, (k // columns) * cell_h
             pixels = image[..., 0] if image.shape[-1] == 1 else image

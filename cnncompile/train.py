@@ -199,19 +199,23 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     with atomic_path(out / "model.keras") as tmp:
         inference.save(tmp)
     if cluster is None or cluster.is_chief:  # the report, like the run directory, is the chief's
-        metrics.update(_report(out, compiled, inference, dataset, metrics))
+        metrics.update(_report(out, compiled, inference, dataset, metrics, distributed=cluster is not None))
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run complete
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return RunResult(out, metrics, start_epoch)
 
 
-def _report(out: Path, compiled: CompiledSpec, inference: keras.Model, dataset: Dataset, metrics: dict) -> dict:
+def _report(out: Path, compiled: CompiledSpec, inference: keras.Model, dataset: Dataset, metrics: dict,
+            distributed: bool) -> dict:
     """report.html and its pictures; returns the per-class numbers metrics.json gains."""
     from cnncompile import report
 
-    # Plain calls, not predict(): they work the same under a distribution strategy.
-    probabilities = np.concatenate([np.asarray(inference(dataset.x_test[i:i + 256].astype(np.float32), training=False))
-                                    for i in range(0, len(dataset.x_test), 256)])
+    if distributed:  # plain calls, as distributed.evaluate makes: local to this worker, no collectives
+        probabilities = np.concatenate([np.asarray(inference(dataset.x_test[i:i + 256].astype(np.float32),
+                                                             training=False))
+                                        for i in range(0, len(dataset.x_test), 256)])
+    else:
+        probabilities = inference.predict(dataset.x_test, batch_size=256, verbose=0)
     per_class = report.classify(out, probabilities, dataset.y_test, dataset.x_test, dataset.labels)
     report.save_spec(out, compiled.path, compiled.sha256)
     report.write_report(out, {**metrics, **per_class})

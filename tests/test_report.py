@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -284,3 +285,48 @@ def test_report_renders_in_a_browser_and_fetches_nothing(run, tmp_path):
     assert sum(n for n, (r, g, b) in shot.getcolors(1 << 20) if b > 200 and r < 120 and g < 160) > 500
     # the page's background is the light grey of the CSS, so the HTML (and its style sheet) was used
     assert shot.getpixel((5, 5)) == (241, 245, 249)
+
+
+# --- resumed and distributed runs ---------------------------------------------------------------------
+
+def test_a_run_killed_and_resumed_writes_its_report(tmp_path):
+    import signal
+
+    small_mnist(tmp_path / "data" / "mnist", n_train=1600)  # ~90 steps an epoch: time to kill it mid-run
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("epochs: 1", "epochs: 2"))
+    args = [sys.executable, "-m", "cnncompile", "train", "tiny.yaml", "--data-dir", "data", "--out", "run", "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state = tmp_path / "run" / "checkpoint" / "state.json"
+    while proc.poll() is None and not state.exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "run" / "report.html").exists()
+
+    result = run_cli("train", "tiny.yaml", "--data-dir", "data", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resuming from epoch" in result.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert metrics["epochs"] == 2 and f"{metrics['test_accuracy']:.4f}" in page
+    for row in metrics["per_class"]:
+        assert f"<tr><th>{row['label']}</th><td>{row['precision']:.4f}</td><td>{row['recall']:.4f}</td>" in page
+
+
+def test_two_workers_only_the_chief_writes_the_report(tmp_path):
+    from tests.test_distributed import finish, start_workers
+
+    small_mnist(tmp_path / "data" / "mnist")
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    results = finish(start_workers(tmp_path))
+    assert [rc for rc, _, _ in results] == [0, 0], results[0][2] + results[1][2]
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert sum(map(sum, metrics["confusion_matrix"])) == 160 and len(metrics["per_class"]) == 10
+    matrix = np.array(metrics["confusion_matrix"])  # the chief's plain-call predictions are evaluate()'s
+    assert abs(np.trace(matrix) / 160 - metrics["test_accuracy"]) < 1 / 160 + 1e-9
+    page = (run / "report.html").read_text()
+    assert "MultiWorkerMirroredStrategy" in page and f"{metrics['test_accuracy']:.4f}" in page
+    assert list((tmp_path / "tmp1").iterdir()) == []  # the other worker wrote nothing that survives
