@@ -3,7 +3,7 @@
 Two halves:
   classify()      test-set probabilities -> confusion matrix, per-class precision/recall/F1 and
                   the most confidently wrong images; writes confusion.png and mistakes.png and
-                  returns the numbers metrics.json gains. Needs numpy, Pillow and matplotlib;
+                  returns the numbers metrics.json gains. Needs numpy and Pillow;
                   the probabilities come from train.py, so no framework is imported here.
   write_report()  renders report.html from the run directory's files alone (spec.yaml, run.json,
                   metrics.json, curves.png, confusion.png, mistakes.png) plus the spec's
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cnncompile.rundir import read_json, write_bytes
+from cnncompile.rundir import atomic_path, read_json, write_bytes
 
 REPORT_FILES = ("report.html", "confusion.png", "mistakes.png", "spec.yaml")  # what a run gains from here
 MISTAKES_SHOWN = 24
@@ -121,7 +121,7 @@ def _plot_confusion(path: Path, matrix, labels: Sequence[str]) -> None:
     true_axis = Image.new("RGB", (panel, 16), "white")
     ImageDraw.Draw(true_axis).text((panel // 2, 0), "true", fill="#475569", font=small, anchor="mt")
     image.paste(true_axis.rotate(90, expand=True), (4, top))
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG", optimize=True)
 
 
@@ -167,18 +167,12 @@ def _mistakes_grid(path: Path, images, mistakes: list[dict]) -> None:
             draw.text((x + 6, top), _fit(f"true {mistake['true']}", 19), fill="#15803d", font=font)
             draw.text((x + 6, top + 15), _fit(f"pred {mistake['predicted']} {mistake['confidence']:.2f}", 19),
                       fill="#b91c1c", font=font)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG", optimize=True)
 
 
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
-
-
-def _atomic(path: Path):
-    from cnncompile.rundir import atomic_path
-
-    return atomic_path(path)
 
 
 # --- the page --------------------------------------------------------------------------------------
@@ -240,7 +234,7 @@ def render(out: Path, record: dict, metrics: dict, spec_text: str | None, compil
         _section("Training curves", _image(out / "curves.png", "loss and accuracy per epoch")),
         _section("Confusion matrix", _confusion(out, metrics, labels)),
         _section("Per-class precision, recall and F1", _per_class(metrics)),
-        _section(f"Most confidently wrong test images", _mistakes(out, metrics)),
+        _section("Most confidently wrong test images", _mistakes(out, metrics)),
         _section("Spec", _spec_block(record, spec_text, spec_note)),
         _section("Run", _metadata(record, metrics)),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -38,3 +39,18 @@ def spec_text(layers: str, shape: str = "[28, 28, 1]", training: str = "") -> st
     """A complete spec around a layers block (one layer per line, flow style)."""
     body = "\n".join(f"  - {line.strip()}" for line in textwrap.dedent(layers).strip().splitlines())
     return f"name: t\ninput:\n  shape: {shape}\nlayers:\n{body}\n{textwrap.dedent(training)}"
+
+
+FRAMEWORKS = ("tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx")
+
+
+def modules_imported_by(*args: str, watch: tuple[str, ...] = FRAMEWORKS) -> list[str]:
+    """Run `cnncompile ARGS` in a fresh interpreter; the modules from `watch` it imported."""
+    code = ("import json, sys, runpy; sys.argv = ['cnncompile', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('cnncompile', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"print('IMPORTED', json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {watch!r})))")
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    line = next((l for l in result.stdout.splitlines() if l.startswith("IMPORTED ")), None)
+    assert line is not None, result.stdout + result.stderr
+    return json.loads(line[len("IMPORTED "):])

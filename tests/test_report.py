@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from cnncompile import report
-from tests.conftest import ROOT, SHARED_DATA, run_cli
+from tests.conftest import FRAMEWORKS, ROOT, SHARED_DATA, modules_imported_by, run_cli
 from tests.test_data import make_idx_dir, write_idx
 
 # Small enough to train in seconds, good enough after one epoch on a few hundred digits that
@@ -175,15 +175,7 @@ def test_report_is_self_contained(run):
 def test_report_command_rebuilds_it_without_a_framework(run, tmp_path):
     before = (run / "report.html").read_text()
     out = tmp_path / "again.html"
-    code = ("import sys, runpy; sys.argv = ['cnncompile', 'report', sys.argv[1], '-o', sys.argv[2]];\n"
-            "try:\n    runpy.run_module('cnncompile', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx', 'matplotlib'))\n"
-            "print('FRAMEWORKS', bad)")
-    result = subprocess.run([sys.executable, "-c", code, str(run), str(out)], cwd=ROOT, capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert "FRAMEWORKS []" in result.stdout, result.stdout + result.stderr
-    assert f"wrote {out}" in result.stdout
+    assert modules_imported_by("report", str(run), "-o", str(out), watch=(*FRAMEWORKS, "matplotlib")) == []
     stamp = re.compile(r"written \d{4}-\d\d-\d\d \d\d:\d\d UTC")
     assert stamp.sub("", out.read_text()) == stamp.sub("", before)  # the same page, from the files alone
 
