@@ -163,10 +163,10 @@ def _mistakes_grid(path: Path, images, mistakes: list[dict]) -> None:
             pixels = image[..., 0] if image.shape[-1] == 1 else image
             tile = Image.fromarray(pixels).convert("RGB").resize((w * scale, h * scale), Image.NEAREST)
             grid.paste(tile, (x + (cell_w - w * scale) // 2, y + 4))
-            top = y + h * scale + 6
-            draw.text((x + 6, top), _fit(f"true {mistake['true']}", 19), fill="#15803d", font=font)
-            draw.text((x + 6, top + 15), _fit(f"pred {mistake['predicted']} {mistake['confidence']:.2f}", 19),
-                      fill="#b91c1c", font=font)
+            top, middle = y + h * scale + 6, x + cell_w // 2
+            draw.text((middle, top), _fit(f"true {mistake['true']}", 19), fill="#15803d", font=font, anchor="mt")
+            draw.text((middle, top + 15), _fit(f"pred {mistake['predicted']} {mistake['confidence']:.3f}", 19),
+                      fill="#b91c1c", font=font, anchor="mt")
     with atomic_path(path) as tmp:
         grid.save(tmp, format="PNG", optimize=True)
 
@@ -229,12 +229,13 @@ def render(out: Path, record: dict, metrics: dict, spec_text: str | None, compil
              ("macro F1", f"{metrics['macro_f1']:.4f}" if "macro_f1" in metrics else "–"),
              ("epochs", str(metrics["epochs"])), ("parameters", f"{metrics.get('total_params', 0):,}"),
              ("training time", f"{metrics['train_seconds']:.1f} s")]
+    # What a classifier is judged by first (how it errs), then what it is, then where it came from.
     sections = [
-        _section("Architecture", _architecture(compiled), "arch"),
         _section("Training curves", _image(out / "curves.png", "loss and accuracy per epoch")),
         _section("Confusion matrix", _confusion(out, metrics, labels)),
         _section("Per-class precision, recall and F1", _per_class(metrics)),
         _section("Most confidently wrong test images", _mistakes(out, metrics)),
+        _section("Architecture", _architecture(compiled), "arch"),
         _section("Spec", _spec_block(record, spec_text, spec_note)),
         _section("Run", _metadata(record, metrics)),
     ]
@@ -408,7 +409,7 @@ td.bar span{display:block;height:10px;background:#2563eb;border-radius:3px}
 pre{background:#f8fafc;border:1px solid #e2e8f0;border-radius:8px;padding:12px 14px;overflow:auto;font-size:12.5px}
 code{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12px}
 table.meta th{text-align:left;color:#475569;white-space:nowrap;vertical-align:top}
-table.meta td,table.files td{text-align:left}
+table.meta td,table.files td,table.files th{text-align:left}
 .note{color:#92400e;background:#fffbeb;border:1px solid #fde68a;border-radius:6px;padding:8px 12px}
 @media print{body{background:#fff}section{break-inside:avoid}}
 """
