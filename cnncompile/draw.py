@@ -97,6 +97,7 @@ def architecture(name: str, graph: Graph, info: ModelInfo, *, detail: str = "nor
     outermost use (LayerInfo.block[0]), carrying the use's summed params and MACs and the shapes
     leaving it; edges inside a use disappear.
     """
+    graph = list(graph)  # walked several times below; spec.graph() may become a generator
     infos = {layer.name: layer for layer in info.layers}
     blocks = {layer.name: tuple(getattr(layer, "block", ()) or ()) for layer in info.layers}
 

@@ -128,6 +128,22 @@ def test_classify_numbers_by_hand(tmp_path):
         assert grid.size == (2 * 132, 4 * 3 + 34 + 8)
 
 
+def test_many_classes_get_a_picture_not_a_table(tmp_path):
+    """A 1000-class confusion matrix as an HTML table would be a million cells: above 30 classes
+    the page shows confusion.png instead, unannotated."""
+    labels = [f"class {i}" for i in range(40)]
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(40), 400)
+    numbers = report.classify(tmp_path, probabilities, rng.integers(0, 40, 400),
+                              rng.integers(0, 255, (400, 8, 8, 3), dtype=np.uint8), labels)
+    section = report._confusion(tmp_path, numbers, labels)
+    assert '<table class="cm">' not in section and section.startswith('<img src="data:image/png;base64,')
+    from PIL import Image
+
+    with Image.open(tmp_path / "confusion.png") as image:
+        assert image.width < 2000  # cells shrink with the class count
+
+
 def test_train_writes_a_complete_report(run):
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("test_accuracy", "test_loss", "epochs", "train_seconds", "train_images_per_second", "total_params"):
