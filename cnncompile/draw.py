@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import graphviz
 
@@ -38,20 +39,29 @@ HEADLINE_ARGUMENTS = ("filters", "kernel_size", "pool_size", "units", "rate", "a
 _PLUMBING = re.compile(r"_(initializer|regularizer|constraint)$|^seed$")
 _IDENTITY_FIELDS = ("type", "name", "inputs")  # already on the node or drawn as edges
 
-# Node colours by what the layer does, matched on the type name so new layer types get a
-# sensible colour without a table to keep in step: (legend, pattern, fill, border).
+class Category(NamedTuple):
+    """A kind of layer and its colours; `pattern` matches layer type names."""
+
+    name: str
+    pattern: re.Pattern | None
+    fill: str
+    border: str
+
+
+# Node colours by what the layer does, matched on the type name so that new layer types get a
+# sensible colour without a table to keep in step.
 CATEGORIES = (
-    ("convolution", re.compile(r"Conv"), "#dbeafe", "#2563eb"),
-    ("pooling", re.compile(r"Pool"), "#dcfce7", "#15803d"),
-    ("dense", re.compile(r"^Dense$"), "#ffedd5", "#c2410c"),
-    ("normalization", re.compile(r"Normali[sz]ation"), "#f3e8ff", "#7e22ce"),
-    ("activation", re.compile(r"Activation|ReLU|Softmax|^ELU$"), "#fef9c3", "#a16207"),
-    ("regularization", re.compile(r"Dropout|Noise"), "#f1f5f9", "#64748b"),
+    Category("convolution", re.compile(r"Conv"), "#dbeafe", "#2563eb"),
+    Category("pooling", re.compile(r"Pool"), "#dcfce7", "#15803d"),
+    Category("dense", re.compile(r"^Dense$"), "#ffedd5", "#c2410c"),
+    Category("normalization", re.compile(r"Normali[sz]ation"), "#f3e8ff", "#7e22ce"),
+    Category("activation", re.compile(r"Activation|ReLU|Softmax|^ELU$"), "#fef9c3", "#a16207"),
+    Category("regularization", re.compile(r"Dropout|Noise"), "#f1f5f9", "#64748b"),
 )
-MERGE = ("merge", None, "#fee2e2", "#b91c1c")  # any layer reading more than one tensor
-BLOCK = ("block", None, "#ccfbf1", "#0f766e")  # a collapsed block use
-OTHER = ("reshaping", None, "#f8fafc", "#94a3b8")
-INPUT = ("input", None, "#e2e8f0", "#334155")
+MERGE = Category("merge", None, "#fee2e2", "#b91c1c")  # any layer reading more than one tensor
+BLOCK = Category("block", None, "#ccfbf1", "#0f766e")  # a collapsed block use
+OTHER = Category("reshaping", None, "#f8fafc", "#94a3b8")
+INPUT = Category("input", None, "#e2e8f0", "#334155")
 
 
 class DrawError(Exception):
@@ -62,7 +72,7 @@ class DrawError(Exception):
 class Node:
     id: str  # the layer's name, the block use's name, or "input"
     kind: str  # layer type; "block" for a collapsed block use
-    category: tuple
+    category: Category
     arguments: tuple[str, ...]  # "filters 32", "kernel_size 3×3", ...
     output_shapes: tuple[Shape, ...]
     params: int
@@ -179,8 +189,8 @@ def _value(value) -> str:
     return str(value)
 
 
-def _category(layer_type: str) -> tuple:
-    return next((c for c in CATEGORIES if c[1].search(layer_type)), OTHER)
+def _category(layer_type: str) -> Category:
+    return next((c for c in CATEGORIES if c.pattern.search(layer_type)), OTHER)
 
 
 def short_shape(shape: Shape) -> str:
@@ -225,12 +235,12 @@ def _emit_nodes(container: graphviz.Digraph, nodes: Sequence[Node], prefix: tupl
         path = (*prefix, child)
         inside = [n for n in nodes if n.block[:len(path)] == path]
         with container.subgraph(name="cluster_" + "/".join(path)) as cluster:
-            cluster.attr(label=child, style="rounded,dashed", color=BLOCK[3], fontcolor=BLOCK[3], fontsize="10")
+            cluster.attr(label=child, style="rounded,dashed", color=BLOCK.border, fontcolor=BLOCK.border, fontsize="10")
             _emit_nodes(cluster, inside, path, detail)
 
 
 def _label(node: Node, detail: str) -> str:
-    _, _, fill, border = node.category
+    fill, border = node.category.fill, node.category.border
     e = html.escape
     rows = [f'<TR><TD ALIGN="LEFT"><B>{e(node.id)}</B></TD>'
             f'<TD ALIGN="RIGHT"><FONT COLOR="{border}">{e(node.kind)}</FONT></TD></TR>']
