@@ -332,7 +332,8 @@ def draw(compiled, out: Path, *, rankdir: str = "TB", detail: str = "normal",
     return Drawing(out, len(arch.nodes), note)
 
 
-def svg(compiled, *, rankdir: str = "TB", detail: str = "normal") -> str:
+def svg(compiled, *, rankdir: str = "TB", detail: str = "normal", collapse_blocks: bool = False) -> str:
     """The drawing as SVG text without its XML prolog, ready to inline in HTML."""
-    text = render(to_dot(from_compiled(compiled, detail=detail), rankdir=rankdir, detail=detail), "svg").decode()
+    arch = from_compiled(compiled, detail=detail, collapse_blocks=collapse_blocks)
+    text = render(to_dot(arch, rankdir=rankdir, detail=detail), "svg").decode()
     return text[text.index("<svg"):]

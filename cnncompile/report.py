@@ -280,13 +280,15 @@ def _architecture(compiled) -> str:
         return '<p class="note">No drawing: the spec is not available (see Spec below).</p>'
     from cnncompile import draw, summary
 
+    info = compiled.info
+    # Block uses drawn as one node each keep a ResNet-50 on a page; the table lists every layer.
+    has_blocks = any(getattr(layer, "block", ()) for layer in info.layers)
     try:
-        drawing = f'<div class="drawing">{draw.svg(compiled)}</div>'
+        drawing = f'<div class="drawing">{draw.svg(compiled, collapse_blocks=has_blocks)}</div>'
     except draw.DrawError as exc:
         drawing = f'<p class="note">No drawing: {html.escape(str(exc))}</p>'
-    info = compiled.info
-    rows = "".join(f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{c}</td><td>{d}</td></tr>"
-                   for a, b, c, d in summary.rows(info))
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                   for row in summary.rows(info))
     head = "".join(f"<th>{html.escape(h)}</th>" for h in summary.HEADERS)
     totals = "".join(f"<li>{html.escape(t)}</li>" for t in summary.totals(info))
     table = (f'<div class="summary"><h3>cnncompile check</h3><table class="check"><thead><tr>{head}</tr></thead>'

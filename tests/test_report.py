@@ -196,6 +196,15 @@ def test_report_command_rebuilds_it_without_a_framework(run, tmp_path):
     assert stamp.sub("", out.read_text()) == stamp.sub("", before)  # the same page, from the files alone
 
 
+def test_report_without_graphviz_says_why_the_drawing_is_missing(run, tmp_path):
+    out = tmp_path / "no-dot.html"
+    result = run_cli("report", str(run), "-o", str(out), env={"PATH": str(tmp_path / "empty-bin")})
+    assert result.returncode == 0, result.stderr
+    page = out.read_text()
+    assert "<svg" not in page and ">Confusion matrix</h2>" in page  # everything else is there
+    assert "No drawing: cannot render .svg: Graphviz&#x27;s `dot` program is not installed" in page
+
+
 def test_report_command_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "run.json").write_text("{}")
     result = run_cli("report", str(tmp_path))
