@@ -71,7 +71,7 @@ class DrawError(Exception):
 @dataclass(frozen=True)
 class Node:
     id: str  # the layer's name, the block use's name, or "input"
-    kind: str  # layer type; "block" for a collapsed block use
+    kind: str  # layer type; for a collapsed block use, the block's name ("block" when unknown)
     category: Category
     arguments: tuple[str, ...]  # "filters 32", "kernel_size 3×3", ...
     output_shapes: tuple[Shape, ...]
@@ -97,6 +97,7 @@ class Architecture:
     nodes: tuple[Node, ...]
     edges: tuple[Edge, ...]
     info: ModelInfo
+    block_of_use: dict[str, str]  # block use (instance) name -> the block it instantiates, when known
 
 
 def architecture(name: str, graph: Graph, info: ModelInfo, *, detail: str = "normal",
@@ -107,7 +108,10 @@ def architecture(name: str, graph: Graph, info: ModelInfo, *, detail: str = "nor
     outermost use (LayerInfo.block[0]), carrying the use's summed params and MACs and the shapes
     leaving it; edges inside a use disappear.
     """
-    graph = list(graph)  # walked several times below; spec.graph() may become a generator
+    graph = list(graph)
+    # Which block each use instantiates, when the graph says (node.uses): "res1" is a "residual".
+    block_of_use = {use.instance: use.block for node in graph for use in getattr(node, "uses", ())}
+    graph = _wiring(graph)
     infos = {layer.name: layer for layer in info.layers}
     blocks = {layer.name: tuple(getattr(layer, "block", ()) or ()) for layer in info.layers}
 
@@ -137,7 +141,7 @@ def architecture(name: str, graph: Graph, info: ModelInfo, *, detail: str = "nor
     for node_id, names in members.items():
         # What leaves the use: members read outside it, or by nothing at all (a model output).
         leaving = [n for n in names if not read_by.get(n) or any(node_of(r) != node_id for r in read_by[n])]
-        nodes[node_id] = Node(node_id, "block", BLOCK, (f"{len(names)} layers",),
+        nodes[node_id] = Node(node_id, block_of_use.get(node_id, "block"), BLOCK, (f"{len(names)} layers",),
                               tuple(dict.fromkeys(shapes[n] for n in leaving)),
                               sum(infos[n].params for n in names), sum(infos[n].macs for n in names),
                               layers=len(names))
@@ -152,7 +156,14 @@ def architecture(name: str, graph: Graph, info: ModelInfo, *, detail: str = "nor
                 edges.setdefault((source, target, source_layer),
                                  Edge(source, target, shapes[source_layer], operand))
     ordered = [nodes["input"], *(nodes[i] for i in dict.fromkeys(node_of(n) for n, _, _ in graph))]
-    return Architecture(name, info.input_shape, tuple(ordered), tuple(edges.values()), info)
+    return Architecture(name, info.input_shape, tuple(ordered), tuple(edges.values()), info, block_of_use)
+
+
+def _wiring(graph) -> list[tuple[str, LayerSpec, tuple[str, ...]]]:
+    """(name, layer, input names) per layer, whether spec.graph() yields tuples (chains) or
+    node objects with .name, .layer and .inputs (graphs with blocks)."""
+    return [(node.name, node.layer, tuple(node.inputs)) if hasattr(node, "layer") else
+            (node[0], node[1], tuple(node[2])) for node in graph]
 
 
 def arguments(layer: LayerSpec, detail: str = "normal") -> tuple[str, ...]:
@@ -215,7 +226,7 @@ def to_dot(arch: Architecture, *, rankdir: str = "TB", detail: str = "normal", d
         node_attr={"shape": "plain", "fontname": "Helvetica", "fontsize": "11"},
         edge_attr={"fontname": "Helvetica", "fontsize": "9", "color": "#64748b", "fontcolor": "#334155",
                    "arrowsize": "0.7"})
-    _emit_nodes(dot, arch.nodes, (), detail)
+    _emit_nodes(dot, arch.nodes, (), detail, arch.block_of_use)
     for edge in arch.edges:
         label = short_shape(edge.shape)
         dot.edge(edge.source, edge.target, label=f" [{edge.operand}] {label} " if edge.operand is not None
@@ -223,7 +234,8 @@ def to_dot(arch: Architecture, *, rankdir: str = "TB", detail: str = "normal", d
     return dot
 
 
-def _emit_nodes(container: graphviz.Digraph, nodes: Sequence[Node], prefix: tuple[str, ...], detail: str) -> None:
+def _emit_nodes(container: graphviz.Digraph, nodes: Sequence[Node], prefix: tuple[str, ...], detail: str,
+                block_of_use: dict[str, str]) -> None:
     """Nodes at this nesting level, then one dashed box (a Graphviz cluster) per block use inside it."""
     children: dict[str, None] = {}
     for node in nodes:
@@ -235,8 +247,9 @@ def _emit_nodes(container: graphviz.Digraph, nodes: Sequence[Node], prefix: tupl
         path = (*prefix, child)
         inside = [n for n in nodes if n.block[:len(path)] == path]
         with container.subgraph(name="cluster_" + "/".join(path)) as cluster:
-            cluster.attr(label=child, style="rounded,dashed", color=BLOCK.border, fontcolor=BLOCK.border, fontsize="10")
-            _emit_nodes(cluster, inside, path, detail)
+            label = f"{child} ({block_of_use[child]})" if child in block_of_use else child
+            cluster.attr(label=label, style="rounded,dashed", color=BLOCK.border, fontcolor=BLOCK.border, fontsize="10")
+            _emit_nodes(cluster, inside, path, detail, block_of_use)
 
 
 def _label(node: Node, detail: str) -> str:
@@ -250,13 +263,13 @@ def _label(node: Node, detail: str) -> str:
     for line in _wrap(node.arguments, 38):
         rows.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT">{small.format(e(line))}</TD></TR>')
     shapes = " | ".join(fmt(s) for s in node.output_shapes)
-    if detail == "compact" or node.kind == "Input":
+    if detail == "compact" or node.category is INPUT:
         rows.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT">{small.format(e(shapes))}</TD></TR>')
     else:
         counts = f"{node.params:,} params" + (f" · {human(node.macs)} MACs" if detail == "full" else "")
         rows.append(f'<TR><TD ALIGN="LEFT">{small.format(e(shapes))}</TD>'
                     f'<TD ALIGN="RIGHT">{small.format(e(counts))}</TD></TR>')
-    border_width = "2" if node.kind == "block" else "1"
+    border_width = "2" if node.category is BLOCK else "1"
     return (f'<<TABLE BORDER="{border_width}" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" STYLE="ROUNDED" '
             f'BGCOLOR="{fill}" COLOR="{border}">{"".join(rows)}</TABLE>>')
 
@@ -274,11 +287,11 @@ def _wrap(items: Iterable[str], width: int) -> list[str]:
 
 def _header(arch: Architecture) -> str:
     info, e = arch.info, html.escape
-    layers = sum(node.layers for node in arch.nodes if node.kind != "Input")
+    layers = sum(node.layers for node in arch.nodes if node.category is not INPUT)
     lines = (f"{info.total_params:,} params ({info.trainable_params:,} trainable) · "
              f"{human(info.total_macs)} MACs per image",
              f"{layers} layers · in {fmt(arch.input_shape)} → out {fmt(info.output_shape)}")
-    used = list(dict.fromkeys(node.category for node in arch.nodes if node.kind != "Input"))
+    used = list(dict.fromkeys(node.category for node in arch.nodes if node.category is not INPUT))
     key = "".join(f'<TD BGCOLOR="{fill}" COLOR="{border}" BORDER="1" STYLE="ROUNDED">'
                   f'<FONT POINT-SIZE="9"> {e(name)} </FONT></TD>' for name, _, fill, border in used)
     text = "".join(f'<TR><TD><FONT POINT-SIZE="10">{e(line)}</FONT></TD></TR>' for line in lines)

@@ -134,8 +134,20 @@ def test_blocks_collapse_to_one_node_per_use():
     assert "cluster" not in source and "3 layers" in source and "296 params" in source
 
 
+def as_nodes(graph, uses: dict[str, tuple[tuple[str, str], ...]]):
+    """The graph as node objects (.name, .layer, .inputs, .uses), the form graphs with blocks take."""
+    from types import SimpleNamespace as Object
+
+    return [Object(name=name, layer=layer, inputs=tuple(inputs),
+                   uses=tuple(Object(block=block, instance=instance) for block, instance in uses.get(name, ())))
+            for name, layer, inputs in graph]
+
+
 def test_blocks_expanded_draw_as_nested_boxes_and_merges_show_operands():
     graph, info = residual_model()
+    residual, stage = ("residual", "res1"), ("stage", "res2")
+    graph = as_nodes(graph, {"res1_a": (residual,), "res1_b": (residual,), "res1_add": (residual,),
+                             "res2_c": (stage, ("bottleneck", "inner")), "res2_add": (stage,)})
     arch = draw.architecture("resnetish", graph, info)
     assert len(arch.nodes) == 9
     add = next(n for n in arch.nodes if n.id == "res1_add")
@@ -143,6 +155,8 @@ def test_blocks_expanded_draw_as_nested_boxes_and_merges_show_operands():
     into_add = [(e.source, e.operand) for e in arch.edges if e.target == "res1_add"]
     assert into_add == [("res1_b", 0), ("stem", 1)]
     source = draw.to_dot(arch).source
+    assert 'label="res1 (residual)"' in source and 'label="inner (bottleneck)"' in source
+    assert draw.architecture("r", graph, info, collapse_blocks=True).nodes[2].kind == "residual"
     assert "subgraph cluster_res1 {" in source and 'subgraph "cluster_res2/inner" {' in source
     assert source.index("subgraph cluster_res2 {") < source.index('subgraph "cluster_res2/inner" {')
     assert "of res1_b, stem" in source and "[1] 8×8×4" in source
