@@ -142,18 +142,19 @@ def _font(size: int):
 
 
 def _mistakes_grid(path: Path, images, mistakes: list[dict]) -> None:
-    """The images drawn 3x, nearest-neighbour (pixels stay pixels), captioned true/predicted/confidence."""
+    """The images as ~90-pixel tiles captioned true/predicted/confidence. Small images (MNIST's
+    28x28) are drawn 3x nearest-neighbour so pixels stay pixels; large ones are scaled down."""
     from PIL import Image, ImageDraw
 
-    columns = 8
-    scale = 3
-    cell_w, caption_h = 132, 34
+    columns, cell_w, caption_h, tile_side = 8, 132, 34, 96
     if len(mistakes) == 0:
         grid = Image.new("RGB", (cell_w * 3, 60), "white")
         ImageDraw.Draw(grid).text((10, 20), "no test image was misclassified", fill="#0f172a", font=_font(14))
     else:
         h, w = images.shape[1:3]
-        cell_h = h * scale + caption_h + 8
+        scale = min(3.0, tile_side / max(h, w))
+        tile_w, tile_h = max(1, round(w * scale)), max(1, round(h * scale))
+        cell_h = tile_h + caption_h + 8
         rows = -(-len(mistakes) // columns)
         grid = Image.new("RGB", (cell_w * min(columns, len(mistakes)), cell_h * rows), "white")
         draw = ImageDraw.Draw(grid)
@@ -161,9 +162,10 @@ def _mistakes_grid(path: Path, images, mistakes: list[dict]) -> None:
         for k, (image, mistake) in enumerate(zip(images, mistakes)):
             x, y = (k % columns) * cell_w, (k // columns) * cell_h
             pixels = image[..., 0] if image.shape[-1] == 1 else image
-            tile = Image.fromarray(pixels).convert("RGB").resize((w * scale, h * scale), Image.NEAREST)
-            grid.paste(tile, (x + (cell_w - w * scale) // 2, y + 4))
-            top, middle = y + h * scale + 6, x + cell_w // 2
+            tile = Image.fromarray(pixels).convert("RGB").resize(
+                (tile_w, tile_h), Image.NEAREST if scale >= 1 else Image.LANCZOS)
+            grid.paste(tile, (x + (cell_w - tile_w) // 2, y + 4))
+            top, middle = y + tile_h + 6, x + cell_w // 2
             draw.text((middle, top), _fit(f"true {mistake['true']}", 19), fill="#15803d", font=font, anchor="mt")
             draw.text((middle, top + 15), _fit(f"pred {mistake['predicted']} {mistake['confidence']:.3f}", 19),
                       fill="#b91c1c", font=font, anchor="mt")

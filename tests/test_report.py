@@ -142,6 +142,17 @@ def test_many_classes_get_a_picture_not_a_table(tmp_path):
 
     with Image.open(tmp_path / "confusion.png") as image:
         assert image.width < 2000  # cells shrink with the class count
+    with Image.open(tmp_path / "mistakes.png") as grid:  # 8x8 images drawn 3x: 24-pixel tiles
+        assert grid.size == (8 * 132, 3 * (24 + 34 + 8))
+
+
+def test_large_images_are_scaled_down_in_the_mistakes_grid(tmp_path):
+    images = np.random.default_rng(0).integers(0, 255, (3, 224, 224, 3), dtype=np.uint8)
+    report.classify(tmp_path, np.array([[.2, .8], [.9, .1], [.3, .7]]), np.array([0, 1, 0]), images, ("a", "b"))
+    from PIL import Image
+
+    with Image.open(tmp_path / "mistakes.png") as grid:  # 96-pixel tiles, not 672
+        assert grid.size == (3 * 132, 96 + 34 + 8)
 
 
 def test_train_writes_a_complete_report(run):
