@@ -186,15 +186,15 @@ def arguments(layer: LayerSpec, detail: str = "normal") -> tuple[str, ...]:
     return tuple(shown)
 
 
-def _value(value) -> str:
+def _value(value, nested: bool = False) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (tuple, list)):
-        if len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if not nested and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             return "×".join(map(str, value))  # a window or stride: 3×3
-        return "[" + ", ".join(_value(v) for v in value) + "]"
+        return "[" + ", ".join(_value(v, nested=True) for v in value) + "]"  # e.g. [[top, bottom], [left, right]]
     if hasattr(value, "model_dump"):  # a nested spec object, e.g. a regularizer
         return ", ".join(f"{k} {_value(v)}" for k, v in value.model_dump(exclude_none=True).items())
     return str(value)

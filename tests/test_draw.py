@@ -12,7 +12,7 @@ import pytest
 
 from cnncompile import draw
 from cnncompile.inference import LayerInfo, ModelInfo
-from cnncompile.spec.layers import Conv2D, Dense, Flatten, LayerSpec, MaxPooling2D
+from cnncompile.spec.layers import Conv2D, Dense, Flatten, LayerSpec, MaxPooling2D, ZeroPadding2D
 from tests.conftest import EXAMPLES, FRAMEWORKS, ROOT, modules_imported_by, run_cli
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -74,6 +74,7 @@ def test_seed_drawing_says_what_matters():
     (Dense(units=10, kernel_initializer="he_normal", use_bias=False), "full",
      ("units 10", "use_bias false", "kernel_initializer he_normal")),
     (MaxPooling2D(), "normal", ("pool_size 2×2",)),  # the default window is still worth reading
+    (ZeroPadding2D(padding=[[1, 2], [3, 4]]), "normal", ("padding [[1, 2], [3, 4]]",)),  # not 1×2, 3×4
     (Flatten(), "normal", ()),
     (Conv2D(filters=8, kernel_size=3), "compact", ()),
 ])
