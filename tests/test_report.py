@@ -216,6 +216,25 @@ def test_report_without_graphviz_says_why_the_drawing_is_missing(run, tmp_path):
     assert "No drawing: cannot render .svg: Graphviz&#x27;s `dot` program is not installed" in page
 
 
+def test_a_run_from_before_reports_says_what_it_lacks(run, tmp_path):
+    """Runs trained before per-class numbers existed still get a page, saying what is missing."""
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    metrics = json.loads((old / "metrics.json").read_text())
+    for key in ("per_class", "macro_f1", "confusion_matrix", "mistakes"):
+        del metrics[key]
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    for name in ("spec.yaml", "confusion.png", "mistakes.png", "report.html"):
+        (old / name).unlink()
+    (old / "curves.png").unlink()
+    result = run_cli("report", str(old))
+    assert result.returncode == 0, result.stderr
+    page = (old / "report.html").read_text()
+    assert "This run did not record a confusion matrix (trained by an older cnncompile)." in page
+    assert "curves.png is missing from the run directory." in page
+    assert "<svg" in page  # the spec is found where run.json says it was (its sha256 still matches)
+
+
 def test_report_command_refuses_an_unfinished_run(tmp_path):
     (tmp_path / "run.json").write_text("{}")
     result = run_cli("report", str(tmp_path))
