@@ -190,6 +190,13 @@ def test_without_dot_the_source_is_still_written(tmp_path):
     assert not (tmp_path / "m.png").exists()
 
 
+def test_pdf_and_the_default_name(tmp_path):
+    result = run_cli("draw", str(ROOT / "examples" / "lenet5.yaml"), "-o", str(tmp_path / "l.pdf"), "--detail", "full")
+    assert result.returncode == 0 and (tmp_path / "l.pdf").read_bytes()[:5] == b"%PDF-"
+    result = run_cli("draw", str(ROOT / "examples" / "lenet5.yaml"), cwd=tmp_path)  # no -o: <name>.svg here
+    assert result.stdout == "wrote lenet5.svg (9 nodes)\n" and "c1" in svg_texts(tmp_path / "lenet5.svg")
+
+
 def test_dot_source_renders_with_the_dot_program(tmp_path):
     """The .dot file is valid input for `dot` itself: what the note tells the user to run works."""
     result = run_cli("draw", "examples/lenet5.yaml", "-o", str(tmp_path / "l.dot"))
