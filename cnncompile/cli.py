@@ -78,6 +78,36 @@ def check(spec: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output file; its suffix picks the format: .svg, .png, .pdf or .dot (default <name>.svg).")
+@click.option("--rankdir", type=click.Choice(["TB", "LR"]), default="TB", show_default=True,
+              help="Top to bottom or left to right.")
+@click.option("--detail", type=click.Choice(["compact", "normal", "full"]), default="normal", show_default=True,
+              help="compact: names, types, shapes; normal: + key arguments and params; full: + MACs, every argument.")
+@click.option("--collapse-blocks", is_flag=True, help="One node per block use instead of its layers.")
+def draw(spec: str, output: str | None, rankdir: str, detail: str, collapse_blocks: bool) -> None:
+    """Draw SPEC's architecture: one node per layer with its arguments, output shape and
+    parameters, edges labelled with tensor shapes. Laid out by Graphviz's `dot`; no framework
+    is imported.
+    """
+    from cnncompile.draw import FORMATS, DrawError, draw as draw_architecture
+
+    if output and Path(output).suffix.lower().lstrip(".") not in FORMATS:
+        raise click.UsageError(f"-o {output}: the name must end in " + ", ".join(f".{f}" for f in FORMATS))
+    compiled = _compile(spec)
+    out = Path(output) if output else Path(f"{compiled.spec.name}.svg")
+    try:
+        drawing = draw_architecture(compiled, out, rankdir=rankdir, detail=detail, collapse_blocks=collapse_blocks)
+    except DrawError as exc:
+        click.echo(f"{spec}: error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    if drawing.note:
+        click.echo(f"note: {drawing.note}", err=True)
+    click.echo(f"wrote {out} ({drawing.nodes} nodes)")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--epochs", type=click.IntRange(min=1), help="Override training.epochs.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Override training.seed.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Override training.batch_size.")
@@ -216,6 +246,25 @@ def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> N
         click.echo(f"... {len(report.predictions) - len(shown):,} more (use --json for all)")
     for path, accuracy in report.accuracy.items():
         click.echo(f"{path}: accuracy {accuracy:.4f}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write it (default RUN_DIR/report.html).")
+def report(run_dir: str, output: str | None) -> None:
+    """Write RUN_DIR/report.html again from the run directory's files: one self-contained page
+    with the architecture, curves, confusion matrix, per-class numbers and the worst mistakes.
+
+    Needs no framework and no dataset (`train` writes it at the end of every run).
+    """
+    from cnncompile.report import ReportError, write_report
+
+    try:
+        path = write_report(Path(run_dir), output=Path(output) if output else None)
+    except ReportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    click.echo(f"wrote {path}")
 
 
 @main.command()

@@ -6,6 +6,7 @@ Run directory (atomic writes throughout, see rundir.py):
   history.csv      one row per completed epoch
   curves.png       loss and accuracy per epoch
   run.json         spec sha256, seed, dataset source and file hashes, versions, command line
+  report.html      the run report (see report.py), with confusion.png, mistakes.png and spec.yaml
   checkpoint/      state.json + the latest epoch's training state as arrays, for resuming
                    after a crash exactly where an uninterrupted run would be (checkpoint.py)
 """
@@ -232,13 +233,34 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
                                  "replicas": cluster.replicas, "global_batch_size": options.batch_size}
     with atomic_path(out / "model.keras") as tmp:
         inference.save(tmp)
+    if cluster is None or cluster.is_chief:  # the report, like the run directory, is the chief's
+        metrics.update(_report(out, compiled, inference, dataset, metrics, distributed=cluster is not None))
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run complete
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return RunResult(out, metrics, start_epoch)
 
 
+def _report(out: Path, compiled: CompiledSpec, inference: keras.Model, dataset: Dataset, metrics: dict,
+            distributed: bool) -> dict:
+    """report.html and its pictures; returns the per-class numbers metrics.json gains."""
+    from cnncompile import report
+
+    if distributed:  # plain calls, as distributed.evaluate makes: local to this worker, no collectives
+        probabilities = np.concatenate([np.asarray(inference(dataset.x_test[i:i + 256].astype(np.float32),
+                                                             training=False))
+                                        for i in range(0, len(dataset.x_test), 256)])
+    else:
+        probabilities = inference.predict(dataset.x_test, batch_size=256, verbose=0)
+    per_class = report.classify(out, probabilities, dataset.y_test, dataset.x_test, dataset.labels)
+    report.save_spec(out, compiled.path, compiled.sha256)
+    report.write_report(out, {**metrics, **per_class})
+    return per_class
+
+
 def _clear_run(out: Path) -> None:
-    for name in ("metrics.json", "model.keras", "history.csv", "curves.png", "run.json"):
+    from cnncompile.report import REPORT_FILES
+
+    for name in ("metrics.json", "model.keras", "history.csv", "curves.png", "run.json", *REPORT_FILES):
         (out / name).unlink(missing_ok=True)
     for folder in ("checkpoint", "tensorboard"):
         shutil.rmtree(out / folder, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -84,3 +85,18 @@ training:
   callbacks:
     - {type: EarlyStopping, monitor: val_loss, patience: 5}
 """
+
+
+FRAMEWORKS = ("tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx")
+
+
+def modules_imported_by(*args: str, watch: tuple[str, ...] = FRAMEWORKS) -> list[str]:
+    """Run `cnncompile ARGS` in a fresh interpreter; the modules from `watch` it imported."""
+    code = ("import json, sys, runpy; sys.argv = ['cnncompile', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('cnncompile', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"print('IMPORTED', json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {watch!r})))")
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    line = next((l for l in result.stdout.splitlines() if l.startswith("IMPORTED ")), None)
+    assert line is not None, result.stdout + result.stderr
+    return json.loads(line[len("IMPORTED "):])
