@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from cnncompile.data.formats import DataError, IMAGE_SUFFIXES, as_images, read_idx
+from cnncompile.native import quiet_native_stderr
 
 IDX_IMAGE_MARK, IDX_LABEL_MARK = "images-idx3", "labels-idx1"
 METADATA_SHAPE = "cnncompile.input_shape"
@@ -112,7 +113,8 @@ class LiteRTClassifier(Classifier):
     def run(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) != self.batch:  # the file's batch axis is dynamic; LiteRT allocates per size
             self.interpreter.resize_tensor_input(self.input["index"], batch.shape, strict=True)
-            self.interpreter.allocate_tensors()
+            with quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU"
+                self.interpreter.allocate_tensors()
             self.batch = len(batch)
         self.interpreter.set_tensor(self.input["index"], batch)
         self.interpreter.invoke()

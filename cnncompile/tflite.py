@@ -33,6 +33,7 @@ from cnncompile.export import (ExportData, ExportError, ExportResult, calibratio
                                model_metadata, verify_accuracy, verify_parity)
 from cnncompile.frontend import CompiledSpec
 from cnncompile.int8 import Int8Options, int8_capability
+from cnncompile.native import quiet_native_stderr
 from cnncompile.predict import TFLITE_METADATA_NAME, LiteRTClassifier
 from cnncompile.rundir import write_bytes
 
@@ -91,7 +92,7 @@ def _convert(compiled: CompiledSpec, model, calibration: np.ndarray | None = Non
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), quiet_native_stderr():
                 warnings.simplefilter("ignore")  # the converter warns about its own deprecations
                 model.export(str(path), format="litert", verbose=False, **options)
         except Exception as exc:  # noqa: BLE001 - the converter raises ConverterError and others
