@@ -1,6 +1,6 @@
 """Every deployment format of trained runs on the real MNIST test set: accuracy, file size, throughput.
 
-  python bench/deploy.py RUN_DIR... [--data-dir ../shared/data] [--rounds 5] [--budget 1.0]
+  python bench/deploy.py RUN_DIR... [--data-dir ../shared/data] [--rounds 5] [--budget 1.0] [--threads N]
 
 Each RUN_DIR holds model.keras from `cnncompile train` of an example (its spec is read from
 examples/<run dir name>.yaml). The four exports are made here through the library call the
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +42,7 @@ FORMATS = {  # column -> (format, int8, file name)
 BATCHES = (1, 64)
 
 
-def bench_run(run_dir: Path, data_dir: Path, rounds: int, budget: float) -> dict:
+def bench_run(run_dir: Path, data_dir: Path, rounds: int, budget: float, threads: int | None) -> dict:
     compiled = compile_file(ROOT / "examples" / f"{run_dir.name}.yaml")
     files, reports = {"Keras": run_dir / "model.keras"}, {}
     for column, (fmt, int8, name) in FORMATS.items():
@@ -54,7 +55,7 @@ def bench_run(run_dir: Path, data_dir: Path, rounds: int, budget: float) -> dict
     x_test, y_test = mnist.x_test, mnist.y_test
     x = x_test.astype(np.float32)
     model = keras.models.load_model(run_dir / "model.keras", safe_mode=True)
-    classifiers = {column: open_classifier(files[column]) for column in FORMATS}
+    classifiers = {column: open_classifier(files[column], threads) for column in FORMATS}
     runners = {"Keras": lambda b: model(b, training=False), **{c: k.run for c, k in classifiers.items()}}
     keras_probabilities = np.concatenate([np.asarray(model(x[i:i + 500], training=False)) for i in range(0, len(x), 500)])
     accuracy = {"Keras": float((keras_probabilities.argmax(1) == y_test).mean())}
@@ -84,14 +85,18 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per model per round")
+    parser.add_argument("--threads", type=int, help="runtime threads (default: predict's, one per core)")
     args = parser.parse_args()
     cpu = int8_capability()
-    print(f"CPU: {cpu.describe()}", flush=True)
-    results = [bench_run(run_dir, args.data_dir, args.rounds, args.budget) for run_dir in args.run_dirs]
+    print(f"CPU: {cpu.describe()}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}", flush=True)
+    results = [bench_run(run_dir, args.data_dir, args.rounds, args.budget, args.threads) for run_dir in args.run_dirs]
+    load = os.getloadavg()[0]  # a shared machine: say how busy it was
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "deploy.json").write_text(json.dumps({"cpu": cpu.describe(), "runs": results},
-                                                                       indent=2))
+    name = f"deploy{'-threads' + str(args.threads) if args.threads else ''}.json"
+    (ROOT / "bench" / "results" / name).write_text(json.dumps({"cpu": cpu.describe(), "threads": args.threads,
+                                                               "load_average_after": load, "runs": results}, indent=2))
     print(table(results))
+    print(f"load average at the end: {load:.1f}")
 
 
 if __name__ == "__main__":
