@@ -1,6 +1,6 @@
 """Every deployment format of trained runs on the real MNIST test set: accuracy, file size, throughput.
 
-  python bench/deploy.py RUN_DIR... [--data-dir ../shared/data] [--rounds 5] [--budget 1.0] [--threads N]
+  python bench/deploy.py RUN_DIR... [--data-dir ../shared/data] [--rounds 5] [--budget 1.0] [--threads N] [--clock wall|cpu]
 
 Each RUN_DIR holds model.keras from `cnncompile train` of an example (its spec is read from
 examples/<run dir name>.yaml). The four exports are made here through the library call the
@@ -42,7 +42,7 @@ FORMATS = {  # column -> (format, int8, file name)
 BATCHES = (1, 64)
 
 
-def bench_run(run_dir: Path, data_dir: Path, rounds: int, budget: float, threads: int | None) -> dict:
+def bench_run(run_dir: Path, data_dir: Path, rounds: int, budget: float, threads: int | None, clock: str) -> dict:
     compiled = compile_file(ROOT / "examples" / f"{run_dir.name}.yaml")
     files, reports = {"Keras": run_dir / "model.keras"}, {}
     for column, (fmt, int8, name) in FORMATS.items():
@@ -60,7 +60,7 @@ def bench_run(run_dir: Path, data_dir: Path, rounds: int, budget: float, threads
     keras_probabilities = np.concatenate([np.asarray(model(x[i:i + 500], training=False)) for i in range(0, len(x), 500)])
     accuracy = {"Keras": float((keras_probabilities.argmax(1) == y_test).mean())}
     accuracy |= {c: float((k.probabilities(x_test).argmax(1) == y_test).mean()) for c, k in classifiers.items()}
-    speed = interleaved_throughput(runners, x, BATCHES, rounds, budget)
+    speed = interleaved_throughput(runners, x, BATCHES, rounds, budget, clock)
     return {"spec": compiled.spec.name, "accuracy": accuracy,
             "bytes": {column: path.stat().st_size for column, path in files.items()},
             "images_per_second": {str(b): {c: round(v, 1) for c, v in r.items()} for b, r in speed.items()},
@@ -86,14 +86,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=1.0, help="seconds per model per round")
     parser.add_argument("--threads", type=int, help="runtime threads (default: predict's, one per core)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: images per second of this process's CPU time (stable on a busy machine with --threads 1)")
     args = parser.parse_args()
+    if args.threads:  # Keras too, before TensorFlow's runtime starts
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     cpu = int8_capability()
     print(f"CPU: {cpu.describe()}; {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}", flush=True)
-    results = [bench_run(run_dir, args.data_dir, args.rounds, args.budget, args.threads) for run_dir in args.run_dirs]
+    results = [bench_run(run_dir, args.data_dir, args.rounds, args.budget, args.threads, args.clock)
+               for run_dir in args.run_dirs]
     load = os.getloadavg()[0]  # a shared machine: say how busy it was
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    name = f"deploy{'-threads' + str(args.threads) if args.threads else ''}.json"
-    (ROOT / "bench" / "results" / name).write_text(json.dumps({"cpu": cpu.describe(), "threads": args.threads,
+    name = f"deploy{'-threads' + str(args.threads) if args.threads else ''}-{args.clock}.json"
+    (ROOT / "bench" / "results" / name).write_text(json.dumps({"cpu": cpu.describe(), "threads": args.threads, "clock": args.clock,
                                                                "load_average_after": load, "runs": results}, indent=2))
     print(table(results))
     print(f"load average at the end: {load:.1f}")

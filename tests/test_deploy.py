@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("ai_edge_litert")
 
 from cnncompile.int8 import int8_capability  # noqa: E402
-from tests.conftest import ROOT, SHARED_DATA, run_cli  # noqa: E402
+from tests.conftest import EXAMPLES, ROOT, SHARED_DATA, run_cli  # noqa: E402
 from tests.test_data import write_idx  # noqa: E402
 
 SPEC = """\
@@ -294,3 +294,35 @@ def test_int8_capability_is_read_from_cpuinfo(tmp_path, text, vnni, described):
     assert cpu.describe().endswith(described)
     unknown = int8_capability(tmp_path / "missing")
     assert not unknown.known and unknown.reduce_range and "int8 features unknown" in unknown.describe()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_exports_to_int8_onnx_and_tflite(path, tmp_path):
+    """The mechanics on every example (graph models included, as they arrive): nothing walks
+    layers, so whatever converts to float ONNX/TFLite must also quantize and run. Untrained
+    weights and random labels: accuracy is not the point here, so the limit is wide open."""
+    from cnncompile.export import ExportData, fresh_model
+    from cnncompile.frontend import compile_file
+    from cnncompile.int8 import Int8Options
+    from cnncompile.predict import open_classifier
+    from cnncompile.quantize import export_onnx_int8
+    from cnncompile.tflite import export_tflite
+
+    compiled = compile_file(path)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (300, *compiled.spec.input.shape), dtype=np.uint8)
+    classes = compiled.info.output_shape[-1]
+    data = ExportData(images[:40], "random images", None, (images[200:], rng.integers(0, classes, 100)),
+                      images[:200], "random")
+    options = Int8Options(calibration_images=64, max_accuracy_drop=100, measure_rounds=1)
+    model = fresh_model(compiled)
+    results = [export_onnx_int8(compiled, model, tmp_path / "m.int8.onnx", data, opset=17, options=options),
+               export_tflite(compiled, model, tmp_path / "m.tflite", data)]
+    assert results[1].verification.max_abs_diff <= 1e-4
+    for result in results:
+        classifier = open_classifier(result.path)
+        probabilities = classifier.probabilities(images[:3])
+        assert probabilities.shape == (3, classes) and np.allclose(probabilities.sum(1), 1, atol=1e-3)
+        assert classifier.metadata["cnncompile.spec_sha256"] == compiled.sha256
+    assert results[0].accuracy.images == 100 and results[0].comparison.int8_bytes < results[0].comparison.float_bytes
