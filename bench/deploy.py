@@ -73,7 +73,7 @@ def table(results: list[dict]) -> str:
     for r in results:
         ips = r["images_per_second"]
         rows.append(f"| {r['spec']} | test accuracy | " + " | ".join(f"{r['accuracy'][c]:.4f}" for c in columns) + " |")
-        rows.append(f"| | file size (KB) | " + " | ".join(f"{r['bytes'][c] / 1024:,.0f}" for c in columns) + " |")
+        rows.append("| | file size (KB) | " + " | ".join(f"{r['bytes'][c] / 1024:,.0f}" for c in columns) + " |")
         for b in BATCHES:
             rows.append(f"| | images/s, batch {b} | " + " | ".join(f"{ips[str(b)][c]:,.0f}" for c in columns) + " |")
     return "\n".join(rows)

@@ -172,6 +172,15 @@ def compare_int8(cpu: Int8Capability, float_model: Classifier, int8_model: Class
                         interleaved_throughput(runners, images.astype(np.float32), SPEED_BATCHES, rounds))
 
 
+def measured_metadata(accuracy: AccuracyCheck, comparison: SizeAndSpeed) -> dict[str, str]:
+    """What an int8 file records of its own verification and measurement."""
+    return {"cnncompile.accuracy": accuracy.as_metadata(),
+            "cnncompile.measured": json.dumps({
+                "float_bytes": comparison.float_bytes, "cpu": comparison.cpu.describe(),
+                "images_per_second": {str(batch): {name: round(rate, 1) for name, rate in rates.items()}
+                                      for batch, rates in comparison.images_per_second.items()}})}
+
+
 def load_trained(compiled: CompiledSpec, run_dir: Path) -> keras.Model:
     path = run_dir / "model.keras"
     if not path.exists():

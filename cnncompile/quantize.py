@@ -26,8 +26,8 @@ import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from cnncompile.export import (INPUT_NAME, AccuracyCheck, ExportData, ExportError, ExportResult,
-                               SizeAndSpeed, calibration_sample, compare_int8, convert_onnx, model_metadata,
+from cnncompile.export import (INPUT_NAME, ExportData, ExportError, ExportResult,
+                               calibration_sample, compare_int8, convert_onnx, measured_metadata, model_metadata,
                                verify_accuracy, verify_parity)
 from cnncompile.frontend import CompiledSpec
 from cnncompile.int8 import Int8Options, int8_capability
@@ -76,7 +76,9 @@ def export_onnx_int8(compiled: CompiledSpec, model, out: Path, data: ExportData,
                                f"{data.name} test images", options.max_accuracy_drop, "int8 ONNX")
     comparison = compare_int8(cpu, float_model, int8_model, len(float_bytes), len(int8_bytes), images,
                               options.measure_rounds)
-    final = _with_results(quantized, accuracy, comparison)
+    onnx.helper.set_model_props(quantized, {**{p.key: p.value for p in quantized.metadata_props},
+                                            **measured_metadata(accuracy, comparison)})
+    final = quantized.SerializeToString()
     write_bytes(out, final)
     comparison.int8_bytes = len(final)
     return ExportResult(out, opset, verification, {p.key: p.value for p in quantized.metadata_props}, accuracy,
@@ -105,13 +107,3 @@ def _float_outputs(path: Path) -> list[str]:
     graph = onnx.load(str(path)).graph
     outputs = {o.name for o in graph.output}
     return [node.name for node in graph.node if outputs & set(node.output)]
-
-
-def _with_results(quantized: onnx.ModelProto, accuracy: AccuracyCheck, comparison: SizeAndSpeed) -> bytes:
-    measured = {"float_bytes": comparison.float_bytes,
-                "images_per_second": {str(b): {k: round(v, 1) for k, v in r.items()}
-                                      for b, r in comparison.images_per_second.items()}}
-    props = {p.key: p.value for p in quantized.metadata_props}
-    onnx.helper.set_model_props(quantized, {**props, "cnncompile.accuracy": accuracy.as_metadata(),
-                                            "cnncompile.measured": json.dumps(measured)})
-    return quantized.SerializeToString()

@@ -24,13 +24,14 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it loads)
 import numpy as np
 import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 from cnncompile.export import (ExportData, ExportError, ExportResult, calibration_sample, compare_int8,
-                               model_metadata, verify_accuracy, verify_parity)
+                               measured_metadata, model_metadata, verify_accuracy, verify_parity)
 from cnncompile.frontend import CompiledSpec
 from cnncompile.int8 import Int8Options, int8_capability
 from cnncompile.native import quiet_native_stderr
@@ -71,7 +72,7 @@ def export_tflite(compiled: CompiledSpec, model, out: Path, data: ExportData, *,
                                options.max_accuracy_drop, "int8 TFLite")
     comparison = compare_int8(cpu, float_model, int8_model, len(float_bytes), len(int8_bytes), images,
                               options.measure_rounds)
-    int8_metadata["cnncompile.accuracy"] = accuracy.as_metadata()
+    int8_metadata |= measured_metadata(accuracy, comparison)
     final = with_metadata(converted, int8_metadata)
     write_bytes(out, final)
     comparison.int8_bytes = len(final)
