@@ -10,9 +10,9 @@ input and output stay float32 (quantize/dequantize at the edges), so every forma
 
 Labels and the rest of the metadata go into the flatbuffer's own `metadata` table as one JSON
 entry named `cnncompile`, with the same keys as ONNX's metadata_props. The alternatives were
-worse for `predict`: the TFLite Metadata schema needs the tflite-support writer (no release
-for current Python) and a labels file beside the model gets separated from it. The table is
-read with the schema module that ai-edge-litert ships, without TensorFlow.
+worse for `predict`: the TFLite Metadata schema would add tflite-support (its writer and
+reader) to predict's dependencies, and a labels file beside the model gets separated from it.
+The table is read with the schema module that ai-edge-litert ships, without TensorFlow.
 
 Verification runs the bytes in that same LiteRT interpreter before anything is written.
 """
