@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from cnncompile.diagnostics import Diagnostic, SpecError
+from cnncompile.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, Int8Options
 
 EXIT_INVALID = 1  # usage errors exit 2, through click
 
@@ -48,7 +49,7 @@ def _compile(spec_path: str):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cnncompile")
 def main() -> None:
-    """Compile a CNN described in YAML: check it, train it with Keras, export it to ONNX."""
+    """Compile a CNN described in YAML: check it, train it with Keras, export it to ONNX or TFLite."""
 
 
 @main.command()
@@ -158,59 +159,54 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--onnx", "to_onnx", is_flag=True, help="Export to ONNX (the only format so far).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default <run>/model.onnx).")
+@click.option("--onnx", "to_onnx", is_flag=True, help="Export to ONNX.")
+@click.option("--tflite", "to_tflite", is_flag=True, help="Export to LiteRT (TFLite).")
+@click.option("--int8", is_flag=True, help="Quantize to int8 (static, calibrated on training images), verified on the test set.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output file (default <run>/model[.int8].onnx or .tflite).")
 @click.option("--run", "run", type=click.Path(file_okay=False), help="Run directory holding model.keras (default runs/<name>).")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset version.")
 @click.option("--untrained", is_flag=True, help="Export a freshly initialized model from the YAML alone.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where to find the test images used to verify the export.")
-def export(spec: str, to_onnx: bool, output: str | None, run: str | None, opset: int, untrained: bool,
-           data_dir: str | None) -> None:
-    """Export SPEC's trained model to ONNX, verified against Keras before it is written.
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where to find the images that verify (and calibrate) the export.")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=DEFAULT_CALIBRATION_IMAGES, show_default=True,
+              help="--int8: how many training images (a fixed, seeded sample) calibrate the ranges.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=DEFAULT_MAX_ACCURACY_DROP, show_default=True,
+              help="--int8: refuse when top-1 test accuracy drops by more than this many points.")
+def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | None, run: str | None, opset: int,
+           untrained: bool, data_dir: str | None, calibration_images: int, max_accuracy_drop: float) -> None:
+    """Export SPEC's trained model to ONNX or TFLite, verified before it is written.
 
-    The file takes raw 0-255 pixels (input `image`, [batch, H, W, C]) and returns
+    Every file takes raw 0-255 pixels (input `image`, [batch, H, W, C]) and returns
     `probabilities` [batch, classes]; its metadata carries the labels and the spec's hash.
+    Float files must match Keras (max |diff| <= 1e-4, same argmax); --int8 files must keep
+    top-1 test accuracy within --max-accuracy-drop points of the float model.
     """
-    if not to_onnx:
-        raise click.UsageError("choose an export format: --onnx")
+    if to_onnx == to_tflite:
+        raise click.UsageError("choose one export format: --onnx or --tflite")
     compiled = _compile(spec)
-    from cnncompile.rundir import default_run_dir
+    from cnncompile.deploy import ExportRequest, export as run_export
+    from cnncompile.export import ExportError
 
-    run_dir = Path(run) if run else default_run_dir(compiled.spec.name)
-    out = Path(output) if output else run_dir / ("model.untrained.onnx" if untrained else "model.onnx")
-    images, source, labels = _verification_images(compiled, data_dir)
-    from cnncompile.export import ExportError, export_onnx, fresh_model, load_trained
-
+    request = ExportRequest("onnx" if to_onnx else "tflite", Path(run) if run else Path("runs") / compiled.spec.name,
+                            int8=int8, output=Path(output) if output else None, opset=opset, untrained=untrained,
+                            data_dir=Path(data_dir) if data_dir else None,
+                            int8_options=Int8Options(calibration_images, max_accuracy_drop=max_accuracy_drop))
     try:
-        model = fresh_model(compiled) if untrained else load_trained(compiled, run_dir)
-        result = export_onnx(compiled, model, out, images, source, opset=opset, labels=labels, untrained=untrained)
+        result = run_export(compiled, request)
     except ExportError as exc:
         mark = compiled.source.value(exc.path) if exc.path is not None else None
         _print_diagnostics([Diagnostic("error", str(exc), mark)], spec)
         raise SystemExit(EXIT_INVALID) from None
-    v = result.verification
+    v, a = result.verification, result.accuracy
     click.echo(f"verified on {v.images} {v.source} at batch sizes {v.batch_sizes}: max |diff| {v.max_abs_diff:.2g}, "
                f"argmax agreement {v.argmax_agreement:.0%}")
-    click.echo(f"wrote {out} (opset {opset}{', untrained' if untrained else ''})")
-
-
-def _verification_images(compiled, data_dir: str | None):
-    """Real test images from the spec's dataset when it can be found; else seeded noise, said so."""
-    import numpy as np
-
-    training = compiled.spec.training
-    if training is not None:
-        from cnncompile.data.datasets import load_dataset
-        from cnncompile.data.formats import DataError
-
-        try:
-            data = load_dataset(training.dataset, data_dir=Path(data_dir) if data_dir else None,
-                                spec_dir=compiled.path.parent, image_shape=tuple(compiled.spec.input.shape))
-            return data.x_test[:64], f"{data.name} test images", data.labels
-        except DataError:
-            pass
-    noise = np.random.default_rng(0).integers(0, 256, (64, *compiled.spec.input.shape), dtype=np.uint8)
-    return noise, "random images (the dataset was not found)", None
+    if a is not None:
+        click.echo(f"int8 top-1 accuracy {a.accuracy:.4f} vs {a.reference} {a.reference_accuracy:.4f} on {a.images:,} "
+                   f"{a.source} (drop {a.drop_points:.2f} points, limit {a.max_drop_points:g}); "
+                   f"argmax agreement {a.argmax_agreement:.2%}")
+    for line in result.comparison.lines() if result.comparison else []:
+        click.echo(line)
+    click.echo(f"wrote {result.path} ({result.description}{', untrained' if untrained else ''})")
 
 
 @main.command()
@@ -219,7 +215,7 @@ def _verification_images(compiled, data_dir: str | None):
 @click.option("-k", "--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
 def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
-    """Classify PNG/JPEG or IDX IMAGES with an exported MODEL.onnx (onnxruntime only, no TensorFlow).
+    """Classify PNG/JPEG or IDX IMAGES with an exported MODEL (.onnx or .tflite), without TensorFlow.
 
     For an IDX image file whose labels file sits beside it, also prints the accuracy.
     """
