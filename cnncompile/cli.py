@@ -98,7 +98,8 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     from rich.console import Console
 
     from cnncompile.progress import RichProgress
-    from cnncompile.train import BackendMismatch, RunError, train_spec
+    from cnncompile.backend.builder import BackendMismatch
+    from cnncompile.train import RunError, train_spec
 
     console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
     try:

@@ -31,7 +31,7 @@ import numpy as np
 
 from cnncompile import checkpoint as ckpt
 from cnncompile.backend import training as kt
-from cnncompile.backend.builder import BackendMismatch, build_model, cross_check  # noqa: F401  (re-exported)
+from cnncompile.backend.builder import build_model, cross_check
 from cnncompile.data.datasets import Dataset, load_dataset
 from cnncompile.data.formats import DataError
 from cnncompile.frontend import CompiledSpec
