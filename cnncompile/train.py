@@ -192,7 +192,7 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     elif cluster is None:
         data = kt.batches(x_fit, y_fit, batch_size=options.batch_size, shuffle=training.shuffle,
                           seed=options.seed, first_epoch=start_epoch, epochs=last_epoch)
-        model.fit(data, epochs=last_epoch, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
+        model.fit(data, epochs=last_epoch, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch, shuffle=False,
                   validation_data=validation, validation_batch_size=256, callbacks=callbacks, verbose=0)
     else:
         from cnncompile import distributed
