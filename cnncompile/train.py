@@ -100,22 +100,23 @@ def train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, *,
           log: Callable[[str], None] = lambda message: None,
           progress: keras.callbacks.Callback | None = None) -> RunResult:
     _training(compiled)
-    cluster = None
-    if options.distribute is not None:
-        from cnncompile import distributed
+    if options.distribute is None:
+        return _train(compiled, dataset, options, options.out, None, log, progress)
+    from cnncompile import distributed
 
+    with distributed.peer_failures_as_cluster_errors():
         cluster = distributed.connect(options.distribute)
         log(cluster.describe(options.batch_size))
-    if cluster is None or cluster.is_chief:
-        return _train(compiled, dataset, options, options.out, cluster, log, progress)
-    # The other workers train in lockstep but keep their files in a temporary directory,
-    # removed at the end, as TensorFlow's multi-worker guide does: only the chief's run counts.
-    scratch = Path(tempfile.mkdtemp(prefix=f"cnncompile-worker{cluster.index}-"))
-    try:
-        result = _train(compiled, dataset, options, scratch, cluster, log, None)
-        return RunResult(options.out, result.metrics, result.resumed_from, result.already_complete, chief=False)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if cluster.is_chief:
+            return _train(compiled, dataset, options, options.out, cluster, log, progress)
+        # The other workers train in lockstep but keep their files in a temporary directory,
+        # removed at the end, as TensorFlow's multi-worker guide does: only the chief's run counts.
+        scratch = Path(tempfile.mkdtemp(prefix=f"cnncompile-worker{cluster.index}-"))
+        try:
+            result = _train(compiled, dataset, options, scratch, cluster, log, None)
+            return RunResult(options.out, result.metrics, result.resumed_from, result.already_complete, chief=False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, cluster,
