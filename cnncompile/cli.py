@@ -128,8 +128,9 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     compiled = _compile(spec)  # refuse an invalid spec before TensorFlow is even imported
     from rich.console import Console
 
+    from cnncompile.backend.builder import BackendMismatch
     from cnncompile.progress import RichProgress
-    from cnncompile.train import BackendMismatch, RunError, train_spec
+    from cnncompile.train import RunError, train_spec
 
     console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
     try:

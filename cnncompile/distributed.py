@@ -17,6 +17,7 @@ and need the weights threaded through every metric; a smaller step needs neither
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -250,19 +251,21 @@ def restore_from_chief(cluster: Cluster, variables: list, checkpoint: list[np.nd
         variable.assign(value)
 
 
-def fit(cluster: Cluster, model: keras.Model, training: Training, x: np.ndarray, y: np.ndarray,
-        validation: tuple[np.ndarray, np.ndarray] | None, *, epochs: int, initial_epoch: int, batch_size: int,
-        seed: int, callbacks: list[keras.callbacks.Callback]) -> None:
-    """model.fit's job under a strategy: the same batches, shuffling, metrics, callbacks and logs."""
+@contextlib.contextmanager
+def peer_failures_as_cluster_errors():
+    """TensorFlow's errors for a lost peer or a timed-out collective, anywhere in a
+    distributed run (broadcasts, training steps), become one ClusterError saying so."""
     try:
-        _fit(cluster, model, training, x, y, validation, epochs=epochs, initial_epoch=initial_epoch,
-             batch_size=batch_size, seed=seed, callbacks=callbacks)
+        yield
     except _PEER_FAILURES as exc:
         raise ClusterError(f"distributed training failed: {type(exc).__name__}: "
                            f"{str(exc).splitlines()[0][:400]}") from exc
 
 
-def _fit(cluster, model, training, x, y, validation, *, epochs, initial_epoch, batch_size, seed, callbacks):
+def fit(cluster: Cluster, model: keras.Model, training: Training, x: np.ndarray, y: np.ndarray,
+        validation: tuple[np.ndarray, np.ndarray] | None, *, epochs: int, initial_epoch: int, batch_size: int,
+        seed: int, callbacks: list[keras.callbacks.Callback]) -> None:
+    """model.fit's job under a strategy: the same batches, shuffling, metrics, callbacks and logs."""
     strategy = cluster.strategy
     if batch_size % cluster.replicas:
         raise ClusterError(f"batch_size {batch_size} does not split evenly across {cluster.replicas} replicas")

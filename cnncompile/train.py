@@ -32,7 +32,7 @@ import numpy as np
 
 from cnncompile import checkpoint as ckpt
 from cnncompile.backend import training as kt
-from cnncompile.backend.builder import BackendMismatch, adapt_normalization, build_model, cross_check  # noqa: F401  (re-exported)
+from cnncompile.backend.builder import adapt_normalization, build_model, cross_check
 from cnncompile.data.datasets import Dataset, load_dataset
 from cnncompile.data.formats import DataError
 from cnncompile.frontend import CompiledSpec
@@ -101,22 +101,23 @@ def train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, *,
           log: Callable[[str], None] = lambda message: None,
           progress: keras.callbacks.Callback | None = None) -> RunResult:
     _training(compiled)
-    cluster = None
-    if options.distribute is not None:
-        from cnncompile import distributed
+    if options.distribute is None:
+        return _train(compiled, dataset, options, options.out, None, log, progress)
+    from cnncompile import distributed
 
+    with distributed.peer_failures_as_cluster_errors():
         cluster = distributed.connect(options.distribute)
         log(cluster.describe(options.batch_size))
-    if cluster is None or cluster.is_chief:
-        return _train(compiled, dataset, options, options.out, cluster, log, progress)
-    # The other workers train in lockstep but keep their files in a temporary directory,
-    # removed at the end, as TensorFlow's multi-worker guide does: only the chief's run counts.
-    scratch = Path(tempfile.mkdtemp(prefix=f"cnncompile-worker{cluster.index}-"))
-    try:
-        result = _train(compiled, dataset, options, scratch, cluster, log, None)
-        return RunResult(options.out, result.metrics, result.resumed_from, result.already_complete, chief=False)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if cluster.is_chief:
+            return _train(compiled, dataset, options, options.out, cluster, log, progress)
+        # The other workers train in lockstep but keep their files in a temporary directory,
+        # removed at the end, as TensorFlow's multi-worker guide does: only the chief's run counts.
+        scratch = Path(tempfile.mkdtemp(prefix=f"cnncompile-worker{cluster.index}-"))
+        try:
+            result = _train(compiled, dataset, options, scratch, cluster, log, None)
+            return RunResult(options.out, result.metrics, result.resumed_from, result.already_complete, chief=False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, cluster,
@@ -196,7 +197,7 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     elif cluster is None:
         data = kt.batches(x_fit, y_fit, batch_size=options.batch_size, shuffle=training.shuffle,
                           seed=options.seed, first_epoch=start_epoch, epochs=last_epoch)
-        model.fit(data, epochs=last_epoch, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
+        model.fit(data, epochs=last_epoch, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch, shuffle=False,
                   validation_data=validation, validation_batch_size=256, callbacks=callbacks, verbose=0)
     else:
         from cnncompile import distributed
