@@ -49,6 +49,9 @@ class TrainOptions:
     seed: int
     force: bool = False
     distribute: Distribute | None = None
+    # `tune` ranks trials on validation data and scores only the best on the test set
+    # (evaluate_test below); its trials skip the test set entirely.
+    evaluate_test: bool = True
 
 
 @dataclass
@@ -119,10 +122,7 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
 
     tf.config.experimental.enable_op_determinism()  # same seed, same weights (see tests)
 
-    classes = len(dataset.labels)
-    sparse = training.loss.type == "sparse_categorical_crossentropy"
-    y_train = dataset.y_train if sparse else keras.utils.to_categorical(dataset.y_train, classes)
-    y_test = dataset.y_test if sparse else keras.utils.to_categorical(dataset.y_test, classes)
+    y_train, y_test = _targets(dataset.y_train, training, dataset), _targets(dataset.y_test, training, dataset)
     train_count = len(dataset.x_train) - int(len(dataset.x_train) * training.validation_split)
     steps = math.ceil(train_count / options.batch_size) * options.epochs
 
@@ -171,18 +171,19 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     # Draw curves.png while TensorFlow evaluates (it releases the GIL): saves ~0.3 s a run.
     plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), spec.name))
     plotter.start()
-    if cluster is None:
-        scores = model.evaluate(dataset.x_test, y_test, batch_size=256, verbose=0, return_dict=True)
-        test_loss, test_accuracy = scores["loss"], scores["accuracy"]
-    else:
+    test_scores = {}
+    if options.evaluate_test and cluster is None:
+        test_scores = _test_scores(model, dataset.x_test, y_test)
+    elif options.evaluate_test:
         from cnncompile.distributed import evaluate
 
+        sparse = training.loss.type == "sparse_categorical_crossentropy"
         test_loss, test_accuracy = evaluate(model, kt.loss(training, reduction=None), dataset.x_test, y_test, sparse)
+        test_scores = {"test_accuracy": float(test_accuracy), "test_loss": float(test_loss)}
     plotter.join()
     epochs_done = len(checkpoint.history)
     metrics = {
-        "test_accuracy": float(test_accuracy),
-        "test_loss": float(test_loss),
+        **test_scores,
         "epochs": epochs_done,
         "train_seconds": round(checkpoint.train_seconds, 3),
         # Throughput of this process's epochs (a resumed run's earlier epochs ran elsewhere).
@@ -200,6 +201,29 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run complete
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return RunResult(out, metrics, start_epoch)
+
+
+def evaluate_test(compiled: CompiledSpec, dataset: Dataset, out: Path) -> dict:
+    """Score a finished run's model.keras on the test set; record it in metrics.json and return it."""
+    training = compiled.spec.training
+    model = keras.models.load_model(out / "model.keras", safe_mode=True)
+    model.compile(loss=kt.loss(training), metrics=kt.metrics(training))
+    metrics = {**read_json(out / "metrics.json"),
+               **_test_scores(model, dataset.x_test, _targets(dataset.y_test, training, dataset))}
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _targets(labels: np.ndarray, training, dataset: Dataset) -> np.ndarray:
+    """Integer labels for the sparse loss, one-hot rows for the categorical one."""
+    if training.loss.type == "sparse_categorical_crossentropy":
+        return labels
+    return keras.utils.to_categorical(labels, len(dataset.labels))
+
+
+def _test_scores(model: keras.Model, x_test: np.ndarray, y_test: np.ndarray) -> dict:
+    scores = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
+    return {"test_accuracy": float(scores["accuracy"]), "test_loss": float(scores["loss"])}
 
 
 def _variables(model: keras.Model) -> list:

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from cnncompile.spec.layers import Layer, LayerName, LayerSpec, snake_case
+from cnncompile.spec.search import Search
 from cnncompile.spec.training import Training
 from cnncompile.spec.types import PositiveInt, Strict
 
@@ -30,6 +31,7 @@ class ModelSpec(Strict):
     input: Input
     layers: Annotated[list[Layer], Field(min_length=1)]
     training: Training | None = None
+    search: Search | None = Field(None, description="Hyperparameter search for `cnncompile tune` (see Search).")
 
     def layer_names(self) -> list[str]:
         """Every layer's name: its own, or Keras's default (conv2d, conv2d_1, ...).

@@ -30,6 +30,11 @@ _BRANCH_MISMATCH = {"model_type", "model_attributes_type", "dict_type", "float_t
 def parse_spec(data: bytes) -> tuple[ModelSpec, SourceMap]:
     """Bytes of a spec file -> a validated ModelSpec and where everything in it sits."""
     raw, source = load_yaml(decode(data))
+    return validate_tree(raw, source), source
+
+
+def validate_tree(raw: Any, source: SourceMap) -> ModelSpec:
+    """A loaded YAML tree -> a validated ModelSpec (`tune` validates candidate trees this way)."""
     if raw is None:
         raise SpecError([Diagnostic("error", "the file is empty; expected a mapping with "
                                     "name, input and layers", source.value(()))])
@@ -43,7 +48,7 @@ def parse_spec(data: bytes) -> tuple[ModelSpec, SourceMap]:
     problems = _duplicate_names(spec, source)
     if problems:
         raise SpecError(problems)
-    return spec, source
+    return spec
 
 
 def _duplicate_names(spec: ModelSpec, source: SourceMap) -> list[Diagnostic]:
