@@ -296,7 +296,7 @@ def describe(space: Space, survey: Survey) -> list[str]:
     """The survey as lines for `check`: size, what was checked, feasibility, params/MACs range."""
     dims = ", ".join(f"{d.path} ({d.size if d.size is not None else 'continuous'})" for d in space.dimensions)
     size = f"{survey.size:,} candidates" if survey.size is not None else \
-        f"continuous ({survey.grid:,} grid points with float ranges at their ends)"
+        f"infinitely many candidates ({survey.grid:,} grid points with float ranges at their ends)"
     how = (f"checked all {survey.evaluated:,}" if survey.enumerated
            else f"checked a random sample of {survey.evaluated:,} of {survey.grid:,} grid points (estimates)")
     lines = [f"search space: {len(space.dimensions)} dimensions, {size}: {dims}",

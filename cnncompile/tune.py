@@ -125,11 +125,12 @@ def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
         if len(trained) + len(running) >= options.trials:
             time.sleep(HEARTBEAT_SECONDS)  # the rest are in progress elsewhere: wait for them (or their loss)
             continue
-        # A fresh sampler per candidate, seeded by how far the study is: one process replays the
-        # same study; two processes sharing it do not propose the same candidates in lockstep.
-        study.sampler = optuna.samplers.TPESampler(seed=(space.search.seed * 1_000_003 + len(trials)) % 2**32,
-                                                   n_startup_trials=min(10, max(3, options.trials // 2)))
         trial = study.ask()
+        # A fresh sampler per candidate, seeded by the trial's number (unique in the study): one
+        # process replays the same study, and processes sharing one never sample in lockstep.
+        # TPE samples each parameter when it is suggested, after ask(), so this sampler is used.
+        study.sampler = optuna.samplers.TPESampler(seed=(space.search.seed * 1_000_003 + trial.number) % 2**32,
+                                                   n_startup_trials=min(10, max(3, options.trials // 2)))
         for key, value in (("host", HOST), ("pid", os.getpid()), ("pid_start", _process_start(os.getpid()))):
             trial.set_user_attr(key, value)
         candidate = space.candidate(_suggest(trial, space), fixed)
@@ -325,7 +326,7 @@ class _Runner:
         with _Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
             train(compiled, self.dataset(compiled),
                   TrainOptions(run, training.epochs, training.batch_size, training.seed, evaluate_test=False),
-                  progress=reporter)
+                  log=self.log, progress=reporter)
         seconds = time.perf_counter() - started
         trial.set_user_attr("seconds", round(seconds, 3))
         history = list(csv.DictReader(io.StringIO((run / "history.csv").read_text())))
