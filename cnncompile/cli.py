@@ -239,8 +239,9 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
         click.echo("no trial completed; nothing to select")
         return
     metric = space.search.metric
-    click.echo(f"best: trial {b['trial']}, {metric} {b[metric]:.4f}, {b['total_params']:,} params; "
-               f"test accuracy {b['test_accuracy']:.4f} (the only model scored on the test set)")
+    scored = (f"test accuracy {b['test_accuracy']:.4f} (the only model scored on the test set)"
+              if b["test_accuracy"] is not None else f"it ran on {b['host']}: score it on the test set there")
+    click.echo(f"best: trial {b['trial']}, {metric} {b[metric]:.4f}, {b['total_params']:,} params; {scored}")
     click.echo(f"wrote {tune_dir}/best.yaml, trials.csv, history.png; runs in {tune_dir}/trials/")
 
 

@@ -314,8 +314,10 @@ class _Runner:
         run = self.options.out / "trials" / run_name
         spec_file = run / "spec.yaml"
         if not spec_file.exists():
-            write_bytes(spec_file, spec_text(candidate.tree, self.spec_path, run,
-                                             f"candidate {run_name} of `cnncompile tune {self.spec_path}`").encode())
+            header = f"# candidate {run_name} of `cnncompile tune {self.spec_path}`\n"
+            write_bytes(spec_file, (header + spec_text(candidate.tree, self.spec_path, run)).encode())
+        # In the study too: any host sharing it can write best.yaml, wherever the trial ran.
+        trial.set_user_attr("spec", spec_text(candidate.tree, self.spec_path, self.options.out))
         compiled = compile_file(spec_file)
         training = compiled.spec.training
         shown = ", ".join(f"{k}={_label(v)}" for k, v in candidate.values.items())
@@ -341,15 +343,14 @@ class _Runner:
         self.log(f"trial {trial.number}: {self.space.search.metric} {value:.4f} after {len(history)} epochs ({seconds:.1f} s)")
 
 
-def spec_text(tree: dict, origin: Path, dest_dir: Path, comment: str) -> str:
+def spec_text(tree: dict, origin: Path, dest_dir: Path) -> str:
     """A candidate's tree as a spec file in dest_dir; a dataset path stays pointing at the same data."""
     tree = dict(tree)
     dataset = (tree.get("training") or {}).get("dataset")
     if isinstance(dataset, dict) and isinstance(dataset.get("path"), str):
         absolute = (origin.parent / dataset["path"]).resolve()
         tree["training"] = {**tree["training"], "dataset": {**dataset, "path": os.path.relpath(absolute, dest_dir.resolve())}}
-    body = yaml.safe_dump(tree, sort_keys=False, default_flow_style=None, width=100)
-    return f"# {comment}\n{body}"
+    return yaml.safe_dump(tree, sort_keys=False, default_flow_style=None, width=100)
 
 
 def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOptions) -> StudyReport:
@@ -374,25 +375,20 @@ def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOpti
     best = study.best_trial
     run = out / "trials" / best.user_attrs["run"]
     known = read_json(out / "best.json") if (out / "best.json").exists() else {}
-    if known.get("trial") != best.number:
-        compiled = compile_file(run / "spec.yaml")
-        metrics = evaluate_test(compiled, runner.dataset(compiled), run)
-        text = spec_text(_tree(run / "spec.yaml"), run / "spec.yaml", out,
-                         f"best of study '{study.study_name}': trial {best.number}, {space.search.metric} "
-                         f"{best.value:.4f}; `cnncompile train` on this file reproduces it")
-        write_bytes(out / "best.yaml", text.encode())
+    if known.get("trial") != best.number or (known.get("test_accuracy") is None and (run / "model.keras").exists()):
+        header = (f"# best of study '{study.study_name}': trial {best.number}, {space.search.metric} {best.value:.4f}\n"
+                  f"# `cnncompile train` on this file trains it again, to the same weights (same seed)\n")
+        write_bytes(out / "best.yaml", (header + best.user_attrs["spec"]).encode())
         known = {"trial": best.number, "run": str(run), space.search.metric: best.value, "params": best.params,
                  "total_params": best.user_attrs.get("params"), "macs": best.user_attrs.get("macs"),
-                 "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"]}
+                 "host": best.user_attrs.get("host"), "test_accuracy": None, "test_loss": None}
+        if (run / "model.keras").exists():  # else it ran on another host, whose tune directory has it
+            compiled = compile_file(run / "spec.yaml")
+            metrics = evaluate_test(compiled, runner.dataset(compiled), run)
+            known.update(test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"])
         write_json(out / "best.json", known)
     report.best = known
     return report
-
-
-def _tree(path: Path) -> dict:
-    from cnncompile.spec.loader import decode, load_yaml
-
-    return load_yaml(decode(path.read_bytes()))[0]
 
 
 def write_trials_csv(study: optuna.Study, target: Path) -> None:
