@@ -86,6 +86,24 @@ class StudyReport:
     best: dict | None = None
 
 
+def open_study(space: Space, options: TuneOptions) -> optuna.Study:
+    """Create the study, or join it. Processes starting together race to create the tables and
+    the study row; the loser sees a unique-key error and simply tries again."""
+    problem = None
+    for attempt in range(5):
+        try:
+            return optuna.create_study(study_name=space.base_spec.name, storage=open_storage(options.storage, options.out),
+                                       direction=space.search.goal, load_if_exists=True,
+                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+        except TuneError as exc:
+            problem = exc
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy and drivers fail in many ways
+            problem = TuneError(f"cannot open the study in {options.storage or options.out / 'study.db'}: "
+                                f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+        time.sleep(0.5 + attempt)
+    raise problem
+
+
 def open_storage(url: str | None, out: Path) -> optuna.storages.BaseStorage:
     """SQLite in the tune directory by default; any SQLAlchemy URL (postgresql://...); or
     journal:PATH for Optuna's append-only journal file on a shared filesystem."""
@@ -108,10 +126,7 @@ def open_storage(url: str | None, out: Path) -> optuna.storages.BaseStorage:
 def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
          log: Callable[[str], None] = lambda message: None) -> StudyReport:
     """Work on the study until it holds options.trials trained trials; then score the best."""
-    storage = open_storage(options.storage, options.out)
-    name = space.base_spec.name
-    study = optuna.create_study(study_name=name, storage=storage, direction=space.search.goal,
-                                load_if_exists=True, pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    study = open_study(space, options)
     _claim(study, spec_sha256, options)
     fixed = {("training", "epochs"): options.epochs} if options.epochs else {}
     runner = _Runner(space, spec_path, options, fixed, log)
