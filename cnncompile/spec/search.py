@@ -42,7 +42,7 @@ class IntRange(Strict):
 
     bounds: Annotated[list[int], Field(min_length=2, max_length=2, alias="int")] = Field(
         description="[low, high], both included.")
-    step: PositiveInt = 1
+    step: PositiveInt = Field(1, description="Distance between neighbouring values (16 for 16, 32, 48, ...).")
 
     @model_validator(mode="after")
     def _ordered(self) -> IntRange:
