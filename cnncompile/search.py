@@ -299,7 +299,8 @@ def describe(space: Space, survey: Survey) -> list[str]:
         f"infinitely many candidates ({survey.grid:,} grid points with float ranges at their ends)"
     how = (f"checked all {survey.evaluated:,}" if survey.enumerated
            else f"checked a random sample of {survey.evaluated:,} of {survey.grid:,} grid points (estimates)")
-    lines = [f"search space: {len(space.dimensions)} dimensions, {size}: {dims}",
+    count = len(space.dimensions)
+    lines = [f"search space: {count} dimension{'s' if count != 1 else ''}, {size}: {dims}",
              f"  {how} in {survey.seconds:.2f} s: {survey.feasible:,} feasible, "
              f"{sum(survey.rejected.values()):,} rejected"
              + "".join(f"\n    {count:,} {kind}: e.g. {survey.example[kind]}" for kind, count in survey.rejected.items())]
@@ -308,5 +309,5 @@ def describe(space: Space, survey: Survey) -> list[str]:
                      f"MACs {survey.macs[0]:,} to {survey.macs[1]:,} (feasible candidates)")
     s = space.search
     budgets = ", ".join(f"{k} {v:,}" for k, v in (("max_params", s.max_params), ("max_macs", s.max_macs)) if v)
-    lines.append(f"  tune: {s.trials} trials, {s.goal} {s.metric}" + (f"; budgets: {budgets}" if budgets else ""))
+    lines.append(f"  tune: {s.trials} trial{'s' if s.trials != 1 else ''}, {s.goal} {s.metric}" + (f"; budgets: {budgets}" if budgets else ""))
     return lines

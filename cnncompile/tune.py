@@ -5,7 +5,7 @@ Tune directory:
   trials/NNNN/     an ordinary `train` run directory per trained candidate, with its spec.yaml
   trials.csv       one row per trial: number, state, value, each parameter, params, MACs, seconds, reason
   history.png      value of every trial and the best so far
-  importances.png  parameter importances (fANOVA), once Optuna can compute them
+  importances.png  parameter importances, from 5 complete trials on
   best.yaml        the best candidate as a plain spec: `cnncompile train best.yaml` reproduces it
   best.json        its validation score, parameters, and its test-set score (the only one scored there)
 
@@ -48,6 +48,7 @@ from cnncompile.train import TrainOptions, evaluate_test, train
 HEARTBEAT_SECONDS = 2
 GRACE_SECONDS = 20  # a RUNNING trial silent this long is failed and retried (RDB storages)
 MAX_RETRIES = 3
+MIN_TRIALS_FOR_IMPORTANCES = 5
 REJECTIONS_IN_A_ROW = 200  # then the space is (nearly) all infeasible: stop and say so
 HOST = socket.gethostname()
 
@@ -111,7 +112,9 @@ def open_storage(url: str | None, out: Path) -> optuna.storages.BaseStorage:
         if url and url.startswith("journal:"):
             from optuna.storages.journal import JournalFileBackend
 
-            return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+            path = Path(url.removeprefix("journal:"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         if url is None:
             out.mkdir(parents=True, exist_ok=True)
             url = f"sqlite:///{(out / 'study.db').resolve()}"
@@ -452,10 +455,12 @@ def plot_study(study: optuna.Study, out: Path, metric: str) -> None:
     fig.tight_layout()
     with atomic_path(out / "history.png") as tmp:
         fig.savefig(tmp, dpi=100)
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCES:
+        return  # with fewer, Optuna's estimate says little (it warns that all come out equal)
     try:
         importances = optuna.importance.get_param_importances(study)
     except (ValueError, RuntimeError, ZeroDivisionError):
-        return  # too few trials, or no parameter varied yet
+        return  # no parameter varied among the complete trials
     if not importances:
         return
     fig = Figure(figsize=(7, 1 + 0.4 * len(importances)))
@@ -463,7 +468,7 @@ def plot_study(study: optuna.Study, out: Path, metric: str) -> None:
     ax = fig.subplots()
     names = list(importances)[::-1]
     ax.barh(names, [importances[n] for n in names])
-    ax.set_xlabel(f"importance for {metric} (fANOVA)")
+    ax.set_xlabel(f"importance for {metric} (Optuna's default evaluator)")
     ax.set_title(f"{study.study_name}: parameter importances")
     fig.tight_layout()
     with atomic_path(out / "importances.png") as tmp:
