@@ -20,6 +20,7 @@ older than the grace period (RDB storages).
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import os
@@ -57,8 +58,19 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI reports each tri
 # and drive heartbeats ourselves because trials run through ask/tell, not Study.optimize.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-# Re-queues a lost trial with the same values (and its run directory, a user attribute).
-RETRY = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES, inherit_intermediate_values=True)
+
+
+class _Retry(RetryHeartbeatStaleTrialCallback):
+    """Re-queues a lost trial with the same values and its run directory (a user attribute),
+    but not the dead process's identity: the copy is nobody's until a process takes it."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("host", "pid", "pid_start")}
+        super().__call__(study, trial)
+
+
+RETRY = _Retry(max_retry=MAX_RETRIES, inherit_intermediate_values=True)
 
 
 class TuneError(Exception):
