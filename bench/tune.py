@@ -37,6 +37,19 @@ def run(command: list[str]) -> tuple[float, str]:
     return time.perf_counter() - started, result.stdout
 
 
+def cpu() -> str:
+    """The CPU's name and the vector/matrix features TensorFlow's kernels use, read from Linux."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile") if f in flags]
+    cores = sum(line.startswith("processor") for line in info.splitlines())
+    return f"{name}, {cores} logical cores, {' '.join(wanted) or 'no AVX2'}"
+
+
 def ours(seed: int, trials: int, epochs: int, data_dir: str) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-tune-"))
     tree = yaml.safe_load(SPEC.read_text())
@@ -83,6 +96,7 @@ def main() -> None:
              ("kerastuner_random", lambda s: kerastuner("random", s, args.trials, args.epochs, args.data_dir)),
              ("kerastuner_bayes", lambda s: kerastuner("bayes", s, args.trials, args.epochs, args.data_dir))]
     results: dict[str, list[dict]] = {name: [] for name, _ in tools}
+    print("CPU:", cpu(), flush=True)
     base = baseline(args.epochs, args.data_dir)
     print("baseline (the spec's defaults):", json.dumps(base), flush=True)
     for i, seed in enumerate(args.seeds):
@@ -99,7 +113,7 @@ def main() -> None:
     trial = statistics.median(r["trial_seconds"] for r in results["cnncompile"])
     summary["cnncompile"]["trial_seconds"] = trial
     summary["cnncompile"]["rejection_fraction_of_trial"] = summary["cnncompile"]["failed_candidate_ms"] / 1000 / trial
-    report = {"seeds": args.seeds, "trials": args.trials, "epochs": args.epochs, "baseline": base,
+    report = {"cpu": cpu(), "seeds": args.seeds, "trials": args.trials, "epochs": args.epochs, "baseline": base,
               "median": summary, "runs": results}
     print(json.dumps({"baseline": base, "median": summary}, indent=2))
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
