@@ -159,8 +159,11 @@ def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
         # A fresh sampler per candidate, seeded by the trial's number (unique in the study): one
         # process replays the same study, and processes sharing one never sample in lockstep.
         # TPE samples each parameter when it is suggested, after ask(), so this sampler is used.
+        # TPE counts statically rejected trials (told PRUNED) toward its random start-up phase;
+        # add them, so that the start-up is made of trained candidates.
+        rejected = sum("rejected" in t.user_attrs for t in trials)
         study.sampler = optuna.samplers.TPESampler(seed=(space.search.seed * 1_000_003 + trial.number) % 2**32,
-                                                   n_startup_trials=min(10, max(3, options.trials // 2)))
+                                                   n_startup_trials=rejected + min(10, max(3, options.trials // 2)))
         for key, value in (("host", HOST), ("pid", os.getpid()), ("pid_start", _process_start(os.getpid()))):
             trial.set_user_attr(key, value)
         candidate = space.candidate(_suggest(trial, space), fixed)
