@@ -42,10 +42,14 @@ def _compile(spec_path: str):
     return compiled
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 def _fail(exc: SpecError, spec_path: str):
     _print_diagnostics(exc.diagnostics, spec_path)
     errors = sum(d.severity == "error" for d in exc.diagnostics)
-    click.echo(f"{errors} error{'s' if errors != 1 else ''} in {spec_path}", err=True)
+    click.echo(f"{_count(errors, 'error')} in {spec_path}", err=True)
     raise SystemExit(EXIT_INVALID) from None
 
 
@@ -230,8 +234,8 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
         raise SystemExit(130) from None
     kinds = ", ".join(f"{n} {kind}" for kind, n in report.reasons.items())
     share = report.check_seconds / report.trial_seconds if report.trial_seconds else 0
-    click.echo(f"study: {report.trained} trials trained ({report.pruned} stopped early by the pruner); "
-               f"{report.rejected} candidates rejected before training{f' ({kinds})' if kinds else ''}")
+    click.echo(f"study: {_count(report.trained, 'trial')} trained ({report.pruned} stopped early by the pruner); "
+               f"{_count(report.rejected, 'candidate')} rejected before training{f' ({kinds})' if kinds else ''}")
     click.echo(f"static check: {report.check_seconds * 1000:.1f} ms per candidate against {report.trial_seconds:.1f} s "
                f"per trained trial ({share:.4%} of a trial)")
     b = report.best

@@ -84,7 +84,8 @@ def test_tune_rejects_statically_selects_on_validation_and_best_yaml_retrains_id
             assert row["state"] == "COMPLETE" and row["run"] and row["reason"] == ""
     assert all(not row["run"] and float(row["check_ms"]) < 1000 for row in rejected)
     assert len(list((project / "tune" / "trials").iterdir())) == 2, "a rejected candidate got a run directory"
-    assert (f"study: 2 trials trained (0 stopped early by the pruner); {len(rejected)} candidates rejected "
+    candidates = f"{len(rejected)} candidate{'s' if len(rejected) != 1 else ''}"
+    assert (f"study: 2 trials trained (0 stopped early by the pruner); {candidates} rejected "
             "before training") in result.stdout
 
     # Only the best trial was scored on the test set.
