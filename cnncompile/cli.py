@@ -36,14 +36,22 @@ def _compile(spec_path: str):
     try:
         compiled = compile_file(spec_path)
     except SpecError as exc:
-        _print_diagnostics(exc.diagnostics, spec_path)
-        errors = sum(d.severity == "error" for d in exc.diagnostics)
-        click.echo(f"{errors} error{'s' if errors != 1 else ''} in {spec_path}", err=True)
-        raise SystemExit(EXIT_INVALID) from None
+        _fail(exc, spec_path)
     except OSError as exc:
         raise click.UsageError(f"cannot read {spec_path}: {exc.strerror or exc}") from None
     _print_diagnostics(list(compiled.info.warnings), spec_path)
     return compiled
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
+def _fail(exc: SpecError, spec_path: str):
+    _print_diagnostics(exc.diagnostics, spec_path)
+    errors = sum(d.severity == "error" for d in exc.diagnostics)
+    click.echo(f"{_count(errors, 'error')} in {spec_path}", err=True)
+    raise SystemExit(EXIT_INVALID) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -62,6 +70,7 @@ def check(spec: str, as_json: bool) -> None:
     """
     compiled = _compile(spec)
     info = compiled.info
+    space_lines = _space_lines(compiled, spec) if compiled.spec.search else []
     if as_json:
         click.echo(json.dumps(info.to_json(), indent=2))
         return
@@ -75,6 +84,19 @@ def check(spec: str, as_json: bool) -> None:
             console.print(renderable)
     else:
         click.echo(summary.plain(info))
+    for line in space_lines:
+        click.echo(line)
+
+
+def _space_lines(compiled, spec_path: str) -> list[str]:
+    """Validate the search space (located errors, exit 1) and survey it for `check`."""
+    from cnncompile.search import compile_space, describe
+
+    try:
+        space = compile_space(compiled)
+    except SpecError as exc:
+        _fail(exc, spec_path)
+    return describe(space, space.survey())
 
 
 @main.command()
@@ -156,6 +178,68 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
         return
     click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {m['epochs']} epochs; "
                f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {result.out}/")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--trials", type=click.IntRange(min=1), help="Override search.trials: how many candidates to train.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override training.epochs in every candidate.")
+@click.option("--out", type=click.Path(file_okay=False), help="Tune directory (default runs/<name>-tune).")
+@click.option("--storage", help="Study storage shared by processes and machines: an SQLAlchemy URL "
+              "(postgresql://user:pw@host/db) or journal:PATH (default: SQLite in --out).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Look here first for built-in datasets.")
+def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, storage: str | None,
+         data_dir: str | None) -> None:
+    """Search SPEC's `search:` space with Optuna; write best.yaml, trials.csv and plots.
+
+    Candidates that fail validation, shape inference or a budget are rejected in
+    milliseconds, before any TensorFlow work. Run the same command again after a crash to
+    continue the study; run it on several machines with one --storage to share it.
+    """
+    compiled = _compile(spec)
+    if compiled.spec.search is None:
+        click.echo(f"{spec}: error: no search: section; `tune` needs one (see spec/README.md#search)", err=True)
+        raise SystemExit(EXIT_INVALID)
+    from cnncompile.search import compile_space, describe
+
+    try:
+        space = compile_space(compiled)
+    except SpecError as exc:
+        _fail(exc, spec)
+    for line in describe(space, space.survey()):
+        click.echo(line)
+    from cnncompile.data.formats import DataError
+    from cnncompile.tune import TuneError, TuneOptions, tune as run_tune
+
+    tune_dir = Path(out) if out else Path("runs") / f"{compiled.spec.name}-tune"
+    options = TuneOptions(tune_dir, trials or space.search.trials, epochs, storage, Path(data_dir) if data_dir else None)
+    try:
+        report = run_tune(space, compiled.path, compiled.sha256, options, log=click.echo)
+    except TuneError as exc:
+        click.echo(f"{spec}: error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    except DataError as exc:
+        mark = compiled.source.value(("training", "dataset"))
+        _print_diagnostics([Diagnostic("error", f"training.dataset: {exc}", mark)], spec)
+        raise SystemExit(EXIT_INVALID) from None
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted; run the same command to continue the study", err=True)
+        raise SystemExit(130) from None
+    kinds = ", ".join(f"{n} {kind}" for kind, n in report.reasons.items())
+    share = report.check_seconds / report.trial_seconds if report.trial_seconds else 0
+    click.echo(f"study: {_count(report.trained, 'trial')} trained ({report.pruned} stopped early by the pruner); "
+               f"{_count(report.rejected, 'candidate')} rejected before training{f' ({kinds})' if kinds else ''}")
+    click.echo(f"static check: {report.check_seconds * 1000:.1f} ms per candidate against {report.trial_seconds:.1f} s "
+               f"per trained trial ({share:.4%} of a trial)")
+    b = report.best
+    if b is None:
+        click.echo("no trial completed; nothing to select")
+        return
+    metric = space.search.metric
+    scored = (f"test accuracy {b['test_accuracy']:.4f} (the only model scored on the test set)"
+              if b["test_accuracy"] is not None else f"it ran on {b['host']}: score it on the test set there")
+    click.echo(f"best: trial {b['trial']}, {metric} {b[metric]:.4f}, {b['total_params']:,} params; {scored}")
+    click.echo(f"wrote {tune_dir}/best.yaml, trials.csv, history.png; runs in {tune_dir}/trials/")
 
 
 @main.command()

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from cnncompile.spec import training
+from cnncompile.spec import search, training
 from cnncompile.spec.blocks import Block, BlockUse
 from cnncompile.spec.layers import LAYER_TYPES, LayerUnion
 from cnncompile.spec.model import Input, ModelSpec, entry
@@ -81,7 +81,7 @@ def _type_text(prop: dict[str, Any], defs: dict[str, Any]) -> str:
         count = prop.get("minItems")
         size = f"{count} " if count is not None and count == prop.get("maxItems") else ""
         return f"list of {size}{items}"
-    return {"integer": "int", "number": "float", "boolean": "bool", "string": "string",
+    return {"integer": "int", "number": "float", "boolean": "bool", "string": "string", "object": "mapping",
             "null": "null", "layer": "[layer](#layers)"}.get(kind, "any") + suffix
 
 
@@ -107,6 +107,7 @@ def _fields_table(cls: type[BaseModel], skip: tuple[str, ...] = ("type",)) -> li
     for name, field in order:
         if name in skip:
             continue
+        name = field.alias or name  # as written in YAML (`int:` for IntRange.bounds)
         prop = schema["properties"][name]
         if name == "layers":
             prop = {"type": "array", "items": {"type": "layer"}}
@@ -262,6 +263,21 @@ def markdown() -> str:
             "Every worker runs the same command with its own `TF_CONFIG`; only worker 0 (the chief)",
             "writes the run directory. See the README for a cluster walk-through.", ""]
     out += ["### dataset: {path: ...}", "", *_section(training.DatasetPath, level="####")[2:]]
+    out += ["## search", "", inspect.cleandoc(search.Search.__doc__ or ""), "", *_fields_table(search.Search), "",
+            "```yaml", "search:", "  metric: val_accuracy", "  trials: 20", "  max_params: 150000", "  space:",
+            "    layers.conv1.filters: {choice: [16, 32, 64]}         # the layer named conv1",
+            "    layers.conv2.kernel_size: {choice: [3, 5, [7, 3]]}",
+            "    layers.hidden.units: {int: [32, 256], step: 32}",
+            "    training.optimizer.learning_rate: {float: [0.0001, 0.01], log: true}",
+            "    training.batch_size: {choice: [32, 64, 128]}", "```", "",
+            "A path names a layer by its `name` (layers without one cannot be varied: give them a",
+            "name), then an argument; anything else by its keys from the top (`input.shape`,",
+            "`training.optimizer.learning_rate`, also when `optimizer` is a bare name or left out).",
+            "`cnncompile check` validates every value a range can take at its ends against the",
+            "field itself, and reports the space's size and the parameter and MAC range over it.", "",
+            "### Ranges", ""]
+    for cls in (search.Choice, search.IntRange, search.FloatRange):
+        out += _section(cls, level="####")
     out += ["## Activations", "", "By Keras name: " + ", ".join(f"`{a}`" for a in ACTIVATIONS) + ".", "",
             "## Initializers", "", "By Keras name: " + ", ".join(f"`{i}`" for i in INITIALIZERS) + ".", ""]
     return "\n".join(out).rstrip() + "\n"

@@ -109,12 +109,14 @@ def test_warnings_print_but_exit_0(tmp_path):
     assert f"{path}:6:5: warning: the model ends in Dense with activation 'linear'" in result.stderr
 
 
-def test_check_imports_no_framework():
-    """`check` must stay framework-free: nothing from TensorFlow, Keras or ONNX is imported."""
-    code = ("import sys, runpy; sys.argv = ['cnncompile', 'check', 'examples/mnist_cnn.yaml'];\n"
+@pytest.mark.parametrize("spec", ["examples/mnist_cnn.yaml", "examples/mnist_tune.yaml"])
+def test_check_imports_no_framework(spec):
+    """`check` must stay framework-free: nothing from TensorFlow, Keras or ONNX is imported
+    (nor Optuna when it surveys a search space)."""
+    code = (f"import sys, runpy; sys.argv = ['cnncompile', 'check', '{spec}'];\n"
             "try:\n    runpy.run_module('cnncompile', run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx', 'numpy'))\n"
+            "('tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx', 'numpy', 'optuna'))\n"
             "print('FRAMEWORKS', bad)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert "FRAMEWORKS []" in result.stdout, result.stdout + result.stderr

@@ -10,6 +10,7 @@ from cnncompile.diagnostics import SourceMap
 from cnncompile.spec.graph import Node, resolve
 from cnncompile.spec.blocks import Block, BlockUse, Identifier
 from cnncompile.spec.layers import Layer, LayerName
+from cnncompile.spec.search import Search
 from cnncompile.spec.training import Training
 from cnncompile.spec.types import PositiveInt, Strict
 
@@ -49,6 +50,7 @@ class ModelSpec(Strict):
         None, description="Reusable structures by name, used in `layers` as `{block: NAME, ...}`.")
     layers: Annotated[list[entry(Layer)], Field(min_length=1)]
     training: Training | None = None
+    search: Search | None = Field(None, description="Hyperparameter search for `cnncompile tune` (see Search).")
 
     _graph: list | None = PrivateAttr(None)
 

@@ -36,6 +36,11 @@ _BRANCH_MISMATCH = {"model_type", "model_attributes_type", "dict_type", "float_t
 def parse_spec(data: bytes) -> tuple[ModelSpec, SourceMap]:
     """Bytes of a spec file -> a validated ModelSpec and where everything in it sits."""
     raw, source = load_yaml(decode(data))
+    return validate_tree(raw, source), source
+
+
+def validate_tree(raw: Any, source: SourceMap) -> ModelSpec:
+    """A loaded YAML tree -> a validated ModelSpec (`tune` validates candidate trees this way)."""
     if raw is None:
         raise SpecError([Diagnostic("error", "the file is empty; expected a mapping with "
                                     "name, input and layers", source.value(()))])
@@ -47,7 +52,7 @@ def parse_spec(data: bytes) -> tuple[ModelSpec, SourceMap]:
     except ValidationError as exc:
         raise SpecError(translate(exc, raw, source)) from None
     spec.graph(source)  # wiring: names, inputs, arity; raises SpecError, located
-    return spec, source
+    return spec
 
 
 def translate(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), subject: str = "",

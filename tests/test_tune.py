@@ -1,0 +1,223 @@
+"""`cnncompile tune` in real subprocesses: static rejection, best.yaml that retrains to the same
+result, SIGKILL and resume, two processes sharing one study, and a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tests.test_data import make_idx_dir
+
+pytestmark = pytest.mark.slow
+
+# kernel_size 29 never fits a 28x28 input; 8 filters put 13x13x8 inputs into Dense(10):
+# 13,610 params, over max_params. So a third of the space trains, the rest is rejected.
+SPEC = """\
+name: tt
+input: {shape: [28, 28, 1]}
+layers:
+  - {type: Conv2D, name: conv1, filters: 4, kernel_size: 3, activation: relu}
+  - {type: MaxPooling2D, pool_size: 2}
+  - {type: Flatten}
+  - {type: Dense, units: 10, activation: softmax}
+training: {dataset: mnist, epochs: 1, batch_size: 32, validation_split: 0.25}
+search:
+  trials: 2
+  max_params: 8000
+  space:
+    layers.conv1.kernel_size: {choice: [3, 29]}
+    layers.conv1.filters: {choice: [2, 4, 8]}
+    training.optimizer.learning_rate: {float: [0.001, 0.01], log: true}
+"""
+
+
+@pytest.fixture
+def project(tmp_path):
+    make_idx_dir(tmp_path / "data" / "mnist", n_train=256, n_test=64)
+    (tmp_path / "tt.yaml").write_text(SPEC)
+    return tmp_path
+
+
+def tune_command(project: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "cnncompile", "tune", str(project / "tt.yaml"), "--data-dir",
+            str(project / "data"), "--out", str(project / "tune"), *extra]
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "NO_COLOR": "1"})
+
+
+def rows(project: Path) -> list[dict]:
+    return list(csv.DictReader(open(project / "tune" / "trials.csv")))
+
+
+def trained(table: list[dict]) -> list[dict]:
+    return [r for r in table if r["state"] in ("COMPLETE", "PRUNED") and r["run"]]
+
+
+def test_tune_rejects_statically_selects_on_validation_and_best_yaml_retrains_identically(project):
+    result = run(tune_command(project), project)
+    assert result.returncode == 0, result.stderr
+    table = rows(project)
+    assert len(trained(table)) == 2
+    rejected = [r for r in table if r["state"] == "PRUNED" and not r["run"]]
+    for row in table:  # every rejection is the one the static check must find, and never trained
+        if row["layers.conv1.kernel_size"] == "29":
+            assert row["reason"].startswith("shape: layers[0] Conv2D 'conv1': kernel 29x29 does not fit the 28x28 input")
+        elif row["layers.conv1.filters"] == "8":
+            assert row["reason"] == "budget: params 13,610 over max_params 8,000"
+        else:
+            assert row["state"] == "COMPLETE" and row["run"] and row["reason"] == ""
+    assert all(not row["run"] and float(row["check_ms"]) < 1000 for row in rejected)
+    assert len(list((project / "tune" / "trials").iterdir())) == 2, "a rejected candidate got a run directory"
+    candidates = f"{len(rejected)} candidate{'s' if len(rejected) != 1 else ''}"
+    assert (f"study: 2 trials trained (0 stopped early by the pruner); {candidates} rejected "
+            "before training") in result.stdout
+
+    # Only the best trial was scored on the test set.
+    best = json.loads((project / "tune" / "best.json").read_text())
+    for row in trained(table):
+        metrics = json.loads((project / "tune" / "trials" / row["run"] / "metrics.json").read_text())
+        assert ("test_accuracy" in metrics) == (int(row["number"]) == best["trial"])
+    assert best["val_accuracy"] == max(float(r["value"]) for r in trained(table))
+    assert (project / "tune" / "history.png").stat().st_size > 1000
+    assert (project / "tune" / "study.db").exists()
+
+    # best.yaml is a plain spec: check accepts it and train reproduces the trial exactly.
+    text = (project / "tune" / "best.yaml").read_text()
+    assert "search" not in text
+    retrain = run_cli("train", str(project / "tune" / "best.yaml"), "--data-dir", str(project / "data"),
+                      "--out", str(project / "again"), "--quiet", cwd=project)
+    assert retrain.returncode == 0, retrain.stderr
+    best_run = project / "tune" / "trials" / f"{best['trial']:04d}"
+    assert (project / "again" / "history.csv").read_text() == (best_run / "history.csv").read_text()
+    again = json.loads((project / "again" / "metrics.json").read_text())
+    assert again["test_accuracy"] == best["test_accuracy"]
+
+    # The same command on a finished study trains nothing more.
+    rerun = run(tune_command(project), project)
+    assert rerun.returncode == 0, rerun.stderr
+    assert ": training " not in rerun.stdout and ": rejected " not in rerun.stdout
+    assert len(trained(rows(project))) == 2
+
+
+def test_sigkill_then_the_same_command_retries_the_lost_trial_and_resumes_its_run(project):
+    make_idx_dir(project / "data" / "mnist", n_train=2048, n_test=64)
+    command = tune_command(project, "--epochs", "4")
+    proc = subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "NO_COLOR": "1"})
+    deadline = time.monotonic() + 600
+    states: list[str] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        states = glob.glob(str(project / "tune" / "trials" / "*" / "checkpoint" / "state.json"))
+        if states:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "tune finished before it could be killed; make trials longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_run = Path(states[0]).parent.parent.name
+    killed_at = json.loads(Path(states[0]).read_text())["epoch"]
+
+    result = run(command, project)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming from epoch {killed_at}" in result.stdout
+    table = rows(project)
+    assert len(trained(table)) == 2
+    lost = [r for r in table if r["state"] == "FAIL"]
+    assert [r["run"] for r in lost] == [killed_run]
+    retried = [r for r in trained(table) if r["run"] == killed_run]
+    assert len(retried) == 1 and int(retried[0]["number"]) > int(lost[0]["number"])
+    assert all(retried[0][key] == lost[0][key] for key in table[0] if key.startswith(("layers.", "training.")))
+    epochs = [row["epoch"] for row in csv.DictReader(open(project / "tune" / "trials" / killed_run / "history.csv"))]
+    assert epochs == ["1", "2", "3", "4"]
+
+
+def test_two_processes_share_one_study_without_duplicates(project):
+    command = tune_command(project, "--trials", "3")
+    procs = [subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "NO_COLOR": "1"}) for _ in range(2)]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    table = rows(project)
+    done = trained(table)
+    assert len(done) == 3
+    assert len({r["run"] for r in done}) == 3
+    started = [{line.split(":")[0] for line in out.splitlines() if ": training " in line} for out, _ in outputs]
+    assert not started[0] & started[1], "the same trial trained in both processes"
+    assert len(started[0] | started[1]) == 3, "a surplus candidate was trained"
+    surplus = [r for r in table if r["reason"].startswith("the study already had 3 trials")]
+    assert all(r["state"] == "FAIL" and not (project / "tune" / "trials" / f"{int(r['number']):04d}").exists()
+               for r in surplus)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres():
+    """A real PostgreSQL server (Debian's package) in a temporary directory, on 127.0.0.1 only."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        if os.environ.get("CNNCOMPILE_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is not installed (.ci/run installs Debian's postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+    bin_dir = Path(bins[-1])
+    root = Path(tempfile.mkdtemp(prefix="cnncompile-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root: run it as nobody
+        shutil.chown(root, "nobody")
+        # Keeping CAP_DAC_OVERRIDE lets it write /dev/null even where that is root-only (as in
+        # some containers); postgres only refuses uid 0.
+        as_user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                   "--inh-caps=+dac_override", "--ambient-caps=+dac_override"]
+    data, port = root / "data", _free_port()
+    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"],
+                   check=True, capture_output=True, cwd=root)
+    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start",
+                    "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1"], check=True, capture_output=True, cwd=root)
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, cwd=root)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_postgresql_storage_shared_by_two_hosts(project, postgres):
+    """Two processes with separate tune directories (as on two machines) and one database."""
+    commands = [[sys.executable, "-m", "cnncompile", "tune", str(project / "tt.yaml"), "--data-dir",
+                 str(project / "data"), "--trials", "3", "--storage", postgres, "--out", str(project / host)]
+                for host in ("host_a", "host_b")]
+    procs = [subprocess.Popen(c, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "NO_COLOR": "1"}) for c in commands]
+    outputs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    import optuna
+
+    study = optuna.load_study(study_name="tt", storage=postgres)
+    done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED") and "rejected" not in t.user_attrs]
+    assert len(done) == 3
+    runs = [project / ("host_a" if t.user_attrs["pid"] == procs[0].pid else "host_b") / "trials" / t.user_attrs["run"]
+            for t in done]
+    assert all((run / "model.keras").exists() for run in runs)
+    assert not (project / "host_a" / "study.db").exists() and not (project / "host_b" / "study.db").exists()
+    for host in ("host_a", "host_b"):  # both can write best.yaml from the study
+        assert "search" not in (project / host / "best.yaml").read_text()
