@@ -1,0 +1,145 @@
+"""examples/zoo: ten Keras Applications reproduced exactly from YAML (issue 9).
+
+Each zoo file goes through the real CLI (`cnncompile check --json` in a fresh process) and is
+compared with `keras.applications.<Model>(weights=None)` built here: parameter totals and the
+multiset of (layer type, output shape, params) over all layers. A mismatch fails with a diff
+that names the missing and extra layers, their counts, and where each side has them.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_cli
+from tests.zoo_support import (
+    ZOO,
+    ZOO_DIR,
+    LayerRecord,
+    Signature,
+    check_signature,
+    differences,
+    keras_call,
+    layer_lists,
+    repeated_runs,
+    zoo_path,
+)
+
+STEMS = sorted(ZOO)
+MAX_LINES = 150  # ResNet-50 unrolled is 177 layers; NASNet-Mobile 771
+REPEATED_RUN = 3  # this many consecutive layers written twice should have been a block
+
+
+def test_the_zoo_holds_exactly_the_ten_applications():
+    assert sorted(path.stem for path in ZOO_DIR.glob("*.yaml")) == STEMS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", STEMS)
+def test_zoo_file_equals_keras_application(stem):
+    keras = pytest.importorskip("keras")
+    from tests.zoo_support import build_keras, keras_signature  # noqa: PLC0415
+
+    result = run_cli("check", "--json", str(zoo_path(stem).relative_to(ROOT)))
+    assert result.returncode == 0, result.stdout + result.stderr
+    ours = check_signature(result.stdout)
+    model = build_keras(stem)
+    theirs = keras_signature(model)
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    problems = differences(theirs, ours)
+    if problems:
+        pytest.fail(f"examples/zoo/{stem}.yaml differs from {keras_call(stem)}:\n" + "\n".join(problems),
+                    pytrace=False)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_zoo_file_computes_what_keras_computes_from_raw_input(stem):
+    """The input's default scale (1/255) would add a Rescaling that Keras's model does not
+    have: zoo files take the image as Keras's model does and write Keras's own Rescaling and
+    Normalization layers as layers."""
+    spec = yaml.safe_load(zoo_path(stem).read_text())
+    assert (spec["input"].get("scale"), spec["input"].get("offset", 0)) == (1, 0)
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_zoo_file_is_written_once(stem):
+    """Each file reads as its architecture: short, and no structure written out twice."""
+    text = zoo_path(stem).read_text()
+    assert len(text.splitlines()) <= MAX_LINES
+    spec = yaml.safe_load(text)
+    assert spec.get("blocks"), "a zoo file writes each repeated structure once, as a block"
+    for where, entries in layer_lists(spec):
+        runs = repeated_runs(entries, REPEATED_RUN)
+        assert not runs, (f"{where}: entries {runs[0][0]}..{runs[0][0] + REPEATED_RUN - 1} are written "
+                          f"again at {runs[0][1]}..{runs[0][1] + REPEATED_RUN - 1} (names aside): make them a block")
+
+
+# --- the yardstick itself -------------------------------------------------------------------
+
+def _sig(*layers: LayerRecord, total=None) -> Signature:
+    params = sum(layer.params for layer in layers)
+    return Signature((None, 8, 8, 3), layers[-1].output_shape, layers,
+                     params if total is None else total, params, 0)
+
+
+def test_differences_name_missing_and_extra_layers_with_counts_and_places():
+    conv = ("Conv2D", (None, 8, 8, 4), 112)
+    keras = _sig(LayerRecord(*conv, "c1"), LayerRecord(*conv, "c2"),
+                 LayerRecord("ReLU", (None, 8, 8, 4), 0, "relu"))
+    ours = _sig(LayerRecord(*conv, "block_conv", 12),
+                LayerRecord("Activation", (None, 8, 8, 4), 0, "block_act", 13))
+    assert differences(keras, ours) == [
+        "total params: Keras 224, ours 112",
+        "trainable params: Keras 224, ours 112",
+        "missing from ours (2 layers):",
+        "  1x Conv2D (None, 8, 8, 4) 112 params (Keras has 2, ours 1; Keras: c1, c2)",
+        "  1x ReLU (None, 8, 8, 4) 0 params (Keras has 1, ours 0; Keras: relu)",
+        "extra in ours (1 layers):",
+        "  1x Activation (None, 8, 8, 4) 0 params (Keras has 0, ours 1; ours: block_act (line 13))",
+        "layer count: Keras 3, ours 2",
+    ]
+
+
+def test_differences_are_empty_for_the_same_multiset_in_another_order():
+    a, b = LayerRecord("Conv2D", (None, 4, 4, 2), 10, "a"), LayerRecord("Add", (None, 4, 4, 2), 0, "b")
+    assert differences(_sig(a, b, LayerRecord("Add", (None, 4, 4, 2), 0, "c")),
+                       _sig(b, a, LayerRecord("Add", (None, 4, 4, 2), 0, "x"))) == []
+
+
+def test_check_signature_reads_check_json():
+    data = {"input_shape": [None, 8, 8, 3], "total_params": 7, "trainable_params": 0, "non_trainable_params": 7,
+            "layers": [{"name": "norm", "type": "Normalization", "output_shape": [None, 8, 8, 3], "params": 7,
+                        "trainable_params": 0, "macs": 0, "line": 4}]}
+    assert check_signature(data) == Signature((None, 8, 8, 3), (None, 8, 8, 3),
+                                              (LayerRecord("Normalization", (None, 8, 8, 3), 7, "norm", 4),), 7, 0, 7)
+
+
+def test_repeated_runs_ignore_names_and_overlaps():
+    unit = [{"type": "Activation", "activation": "relu"}, {"type": "SeparableConv2D", "filters": 8},
+            {"type": "BatchNormalization"}]
+    named = [{**entry, "name": f"n{i}"} for i, entry in enumerate(unit)]
+    assert repeated_runs([*unit, *named], 3) == [(0, 3)]
+    assert repeated_runs([*unit, {"type": "Add"}, *unit[:2]], 3) == []
+    same = [{"type": "BatchNormalization"}]
+    assert repeated_runs(same * 5, 3) == []  # runs of 3 in 5 entries always overlap
+    assert repeated_runs(same * 6, 3) == [(0, 3)]
+
+
+def test_keras_signature_counts_layers_not_operations():
+    """MobileNetV3's hard_sigmoid is `ReLU(6.0)(x + 3.0) * (1.0 / 6.0)`: the + and * are
+    operations, not layers; Keras's layer list and summary leave them out, and so do we."""
+    keras = pytest.importorskip("keras")
+    from tests.zoo_support import keras_signature  # noqa: PLC0415
+
+    inputs = keras.Input((4, 4, 2))
+    x = keras.layers.ReLU(6.0)(inputs + 3.0) * (1.0 / 6.0)
+    outputs = keras.layers.Conv2D(3, 1)(x)
+    signature = keras_signature(keras.Model(inputs, outputs))
+    assert [layer.key for layer in signature.layers] == [("ReLU", (None, 4, 4, 2), 0),
+                                                         ("Conv2D", (None, 4, 4, 3), 9)]
+    assert (signature.total_params, signature.trainable_params, signature.output_shape) == (9, 9, (None, 4, 4, 3))
