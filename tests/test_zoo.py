@@ -130,16 +130,24 @@ def test_repeated_runs_ignore_names_and_overlaps():
     assert repeated_runs(same * 6, 3) == [(0, 3)]
 
 
-def test_keras_signature_counts_layers_not_operations():
+def test_keras_signature_counts_constant_operations_as_rescaling():
     """MobileNetV3's hard_sigmoid is `ReLU(6.0)(x + 3.0) * (1.0 / 6.0)`: the + and * are
-    operations, not layers; Keras's layer list and summary leave them out, and so do we."""
+    operations, not layers (model.layers leaves them out); the language writes them as
+    Rescaling, so they count as Rescaling. Any other operation has no counterpart."""
     keras = pytest.importorskip("keras")
     from tests.zoo_support import keras_signature  # noqa: PLC0415
 
     inputs = keras.Input((4, 4, 2))
-    x = keras.layers.ReLU(6.0)(inputs + 3.0) * (1.0 / 6.0)
-    outputs = keras.layers.Conv2D(3, 1)(x)
+    gate = keras.layers.ReLU(6.0)(inputs + 3.0) * (1.0 / 6.0)
+    outputs = keras.layers.Conv2D(3, 1)(keras.ops.maximum(gate, inputs))
     signature = keras_signature(keras.Model(inputs, outputs))
-    assert [layer.key for layer in signature.layers] == [("ReLU", (None, 4, 4, 2), 0),
-                                                         ("Conv2D", (None, 4, 4, 3), 9)]
+    assert [layer.key for layer in signature.layers] == [
+        ("Rescaling", (None, 4, 4, 2), 0),
+        ("ReLU", (None, 4, 4, 2), 0),
+        ("Rescaling", (None, 4, 4, 2), 0),
+        ("operation Maximum", (None, 4, 4, 2), 0),
+        ("Conv2D", (None, 4, 4, 3), 9),
+    ]
+    assert "(x + 3: an operation, not a layer)" in signature.layers[0].name
+    assert "(x * 0.166667: an operation, not a layer)" in signature.layers[2].name
     assert (signature.total_params, signature.trainable_params, signature.output_shape) == (9, 9, (None, 4, 4, 3))

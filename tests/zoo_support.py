@@ -94,13 +94,35 @@ def build_keras(stem: str):
     return getattr(keras.applications, attribute)(weights=None, **kwargs)
 
 
-def keras_signature(model) -> Signature:
-    """A built Keras model's layers (InputLayer excluded) and parameter totals.
+# Keras Applications apply a few operations to tensors directly (MobileNetV3's hard_sigmoid is
+# `ReLU(6.0)(x + 3.0) * (1.0 / 6.0)`). They are not Layer instances, so `model.layers` leaves
+# them out, yet `model.summary()` shows each as a row of its own ("add (Add)"). The language
+# computes `x + c` and `x * c` with Rescaling (offset c, or scale c), so such an operation is
+# counted as the Rescaling that does the same arithmetic. See examples/zoo/NOTES.md.
+CONSTANT_OPERATIONS = {"Add": "offset", "Multiply": "scale"}
 
-    `model.layers` holds Layer instances only: operations applied to KerasTensors directly
-    (MobileNetV3's `x + 3.0`) are in `model.operations` but are not layers, and Keras's own
-    `summary()` does not list them either.
-    """
+
+def _operation_record(op, shape: tuple) -> LayerRecord:
+    """A non-layer operation as the layer the language writes for it."""
+    import keras  # noqa: PLC0415
+
+    args = op._inbound_nodes[0].arguments.args
+    tensors = [a for a in args if isinstance(a, keras.KerasTensor)]
+    constants = [a for a in args if isinstance(a, (int, float))]
+    kind = type(op).__name__
+    if kind in CONSTANT_OPERATIONS and len(tensors) == 1 and len(constants) == 1:
+        symbol = "+" if kind == "Add" else "*"
+        return LayerRecord("Rescaling", shape, 0,
+                           f"{op.name} (x {symbol} {constants[0]:g}: an operation, not a layer)")
+    # Anything else has no counterpart yet: it shows up as missing from ours.
+    return LayerRecord(f"operation {kind}", shape, 0, op.name)
+
+
+def keras_signature(model) -> Signature:
+    """A built Keras model's layers (InputLayer excluded), its non-layer operations counted as
+    CONSTANT_OPERATIONS says, and its parameter totals."""
+    import keras  # noqa: PLC0415
+
     def size(weights) -> int:
         total = 0
         for weight in weights:
@@ -110,11 +132,16 @@ def keras_signature(model) -> Signature:
             total += count
         return total
 
-    records = tuple(
-        LayerRecord(type(layer).__name__, _shape(layer.output.shape), int(layer.count_params()), layer.name)
-        for layer in model.layers if type(layer).__name__ != "InputLayer")
+    records = []
+    for op in model.operations:
+        shape = _shape(op.output.shape) if isinstance(op, keras.layers.Layer) else \
+            _shape(op._inbound_nodes[0].output_tensors[0].shape)
+        if not isinstance(op, keras.layers.Layer):
+            records.append(_operation_record(op, shape))
+        elif type(op).__name__ != "InputLayer":
+            records.append(LayerRecord(type(op).__name__, shape, int(op.count_params()), op.name))
     trainable, frozen = size(model.trainable_weights), size(model.non_trainable_weights)
-    return Signature(_shape(model.input_shape), _shape(model.output_shape), records,
+    return Signature(_shape(model.input_shape), _shape(model.output_shape), tuple(records),
                      trainable + frozen, trainable, frozen)
 
 
