@@ -1,0 +1,106 @@
+"""How long `cnncompile check` takes on each zoo file, as a whole process (issue 9's budget:
+ResNet-50 under 1 s, every file under 2 s).
+
+  python bench/zoo_check.py [--runs 5] [--keras] [STEM ...]
+
+Runs are interleaved (one of each file per round) so the shared machine's noise spreads over
+all files; medians are reported. --keras also times, in the same rounds, a fresh process that
+builds keras.applications.<Model>(weights=None) and prints its summary(): what `check`
+replaces. Results are printed and written to bench/results/zoo_check.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.zoo_support import ZOO, keras_call, zoo_path  # noqa: E402
+
+BUDGET_SECONDS = {"resnet50": 1.0}  # the issue's; 2 s for every other file
+DEFAULT_BUDGET = 2.0
+KERAS_SNIPPET = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; import sys; sys.path.insert(0, {root!r}); "
+                 "from tests.zoo_support import build_keras; build_keras({stem!r}).summary()")
+
+
+def cpu_description() -> str:
+    """The CPU's model and the vector extensions that matter for TensorFlow's kernels."""
+    model, flags = platform.processor() or "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile"]
+    present = [flag.upper() for flag in wanted if flag in flags]
+    return f"{model}, {os.cpu_count()} cores, {', '.join(present) or 'no AVX2/AVX-512'}"
+
+
+def timed(command: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    started = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"failed: {' '.join(command)}\n{(result.stdout + result.stderr)[-2000:]}")
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stems", nargs="*", default=[])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--keras", action="store_true", help="also time Keras build + summary() per model")
+    args = parser.parse_args()
+    unknown = sorted(set(args.stems) - set(ZOO))
+    if unknown:
+        parser.error(f"unknown zoo files {unknown}; choose from {sorted(ZOO)}")
+    stems = args.stems or list(ZOO)
+    commands = {}
+    for stem in stems:
+        commands[("check", stem)] = [sys.executable, "-m", "cnncompile", "check", str(zoo_path(stem).relative_to(ROOT))]
+        if args.keras:
+            commands[("keras", stem)] = [sys.executable, "-c", KERAS_SNIPPET.format(root=str(ROOT), stem=stem)]
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
+    for run in range(args.runs):
+        keys = list(commands) if run % 2 == 0 else list(reversed(commands))
+        for key in keys:
+            times[key].append(timed(commands[key]))
+        print(f"round {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
+
+    cpu = cpu_description()
+    print(f"cnncompile check, whole process, median of {args.runs} interleaved runs; {cpu}")
+    header = f"{'zoo file':22s} {'check':>8s} {'budget':>7s}" + (f" {'Keras build+summary':>20s} {'ratio':>6s}" if args.keras else "")
+    print(header)
+    report = {"cpu": cpu, "runs": args.runs, "files": {}}
+    for stem in stems:
+        check = statistics.median(times[("check", stem)])
+        budget = BUDGET_SECONDS.get(stem, DEFAULT_BUDGET)
+        row = f"{stem:22s} {check:7.2f}s {budget:5.1f}s{'' if check < budget else ' OVER'}"
+        entry = {"check_median_seconds": check, "check_seconds": times[("check", stem)], "budget_seconds": budget,
+                 "within_budget": check < budget}
+        if args.keras:
+            keras = statistics.median(times[("keras", stem)])
+            row += f" {keras:19.2f}s {keras / check:5.1f}x"
+            entry.update(keras=keras_call(stem), keras_median_seconds=keras, keras_seconds=times[("keras", stem)])
+        print(row)
+        report["files"][stem] = entry
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "zoo_check.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
