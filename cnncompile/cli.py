@@ -192,7 +192,7 @@ def export(spec: str, to_onnx: bool, output: str | None, run: str | None, opset:
         model = fresh_model(compiled) if untrained else load_trained(compiled, run_dir)
         result = export_onnx(compiled, model, out, images, source, opset=opset, labels=labels, untrained=untrained)
     except ExportError as exc:
-        mark = compiled.source.value(("layers", exc.layer_index)) if exc.layer_index is not None else None
+        mark = compiled.source.value(exc.path) if exc.path is not None else None
         _print_diagnostics([Diagnostic("error", str(exc), mark)], spec)
         raise SystemExit(EXIT_INVALID) from None
     v = result.verification

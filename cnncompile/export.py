@@ -26,6 +26,7 @@ from cnncompile import __version__
 from cnncompile.backend.builder import BackendMismatch, build_model, cross_check
 from cnncompile.frontend import CompiledSpec
 from cnncompile.rundir import write_bytes
+from cnncompile.spec.graph import Node
 
 INPUT_NAME, OUTPUT_NAME, BATCH = "image", "probabilities", "batch"
 MAX_ABS_DIFF = 1e-4
@@ -35,9 +36,9 @@ DEFAULT_OPSET = 17
 class ExportError(Exception):
     """Export refused or failed verification; nothing was written."""
 
-    def __init__(self, message: str, layer_index: int | None = None):
+    def __init__(self, message: str, path: tuple | None = None):
         super().__init__(message)
-        self.layer_index = layer_index  # the spec layer at fault, for a located error
+        self.path = path  # where the spec layer at fault is written, for a located error
 
 
 @dataclass
@@ -166,28 +167,27 @@ def _refuse_unconverted_ops(graph: onnx.ModelProto, compiled: CompiledSpec, opse
     for node in graph.graph.node:
         if onnx.defs.has(node.op_type, node.domain or ""):
             continue
-        index = _layer_index(node.name, compiled)
+        source = _spec_node(node.name, compiled)
         where = f"node {node.name}"
-        if index is not None:
-            name, layer, _ = compiled.spec.graph()[index]
-            activation = f" (activation {layer.activation_name})" if layer.activation_name else ""
-            where = f"layer '{name}' ({layer.type}){activation}"
+        if source is not None:
+            activation = getattr(source.layer, "activation", None)
+            where = f"layer '{source.name}' ({source.layer.type}){f' (activation {activation})' if activation else ''}"
         raise ExportError(f"{where} cannot be exported at opset {opset}: its TensorFlow op {node.op_type} has no "
                           "ONNX operator and tf2onnx left it unconverted; use another activation (relu, swish, "
-                          "elu, ...) or layer for a deployable model", layer_index=index)
+                          "elu, ...) or layer for a deployable model", path=source.path if source else None)
 
 
-def _layer_index(node_name: str, compiled: CompiledSpec) -> int | None:
+def _spec_node(node_name: str, compiled: CompiledSpec) -> Node | None:
     """The spec layer a graph node came from. Node names are TensorFlow name scopes, e.g.
     'mnist_cnn_1/conv2d_1/Gelu/Erfc'; when the model's own scope got a _N suffix (a later
     trace), every layer scope got one too."""
     parts = node_name.split("/")
-    index_of = {name: i for i, (name, _, _) in enumerate(compiled.spec.graph())}
+    by_name = {node.name: node for node in compiled.spec.graph()}
     retraced = parts[0] != compiled.spec.name and re.sub(r"_\d+$", "", parts[0]) == compiled.spec.name
     for part in parts[1:]:
         name = re.sub(r"_\d+$", "", part) if retraced else part
-        if name in index_of:
-            return index_of[name]
+        if name in by_name:
+            return by_name[name]
     return None
 
 
@@ -199,8 +199,8 @@ def _conversion_error(exc: Exception, compiled: CompiledSpec, opset: int) -> Exp
     """Name the layer whose op the opset cannot express, when the converter's message says."""
     text = str(exc)
     first = text.splitlines()[0][:300] if text else ""
-    for index, (name, layer, _) in enumerate(compiled.spec.graph()):
-        if re.search(rf"(^|[/\s'\"]){re.escape(name)}(/|\b)", text):
-            return ExportError(f"layer '{name}' ({layer.type}) cannot be exported at opset {opset}: {first}",
-                               layer_index=index)
+    for node in compiled.spec.graph():
+        if re.search(rf"(^|[/\s'\"]){re.escape(node.name)}(/|\b)", text):
+            return ExportError(f"layer '{node.name}' ({node.layer.type}) cannot be exported at opset {opset}: {first}",
+                               path=node.path)
     return ExportError(f"conversion to ONNX (opset {opset}) failed: {type(exc).__name__}: {first}")

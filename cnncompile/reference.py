@@ -32,28 +32,6 @@ def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2) + "\n"
 
 
-# One example per layer type, shown in the reference and checked by the test suite.
-LAYER_EXAMPLES = {
-    "Conv2D": "{type: Conv2D, filters: 32, kernel_size: 3, activation: relu}",
-    "DepthwiseConv2D": "{type: DepthwiseConv2D, kernel_size: 3, padding: same}",
-    "SeparableConv2D": "{type: SeparableConv2D, filters: 64, kernel_size: 3, activation: relu}",
-    "MaxPooling2D": "{type: MaxPooling2D, pool_size: 2}",
-    "AveragePooling2D": "{type: AveragePooling2D, pool_size: 2, strides: 2}",
-    "GlobalAveragePooling2D": "{type: GlobalAveragePooling2D}",
-    "GlobalMaxPooling2D": "{type: GlobalMaxPooling2D}",
-    "Flatten": "{type: Flatten}",
-    "Dense": "{type: Dense, units: 10, activation: softmax}",
-    "Dropout": "{type: Dropout, rate: 0.5}",
-    "SpatialDropout2D": "{type: SpatialDropout2D, rate: 0.2}",
-    "BatchNormalization": "{type: BatchNormalization}",
-    "Activation": "{type: Activation, activation: relu}",
-    "ZeroPadding2D": "{type: ZeroPadding2D, padding: [[1, 2], [1, 2]]}",
-    "Cropping2D": "{type: Cropping2D, cropping: 2}",
-    "Reshape": "{type: Reshape, target_shape: [-1, 32]}",
-    "Rescaling": "{type: Rescaling, scale: 2.0, offset: -1.0}",
-}
-
-
 def _type_text(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     if "$ref" in prop:
         name = prop["$ref"].rsplit("/", 1)[-1]
@@ -168,12 +146,38 @@ def markdown() -> str:
         "## Layers",
         "",
         "Each entry of `layers` is a mapping with `type` and that layer's arguments. Every layer",
-        "also takes `name` (unique; default: Keras's, e.g. `conv2d`, `conv2d_1`). Shapes exclude",
-        "the batch axis; `cnncompile check` prints every layer's output shape, parameters and MACs.",
+        "also takes `name` (unique; default: Keras's, e.g. `conv2d`, `conv2d_1`) and `inputs`.",
+        "Shapes exclude the batch axis; `cnncompile check` prints every layer's output shape,",
+        "parameters and MACs.",
+        "",
+        "### Graphs: `inputs`",
+        "",
+        "A layer reads the layer listed before it (the first reads the model input), unless it",
+        "names its inputs: `inputs: [stem, conv2d_3]`. `input` is the model input; any other",
+        "name must be a layer listed **earlier** in the file, so the listing order is always a",
+        "valid execution order and a cycle cannot be written. Merge layers (Add, Subtract,",
+        "Multiply, Average, Maximum, Minimum, Concatenate) take two or more inputs; every other",
+        "layer takes one. The model's output is the last layer listed; a layer whose output",
+        "never reaches it gets a warning (a dead branch is almost always a wiring mistake).",
+        "",
+        "```yaml",
+        "layers:",
+        "  - {type: Conv2D, name: stem, filters: 32, kernel_size: 3, padding: same, activation: relu}",
+        "  - {type: Conv2D, filters: 32, kernel_size: 3, padding: same, activation: relu}",
+        "  - {type: Conv2D, filters: 32, kernel_size: 3, padding: same}",
+        "  - {type: Add, inputs: [stem, conv2d_1]}          # the residual connection",
+        "  - {type: Activation, activation: relu}",
+        "```",
+        "",
+        "Element-wise merges broadcast like Keras: shapes are aligned from the right and each",
+        "axis must be equal or 1, so Multiply of (H, W, C) and (1, 1, C) scales every pixel",
+        "(squeeze-and-excitation). Concatenate needs equal ranks and equal sizes on every axis",
+        "but its `axis`. Tensors are channels last; `data_format: channels_last` is accepted",
+        "where Keras takes it, `channels_first` is refused.",
         "",
     ]
     for cls in LAYER_TYPES:
-        out += _section(cls, example=LAYER_EXAMPLES[cls.__name__])
+        out += _section(cls, example=cls.example)
     out += ["## training", "", (training.Training.__doc__ or "").strip(), "",
             *_fields_table(training.Training), "",
             "`batch_size` is the number of images per training step. With `distribute` it is the",

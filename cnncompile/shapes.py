@@ -18,11 +18,13 @@ Pair = tuple[int, int]
 
 
 class ShapeError(ValueError):
-    """A layer cannot accept its input; `field` names the argument at fault, if any."""
+    """A layer cannot accept its input; `field` names the argument at fault, if any, and
+    `operands` the positions of the inputs that clash (for merge layers)."""
 
-    def __init__(self, message: str, field: str | None = None):
+    def __init__(self, message: str, field: str | None = None, operands: tuple[int, ...] = ()):
         super().__init__(message)
         self.field = field
+        self.operands = operands
 
 
 def fmt(shape: Sequence[int | None]) -> str:
@@ -160,3 +162,63 @@ def reshaped(shape: Shape, target: Sequence[int]) -> Shape:
             field="target_shape",
         )
     return tuple(target)
+
+
+def transposed_output_length(length: int, kernel: int, stride: int, padding: str,
+                             output_padding: int | None, dilation: int = 1) -> int:
+    """Output length of a transposed convolution (Keras's deconv_output_length)."""
+    kernel = kernel + (kernel - 1) * (dilation - 1)
+    if output_padding is None:
+        # Keras picks the padding that inverts a forward conv of the same arguments.
+        return length * stride + (max(kernel - stride, 0) if padding == "valid" else 0)
+    pad = kernel // 2 if padding == "same" else 0
+    return (length - 1) * stride + kernel - 2 * pad + output_padding
+
+
+def normalize_axis(axis: int, rank: int) -> int:
+    """A Keras axis (batch axis = 0, negatives from the end) as an index into a shape
+    without the batch axis; raises when it names the batch or no axis at all."""
+    full = axis + rank + 1 if axis < 0 else axis
+    if not 1 <= full <= rank:
+        raise ShapeError(f"axis {axis} does not exist for inputs of rank {rank + 1} "
+                         f"(valid: 1 to {rank} or -1 to -{rank})", field="axis")
+    return full - 1
+
+
+def broadcast(shapes: Sequence[Shape]) -> Shape:
+    """Output of an element-wise merge (Add, Multiply, ...): Keras's broadcasting rule.
+
+    Shapes are aligned on the right; along each axis the sizes must be equal or one of
+    them 1. Raises naming the first pair of inputs that clash.
+    """
+    out: Shape = shapes[0]
+    for index, shape in enumerate(shapes[1:], start=1):
+        long, short = (out, shape) if len(out) >= len(shape) else (shape, out)
+        merged = list(long[: len(long) - len(short)])
+        for a, b in zip(long[len(long) - len(short):], short):
+            if a != b and 1 not in (a, b):
+                clash = next(i for i in range(index) if _broadcasts(shapes[i], shape) is False) if index > 1 else 0
+                raise ShapeError("do not broadcast: aligned from the right, each axis must be equal or 1",
+                                 field="inputs", operands=(clash, index))
+            merged.append(b if a == 1 else a)
+        out = tuple(merged)
+    return out
+
+
+def _broadcasts(a: Shape, b: Shape) -> bool:
+    return all(x == y or 1 in (x, y) for x, y in zip(reversed(a), reversed(b)))
+
+
+def concatenated(shapes: Sequence[Shape], axis: int) -> Shape:
+    """Output of Concatenate: equal ranks, equal sizes on every axis but `axis`, summed on it."""
+    first = shapes[0]
+    for index, shape in enumerate(shapes[1:], start=1):
+        if len(shape) != len(first):
+            raise ShapeError("have different ranks; Concatenate needs equal ranks", field="inputs",
+                             operands=(0, index))
+    at = normalize_axis(axis, len(first))
+    for index, shape in enumerate(shapes[1:], start=1):
+        if any(a != b for i, (a, b) in enumerate(zip(first, shape)) if i != at):
+            raise ShapeError(f"differ outside the concatenation axis ({axis}); every other axis must match",
+                             field="inputs", operands=(0, index))
+    return (*first[:at], sum(shape[at] for shape in shapes), *first[at + 1:])

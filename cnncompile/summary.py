@@ -6,11 +6,27 @@ from cnncompile.inference import ModelInfo
 from cnncompile.shapes import fmt
 
 HEADERS = ("Layer (type)", "Output Shape", "Param #", "MACs")
+CONNECTED = "Connected to"
 
 
-def rows(model: ModelInfo) -> list[tuple[str, str, str, str]]:
-    return [(f"{layer.name} ({layer.type})", fmt(layer.output_shape), f"{layer.params:,}", f"{layer.macs:,}")
-            for layer in model.layers]
+def _connections(model: ModelInfo) -> list[str] | None:
+    """Per layer, the inputs it reads when they are not simply the layer before it (as in
+    Keras's functional summary); None for a plain chain, whose table stays as it was."""
+    previous = ["input", *(layer.name for layer in model.layers)]
+    cells = ["" if list(layer.inputs) == [previous[i]] else ", ".join(layer.inputs)
+             for i, layer in enumerate(model.layers)]
+    return cells if any(cells) else None
+
+
+def headers(model: ModelInfo) -> tuple[str, ...]:
+    return HEADERS + ((CONNECTED,) if _connections(model) else ())
+
+
+def rows(model: ModelInfo) -> list[tuple[str, ...]]:
+    table = [(f"{layer.name} ({layer.type})", fmt(layer.output_shape), f"{layer.params:,}", f"{layer.macs:,}")
+             for layer in model.layers]
+    connections = _connections(model)
+    return [(*row, cell) for row, cell in zip(table, connections)] if connections else table
 
 
 def totals(model: ModelInfo) -> list[str]:
@@ -24,16 +40,17 @@ def totals(model: ModelInfo) -> list[str]:
 
 def plain(model: ModelInfo) -> str:
     """A fixed-width table for pipes, logs and NO_COLOR terminals."""
-    table = [HEADERS, *rows(model)]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    head = headers(model)
+    table = [head, *rows(model)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
 
     def line(row: tuple[str, ...]) -> str:
         left = [row[0].ljust(widths[0]), row[1].ljust(widths[1])]
         right = [row[2].rjust(widths[2]), row[3].rjust(widths[3])]
-        return "  ".join(left + right).rstrip()
+        return "  ".join(left + right + [cell.ljust(widths[4]) for cell in row[4:]]).rstrip()
 
-    rule = "-" * len(line(HEADERS))
-    body = [f'Model: "{model.name}"', rule, line(HEADERS), rule, *map(line, table[1:]), rule]
+    rule = "-" * (sum(widths) + 2 * (len(widths) - 1))
+    body = [f'Model: "{model.name}"', rule, line(head), rule, *map(line, table[1:]), rule]
     return "\n".join(body + totals(model))
 
 
@@ -42,8 +59,8 @@ def rich_table(model: ModelInfo):  # -> rich renderables; rich is imported only 
     from rich.text import Text
 
     table = Table(title=f'Model: "{model.name}"', title_justify="left")
-    for i, header in enumerate(HEADERS):
-        table.add_column(header, justify="right" if i >= 2 else "left")
+    for i, header in enumerate(headers(model)):
+        table.add_column(header, justify="right" if i in (2, 3) else "left")
     for row in rows(model):
         table.add_row(*row)
     return table, Text("\n".join(totals(model)))

@@ -21,7 +21,7 @@ keras = pytest.importorskip("keras")
 from cnncompile.diagnostics import SpecError  # noqa: E402
 from cnncompile.frontend import compile_file  # noqa: E402
 from cnncompile.inference import infer  # noqa: E402
-from cnncompile.spec.layers import LAYER_TYPES  # noqa: E402
+from cnncompile.spec.layers import LAYER_NAMES  # noqa: E402
 from cnncompile.spec.model import ModelSpec  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
 
@@ -86,7 +86,7 @@ def test_every_window_combination(base, dilates):
     assert outcomes == {"accepted", "refused"}  # both sides of the boundary were exercised
 
 
-@pytest.mark.parametrize("layer, shape", [
+OTHER_LAYERS = [
     ({"type": "GlobalAveragePooling2D"}, (5, 5, 3)),
     ({"type": "GlobalMaxPooling2D", "keepdims": True}, (5, 5, 3)),
     ({"type": "Flatten"}, (5, 5, 3)),
@@ -109,14 +109,38 @@ def test_every_window_combination(base, dilates):
     ({"type": "Conv2D", "filters": 6, "kernel_size": 1, "groups": 2}, (5, 5, 3)),
     ({"type": "Conv2D", "filters": 6, "kernel_size": 3}, (12,)),
     ({"type": "Conv2D", "filters": 4, "kernel_size": 3, "strides": 2, "dilation_rate": 2}, (9, 9, 1)),
-])
+    ({"type": "Conv2DTranspose", "filters": 4, "kernel_size": 3, "strides": 2}, (5, 5, 3)),
+    ({"type": "Conv2DTranspose", "filters": 4, "kernel_size": [3, 2], "strides": [2, 3], "padding": "same"}, (5, 4, 3)),
+    ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 4, "strides": 3, "output_padding": [1, 2]}, (5, 5, 3)),
+    ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "strides": 2, "output_padding": [1, 0],
+      "padding": "same"}, (5, 6, 3)),
+    ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "dilation_rate": 2}, (5, 5, 3)),
+    ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "strides": 2, "output_padding": 2}, (5, 5, 3)),
+    ({"type": "UpSampling2D", "size": [2, 3]}, (5, 5, 3)),
+    ({"type": "UpSampling2D", "interpolation": "bilinear"}, (5, 4, 3)),
+    ({"type": "UpSampling2D"}, (12,)),
+    ({"type": "LayerNormalization"}, (5, 5, 3)),
+    ({"type": "LayerNormalization", "center": False}, (12,)),
+    ({"type": "LayerNormalization", "rms_scaling": True}, (5, 5, 3)),
+    ({"type": "Normalization"}, (5, 5, 3)),
+    ({"type": "Normalization", "axis": None}, (5, 5, 3)),
+    ({"type": "Normalization", "mean": [1.0, 2.0, 3.0], "variance": [1.0, 4.0, 9.0]}, (5, 5, 3)),
+    ({"type": "Normalization", "mean": 0.5, "variance": 2.0}, (12,)),
+    ({"type": "BatchNormalization", "axis": 3}, (5, 5, 3)),
+    ({"type": "ReLU", "max_value": 6.0}, (5, 5, 3)),
+    ({"type": "ReLU", "negative_slope": 0.1, "threshold": 0.5}, (12,)),
+    ({"type": "LeakyReLU"}, (5, 5, 3)),
+    ({"type": "Softmax"}, (5, 5, 3)),
+    ({"type": "Softmax", "axis": 1}, (12,)),
+    ({"type": "Identity"}, (5, 5, 3)),
+    ({"type": "GlobalAveragePooling2D", "keepdims": True}, (5, 5, 3)),
+    ({"type": "MaxPooling2D", "data_format": "channels_last"}, (5, 5, 3)),
+]
+
+
+@pytest.mark.parametrize("layer, shape", OTHER_LAYERS)
 def test_other_layers(layer, shape):
     compare(shape, [layer])
-
-
-def test_every_layer_type_is_covered_by_a_parity_case():
-    source = open(__file__).read()
-    assert all(f'"type": "{cls.__name__}"' in source for cls in LAYER_TYPES)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -168,3 +192,110 @@ head = st.one_of(
 )
 def test_random_chains_agree_with_keras(shape, body, tail):
     compare(shape, body + tail)
+
+
+# --- property-based: random graphs (skips, merges, concatenations) ---------------------
+
+MERGES = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"]
+
+
+def keras_graph(input_shape, layers):
+    """Keras's functional answer for raw layer dicts wired by name, or the exception it raises."""
+    inputs = keras.Input(tuple(input_shape))
+    tensors = {"input": inputs}
+    for index, d in enumerate(layers):
+        args = {k: _keras_arg(v) for k, v in d.items() if k not in ("type", "inputs")}
+        operands = [tensors[name] for name in d.get("inputs", [layers[index - 1]["name"] if index else "input"])]
+        layer = getattr(keras.layers, d["type"])(**args)
+        tensors[d["name"]] = layer(operands if d["type"] in MERGES else operands[0])
+    model = keras.Model(inputs, tensors[layers[-1]["name"]])
+    model(np.zeros((1, *input_shape), "float32"))
+    return model
+
+
+def compare_graph(input_shape, layers):
+    try:
+        model = keras_graph(input_shape, layers)
+    except Exception as keras_error:  # noqa: BLE001 - any refusal counts
+        with pytest.raises(SpecError):
+            ours(input_shape, layers)
+        return f"refused: {keras_error}"
+    info = ours(input_shape, layers)
+    live = info.live_layers()
+    assert {layer.name for layer in model.layers[1:]} == {layer.name for layer in live}
+    for mine in live:
+        layer = model.get_layer(mine.name)
+        trainable = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
+        assert (tuple(layer.output.shape), layer.count_params(), trainable) == (
+            mine.output_shape, mine.params, mine.trainable_params), (layers, mine)
+    return "accepted"
+
+
+@pytest.mark.parametrize("merge, shapes", [
+    ("Add", [(5, 5, 3), (5, 5, 3)]),
+    ("Add", [(5, 5, 3), (5, 5, 4)]),
+    ("Multiply", [(5, 5, 3), (1, 1, 3)]),
+    ("Multiply", [(5, 5, 3), (5, 1, 1), (1, 5, 3)]),
+    ("Subtract", [(5, 5, 3), (5, 5, 1)]),
+    ("Average", [(5, 5, 3), (5, 5, 3), (5, 5, 3)]),
+    ("Maximum", [(5, 5, 3), (4, 5, 3)]),
+    ("Minimum", [(5, 5, 3), (1, 5, 3)]),
+    ("Concatenate", [(5, 5, 3), (5, 5, 4)]),
+    ("Concatenate", [(5, 5, 3), (5, 4, 3)]),
+    ("Concatenate", [(5, 5, 3), (5, 4, 3), (5, 1, 3)]),
+])
+def test_merges(merge, shapes):
+    """Each operand reshaped from one flat input (so any shape can be made), then merged."""
+    size = 300
+    layers = [{"type": "Dense", "name": f"o{i}", "units": int(np.prod(s)), "inputs": ["input"]}
+              for i, s in enumerate(shapes)]
+    layers += [{"type": "Reshape", "name": f"r{i}", "target_shape": list(s), "inputs": [f"o{i}"]}
+               for i, s in enumerate(shapes)]
+    merge_args = {"axis": 2} if merge == "Concatenate" and shapes[1][1] != shapes[0][1] else {}
+    layers.append({"type": merge, "name": "merged", "inputs": [f"r{i}" for i in range(len(shapes))], **merge_args})
+    compare_graph((size,), layers)
+
+
+node_kind = st.sampled_from(["Conv2D", "Conv2D", "MaxPooling2D", "BatchNormalization", "Activation",
+                             "GlobalAveragePooling2D", *MERGES])
+
+
+@st.composite
+def graphs(draw):
+    """A random DAG: each layer reads one or more earlier layers (or the input)."""
+    shape = (draw(st.integers(4, 9)), draw(st.integers(4, 9)), draw(st.integers(1, 4)))
+    layers = []
+    for index in range(draw(st.integers(1, 7))):
+        earlier = ["input", *(layer["name"] for layer in layers)]
+        kind = draw(node_kind)
+        layer = {"type": kind, "name": f"l{index}"}
+        if kind in MERGES:
+            count = 2 if kind == "Subtract" else draw(st.integers(2, 3))
+            layer["inputs"] = draw(st.lists(st.sampled_from(earlier), min_size=count, max_size=count))
+            if kind == "Concatenate":
+                layer["axis"] = draw(st.sampled_from([-1, 1, 2, 3]))
+        else:
+            layer["inputs"] = [draw(st.sampled_from(earlier))]
+        if kind == "Conv2D":
+            layer.update(filters=draw(st.sampled_from([2, 3, 4])), kernel_size=draw(st.sampled_from([1, 3])),
+                         strides=draw(st.sampled_from([1, 2])), padding=draw(padding))
+        elif kind == "MaxPooling2D":
+            layer.update(pool_size=2, padding=draw(padding))
+        elif kind == "Activation":
+            layer["activation"] = "relu"
+        elif kind == "GlobalAveragePooling2D":
+            layer["keepdims"] = True
+        layers.append(layer)
+    return shape, layers
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(graphs())
+def test_random_graphs_agree_with_keras(graph):
+    shape, layers = graph
+    compare_graph(shape, layers)
+
+
+def test_every_layer_type_is_covered_by_a_parity_case():
+    covered = {base["type"] for base, _ in WINDOWED} | {layer["type"] for layer, _ in OTHER_LAYERS} | set(MERGES)
+    assert covered == set(LAYER_NAMES)

@@ -259,24 +259,42 @@ name: every_layer
 input: {shape: [20, 20, 3]}
 layers:
   - {type: Rescaling, scale: 0.5, offset: -1.0}
+  - {type: Normalization, name: norm}
   - {type: ZeroPadding2D, padding: [[1, 2], [2, 1]]}
   - {type: Cropping2D, cropping: 1}
-  - {type: Conv2D, filters: 8, kernel_size: 3, groups: 1, kernel_regularizer: {l2: 0.001}}
+  - {type: Conv2D, filters: 8, kernel_size: 3, groups: 1, kernel_regularizer: {l2: 0.001}, data_format: channels_last}
   - {type: BatchNormalization}
-  - {type: Activation, activation: swish}
+  - {type: Activation, activation: swish, name: stem}
   - {type: DepthwiseConv2D, kernel_size: 3, depth_multiplier: 2, padding: same}
-  - {type: SeparableConv2D, filters: 8, kernel_size: 3, strides: 2, padding: same}
+  - {type: SeparableConv2D, filters: 8, kernel_size: 3, padding: same}
+  - {type: ReLU, max_value: 6, name: relu6}
+  - {type: LeakyReLU, inputs: [stem]}
+  - {type: Add, inputs: [relu6, leaky_re_lu]}
+  - {type: Subtract, inputs: [stem, add]}
+  - {type: Multiply, inputs: [stem, add]}
+  - {type: Average, inputs: [stem, subtract, multiply]}
+  - {type: Maximum, inputs: [stem, average]}
+  - {type: Minimum, inputs: [maximum, average]}
+  - {type: Concatenate, inputs: [minimum, stem], name: joined}
+  - {type: GlobalAveragePooling2D, keepdims: true, name: squeeze}
+  - {type: Multiply, inputs: [joined, squeeze]}
+  - {type: LayerNormalization}
+  - {type: Conv2DTranspose, filters: 4, kernel_size: 3, strides: 2, padding: same}
+  - {type: UpSampling2D, size: [1, 1]}
+  - {type: Conv2D, filters: 8, kernel_size: 3, strides: 4, padding: same}
   - {type: SpatialDropout2D, rate: 0.1}
   - {type: AveragePooling2D, pool_size: 2}
   - {type: MaxPooling2D, pool_size: 1}
   - {type: Reshape, target_shape: [-1, 8]}
   - {type: Reshape, target_shape: [5, 5, 8]}
+  - {type: Identity}
   - {type: GlobalMaxPooling2D, keepdims: true}
   - {type: GlobalAveragePooling2D}
   - {type: Dense, units: 6, activation: relu}
   - {type: Dropout, rate: 0.2}
   - {type: Flatten}
-  - {type: Dense, units: 3, activation: softmax}
+  - {type: Dense, units: 3}
+  - {type: Softmax}
 """)
     compiled = compile_file(path)
     assert {layer.type for layer in compiled.spec.layers} == {cls.__name__ for cls in LAYER_TYPES}

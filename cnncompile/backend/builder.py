@@ -1,4 +1,4 @@
-"""Build a keras.Model from a ModelSpec, and prove it matches shape inference.
+"""Build a keras.Model (functional: any graph) from a ModelSpec, and prove it matches shape inference.
 
 The builders are a table keyed by spec class: each turns a spec into the built-in
 Keras layer of the same name with the same arguments (the spec uses Keras's names, so
@@ -33,7 +33,7 @@ def _regularizer(value: Any) -> Any:
 
 def _kwargs(layer: spec_layers.LayerSpec, name: str) -> dict[str, Any]:
     """The spec's fields as Keras arguments: same names, regularizers made objects."""
-    args = layer.model_dump(exclude={"type", "name"})
+    args = layer.model_dump(exclude={"type", "name", "inputs"})
     for key in args:
         if key.endswith("_regularizer"):
             args[key] = _regularizer(getattr(layer, key))
@@ -48,24 +48,45 @@ def _reshape(layer: spec_layers.Reshape, name: str) -> keras.layers.Layer:
     return keras.layers.Reshape(tuple(layer.target_shape), name=name)
 
 
+def _normalization(layer: spec_layers.Normalization, name: str) -> keras.layers.Layer:
+    # Without mean/variance Keras makes them weights, which `train` adapts to the data.
+    return keras.layers.Normalization(axis=layer.axis, mean=layer.mean, variance=layer.variance,
+                                      invert=layer.invert, name=name)
+
+
 BUILDERS: dict[type[spec_layers.LayerSpec], Callable[[Any, str], keras.layers.Layer]] = {
     spec_layers.Conv2D: _passthrough(keras.layers.Conv2D),
     spec_layers.DepthwiseConv2D: _passthrough(keras.layers.DepthwiseConv2D),
     spec_layers.SeparableConv2D: _passthrough(keras.layers.SeparableConv2D),
+    spec_layers.Conv2DTranspose: _passthrough(keras.layers.Conv2DTranspose),
     spec_layers.MaxPooling2D: _passthrough(keras.layers.MaxPooling2D),
     spec_layers.AveragePooling2D: _passthrough(keras.layers.AveragePooling2D),
     spec_layers.GlobalAveragePooling2D: _passthrough(keras.layers.GlobalAveragePooling2D),
     spec_layers.GlobalMaxPooling2D: _passthrough(keras.layers.GlobalMaxPooling2D),
+    spec_layers.UpSampling2D: _passthrough(keras.layers.UpSampling2D),
     spec_layers.Flatten: _passthrough(keras.layers.Flatten),
     spec_layers.Dense: _passthrough(keras.layers.Dense),
     spec_layers.Dropout: _passthrough(keras.layers.Dropout),
     spec_layers.SpatialDropout2D: _passthrough(keras.layers.SpatialDropout2D),
     spec_layers.BatchNormalization: _passthrough(keras.layers.BatchNormalization),
+    spec_layers.LayerNormalization: _passthrough(keras.layers.LayerNormalization),
+    spec_layers.Normalization: _normalization,
     spec_layers.Activation: _passthrough(keras.layers.Activation),
+    spec_layers.ReLU: _passthrough(keras.layers.ReLU),
+    spec_layers.LeakyReLU: _passthrough(keras.layers.LeakyReLU),
+    spec_layers.Softmax: _passthrough(keras.layers.Softmax),
+    spec_layers.Identity: _passthrough(keras.layers.Identity),
     spec_layers.ZeroPadding2D: _passthrough(keras.layers.ZeroPadding2D),
     spec_layers.Cropping2D: _passthrough(keras.layers.Cropping2D),
     spec_layers.Reshape: _reshape,
     spec_layers.Rescaling: _passthrough(keras.layers.Rescaling),
+    spec_layers.Add: _passthrough(keras.layers.Add),
+    spec_layers.Subtract: _passthrough(keras.layers.Subtract),
+    spec_layers.Multiply: _passthrough(keras.layers.Multiply),
+    spec_layers.Average: _passthrough(keras.layers.Average),
+    spec_layers.Maximum: _passthrough(keras.layers.Maximum),
+    spec_layers.Minimum: _passthrough(keras.layers.Minimum),
+    spec_layers.Concatenate: _passthrough(keras.layers.Concatenate),
 }
 
 PREPROCESSING = "preprocessing"  # name of the in-graph input scaling layer
@@ -82,15 +103,22 @@ def build_model(spec: ModelSpec, preprocessing: bool = True) -> keras.Model:
     if preprocessing and (spec.input.scale != 1 or spec.input.offset != 0):
         tensors["input"] = keras.layers.Rescaling(spec.input.scale, spec.input.offset,
                                                   name=PREPROCESSING)(inputs)
-    for name, layer, input_names in spec.graph():
-        keras_layer = BUILDERS[type(layer)](layer, name)
-        tensors[name] = keras_layer(*(tensors[i] for i in input_names))
-    return keras.Model(inputs, tensors[spec.graph()[-1][0]], name=spec.name)
+    nodes = spec.graph()
+    for node in nodes:
+        keras_layer = BUILDERS[type(node.layer)](node.layer, node.name)
+        operands = [tensors[name] for name in node.inputs]
+        # Merge layers take one list of tensors (Keras's Merge.call(inputs)); the rest one tensor.
+        merges = node.layer.max_inputs != 1
+        tensors[node.name] = keras_layer(operands if merges else operands[0])
+    return keras.Model(inputs, tensors[nodes[-1].name], name=spec.name)
 
 
 def cross_check(model: keras.Model, info: ModelInfo) -> None:
-    """Every layer's output shape and parameter counts must equal shape inference's."""
-    for layer_info in info.layers:
+    """Every layer's output shape and parameter counts must equal shape inference's.
+
+    Layers on a dead branch (check warns about them) are not in the Keras model: a
+    functional model holds only what its output depends on."""
+    for layer_info in info.live_layers():
         layer = model.get_layer(layer_info.name)
         shape = tuple(layer.output.shape)
         trainable = sum(int(w.numpy().size) for w in layer.trainable_weights)

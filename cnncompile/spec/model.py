@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
-from cnncompile.spec.layers import Layer, LayerName, LayerSpec, snake_case
+from cnncompile.diagnostics import SourceMap
+from cnncompile.spec.graph import Node, resolve
+from cnncompile.spec.layers import Layer, LayerName
 from cnncompile.spec.training import Training
 from cnncompile.spec.types import PositiveInt, Strict
 
@@ -24,39 +26,23 @@ class Input(Strict):
 
 
 class ModelSpec(Strict):
-    """A CNN: layers applied in order to `input`."""
+    """A CNN: a graph of layers over `input`. Each layer reads the one listed before it, or the
+    layers its `inputs` name; the last layer listed is the output."""
 
     name: LayerName = Field(description="Model name; also the default run directory runs/<name>.")
     input: Input
     layers: Annotated[list[Layer], Field(min_length=1)]
     training: Training | None = None
 
+    _graph: list | None = PrivateAttr(None)
+
+    def graph(self, source: SourceMap | None = None) -> list[Node]:
+        """Every layer with its name and the names it reads, in execution order (the last is
+        the output). Resolved once; `source` locates wiring errors (SpecError)."""
+        if self._graph is None:
+            self._graph = resolve(self.layers, source)
+        return self._graph
+
     def layer_names(self) -> list[str]:
-        """Every layer's name: its own, or Keras's default (conv2d, conv2d_1, ...).
-
-        Defaults skip names the user took explicitly, so every name is unique.
-        """
-        taken = {layer.name for layer in self.layers if layer.name}
-        counts: dict[str, int] = {}
-        names = []
-        for layer in self.layers:
-            if layer.name:
-                names.append(layer.name)
-                continue
-            base = snake_case(layer.type)
-            while True:
-                n = counts.get(base, 0)
-                counts[base] = n + 1
-                candidate = base if n == 0 else f"{base}_{n}"
-                if candidate not in taken:
-                    break
-            taken.add(candidate)
-            names.append(candidate)
-        return names
-
-    def graph(self) -> list[tuple[str, LayerSpec, list[str]]]:
-        """(name, layer, input names) in execution order. A chain today: each layer reads the
-        one before it, the first reads 'input'. Merge layers will name their inputs."""
-        names = self.layer_names()
-        return [(name, layer, [names[i - 1] if i else "input"])
-                for i, (name, layer) in enumerate(zip(names, self.layers))]
+        """Every layer's name: its own, or Keras's default (conv2d, conv2d_1, ...)."""
+        return [node.name for node in self.graph()]

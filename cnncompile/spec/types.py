@@ -74,6 +74,7 @@ def _show(value: Any) -> str:
 
 
 PositivePair = _pair(1, "a positive integer")
+NonNegativePair = _pair(0, "an integer >= 0")
 _nonneg = {"type": "integer", "minimum": 0}
 _nonneg_pair = {"type": "array", "items": _nonneg, "minItems": 2, "maxItems": 2}
 Padding2 = Annotated[

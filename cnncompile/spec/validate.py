@@ -40,24 +40,8 @@ def parse_spec(data: bytes) -> tuple[ModelSpec, SourceMap]:
         spec = ModelSpec.model_validate(raw)
     except ValidationError as exc:
         raise SpecError(translate(exc, raw, source)) from None
-    problems = _duplicate_names(spec, source)
-    if problems:
-        raise SpecError(problems)
+    spec.graph(source)  # wiring: names, inputs, arity; raises SpecError, located
     return spec, source
-
-
-def _duplicate_names(spec: ModelSpec, source: SourceMap) -> list[Diagnostic]:
-    seen: dict[str, int] = {}
-    problems = []
-    for i, layer in enumerate(spec.layers):
-        if layer.name is None:
-            continue
-        if layer.name in seen:
-            problems.append(Diagnostic(
-                "error", f"layers[{i}] {layer.type}: duplicate layer name '{layer.name}' "
-                f"(also layers[{seen[layer.name]}])", source.value(("layers", i, "name"))))
-        seen.setdefault(layer.name, i)
-    return problems
 
 
 def translate(exc: ValidationError, raw: Any, source: SourceMap) -> list[Diagnostic]:
