@@ -238,3 +238,56 @@ def repeated_runs(entries: list, length: int) -> list[tuple[int, int]]:
             found.append((seen[run], start))
         seen.setdefault(run, start)
     return found
+
+
+# --- numerical parity -----------------------------------------------------------------------
+
+def weighted_layer_pairs(reference, ours) -> list[tuple]:
+    """(reference layer, our layer) for every layer holding weights: by name where both models
+    have it, the rest in graph order. Raises AssertionError naming the first pair whose types or
+    weight shapes differ."""
+    theirs = [layer for layer in reference.layers if layer.weights]
+    mine = [layer for layer in ours.layers if layer.weights]
+    assert len(theirs) == len(mine), f"{len(theirs)} layers with weights in Keras's model, {len(mine)} in ours"
+    by_name = {layer.name: layer for layer in theirs}
+    named = {layer.name for layer in mine} & set(by_name)
+    rest = iter([layer for layer in theirs if layer.name not in named])
+    pairs = [(by_name[layer.name] if layer.name in named else next(rest), layer) for layer in mine]
+    for theirs_layer, mine_layer in pairs:
+        shapes = ([tuple(w.shape) for w in theirs_layer.weights], [tuple(w.shape) for w in mine_layer.weights])
+        assert type(theirs_layer) is type(mine_layer) and shapes[0] == shapes[1], (
+            f"cannot pair Keras's {theirs_layer.name} ({type(theirs_layer).__name__} {shapes[0]}) "
+            f"with our {mine_layer.name} ({type(mine_layer).__name__} {shapes[1]})")
+    return pairs
+
+
+def give_same_weights(reference, ours, seed: int = 0) -> None:
+    """Non-trivial BatchNormalization statistics in the reference (fresh ones are the identity,
+    which would hide a mixed-up pairing), then every weight copied into ours."""
+    import numpy as np  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    for theirs, mine in weighted_layer_pairs(reference, ours):
+        if type(theirs).__name__ == "BatchNormalization":
+            theirs.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") if "gamma" in w.name
+                                or "variance" in w.name else rng.normal(0, 0.1, w.shape).astype("float32")
+                                for w in theirs.weights])
+        mine.set_weights(theirs.get_weights())
+
+
+def layer_output_differences(reference, ours, images, tolerance: float = 1e-5) -> list[str]:
+    """For every paired layer with weights, its output on `images` in both models; one line per
+    layer whose outputs differ by more than `tolerance` times the reference's largest value."""
+    import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    pairs = weighted_layer_pairs(reference, ours)
+    theirs = keras.Model(reference.inputs, [t.output for t, _ in pairs])(images)
+    mine = keras.Model(ours.inputs, [m.output for _, m in pairs])(images)
+    problems = []
+    for (theirs_layer, mine_layer), a, b in zip(pairs, theirs, mine):
+        a, b = np.asarray(a), np.asarray(b)
+        diff, scale = float(np.abs(a - b).max()), float(np.abs(a).max())
+        if diff > tolerance * scale:
+            problems.append(f"{mine_layer.name} (Keras {theirs_layer.name}): max |diff| {diff:.3g} at scale {scale:.3g}")
+    return problems
