@@ -174,3 +174,16 @@ def test_zoo_file_computes_what_keras_application_computes(stem):
     del reference, ours
     keras.backend.clear_session()
     gc.collect()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", ["resnet50", "mobilenet_v2"])
+def test_zoo_file_exports_untrained_with_verified_parity(stem, tmp_path):
+    """Issue 9: ResNet-50 and MobileNetV2 export to ONNX; export itself refuses (exit 1, no
+    file) unless onnxruntime agrees with Keras within 1e-4 and on every argmax."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / f"{stem}.onnx"
+    result = run_cli("export", str(zoo_path(stem).relative_to(ROOT)), "--onnx", "--untrained", "-o", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "argmax agreement 100%" in result.stdout
+    assert out.stat().st_size > 1_000_000  # the weights are in it
