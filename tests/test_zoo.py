@@ -58,7 +58,7 @@ def test_zoo_file_equals_keras_application(stem):
 
 
 @pytest.mark.parametrize("stem", STEMS)
-def test_zoo_file_computes_what_keras_computes_from_raw_input(stem):
+def test_zoo_file_takes_the_image_as_keras_does(stem):
     """The input's default scale (1/255) would add a Rescaling that Keras's model does not
     have: zoo files take the image as Keras's model does and write Keras's own Rescaling and
     Normalization layers as layers."""
