@@ -24,13 +24,17 @@ class Mark:
 
 @dataclass(frozen=True)
 class Diagnostic:
-    severity: Literal["error", "warning"]
+    severity: Literal["error", "warning", "note"]
     message: str
     mark: Mark | None = None
+    notes: tuple[Diagnostic, ...] = ()
+    """Follow-up locations, like a C compiler's "in expansion of macro" lines: for a problem
+    inside a block, the uses that instantiated it, innermost first."""
 
     def render(self, filename: str) -> str:
         where = f"{filename}:{self.mark.line}:{self.mark.column}" if self.mark else filename
-        return f"{where}: {self.severity}: {self.message}"
+        head = f"{where}: {self.severity}: {self.message}"
+        return "\n".join([head, *(note.render(filename) for note in self.notes)])
 
 
 class SpecError(Exception):

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from cnncompile.diagnostics import Diagnostic, SourceMap, SpecError
 from cnncompile.shapes import Shape, ShapeError, fmt
-from cnncompile.spec.graph import Node
+from cnncompile.spec.graph import Node, first_of_each
 from cnncompile.spec.layers import MODEL_INPUT
 from cnncompile.spec.model import ModelSpec
 from cnncompile.spec.training import BUILTIN_DATASETS
@@ -34,6 +34,7 @@ class LayerInfo:
     macs: int
     line: int | None
     inputs: tuple[str, ...] = ()  # the layers it reads; "input" is the model input
+    block: tuple[str, ...] = ()  # the block instances it was expanded from, outermost first
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class ModelInfo:
         return {
             "name": self.name,
             "input_shape": list(self.input_shape),
-            "layers": [{**asdict(layer), "output_shape": list(layer.output_shape), "inputs": list(layer.inputs)}
+            "layers": [{**asdict(layer), "output_shape": list(layer.output_shape), "inputs": list(layer.inputs),
+                        "block": list(layer.block)}
                        for layer in self.layers],
             "total_params": self.total_params,
             "trainable_params": self.trainable_params,
@@ -101,9 +103,9 @@ def infer(spec: ModelSpec, source: SourceMap | None = None) -> ModelInfo:
         shapes[node.name] = out
         mark = source.value(node.path)
         infos.append(LayerInfo(node.name, node.layer.type, (None, *out), trainable + frozen, trainable, macs,
-                               mark.line if mark else None, node.inputs))
+                               mark.line if mark else None, node.inputs, node.block))
     if errors:
-        raise SpecError(errors)
+        raise SpecError(first_of_each(errors))
     model = ModelInfo(spec.name, (None, *spec.input.shape), tuple(infos))
     errors, warnings = check_against_training(spec, model, source)
     warnings = _dead_branches(nodes, source) + warnings
@@ -120,11 +122,11 @@ def _shape_error(node: Node, exc: ShapeError, inputs: list[Shape], nodes: list[N
         operands = " and ".join(_operand(node.inputs[i], inputs[i], defined_at.get(node.inputs[i]))
                                 for i in exc.operands)
         return Diagnostic("error", f"{node.label}: inputs {operands} {exc}",
-                          source.value((*node.path, "inputs")))
+                          source.value((*node.path, "inputs")), node.notes(source))
     path = (*node.path, exc.field) if exc.field else node.path
     shown = fmt((None, *inputs[0])) if len(inputs) == 1 else ", ".join(fmt((None, *s)) for s in inputs)
     return Diagnostic("error", f"{node.label}: {exc} (input shape{'s' if len(inputs) > 1 else ''} {shown})",
-                      source.value(path))
+                      source.value(path), node.notes(source))
 
 
 def _operand(name: str, shape: Shape, mark) -> str:

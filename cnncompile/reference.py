@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cnncompile.spec import training
+from cnncompile.spec.blocks import Block, BlockUse
 from cnncompile.spec.layers import LAYER_TYPES
 from cnncompile.spec.model import Input, ModelSpec
 from cnncompile.spec.types import ACTIVATIONS, INITIALIZERS
@@ -57,6 +58,10 @@ def _type_text(prop: dict[str, Any], defs: dict[str, Any]) -> str:
     if "const" in prop:
         return f"`{prop['const']}`"
     kind = prop.get("type")
+    if kind == "object":
+        values = [*prop.get("patternProperties", {}).values(), prop.get("additionalProperties", {})]
+        inner = _type_text(values[0], defs) if values[0] else "any"
+        return f"mapping of names to {inner}"
     bounds = []
     for key, op in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
         if key in prop:
@@ -74,7 +79,7 @@ def _type_text(prop: dict[str, Any], defs: dict[str, Any]) -> str:
 def _default_text(field: Any) -> str:
     if field.is_required():
         return "**required**"
-    value = field.default
+    value = field.default_factory() if field.default_factory else field.default
     if isinstance(value, tuple):
         value = json.dumps(value).replace('"', "")
     elif isinstance(value, BaseModel):
@@ -107,6 +112,52 @@ def _section(cls: type[BaseModel], level: str = "###", example: str | None = Non
     if example:
         out += ["```yaml", f"- {example}", "```", ""]
     return out
+
+
+def _blocks_section() -> list[str]:
+    return [
+        "## Blocks", "",
+        "A structure written once and used many times with parameters: a ResNet bottleneck, a",
+        "DenseNet conv block, an inverted residual. `blocks:` maps names to definitions; an entry",
+        "of `layers` (or of another block's `layers`) uses one with `{block: NAME, ...}`.", "",
+        "```yaml",
+        "blocks:",
+        "  bottleneck:",
+        "    params: {filters: null, strides: 1, conv_shortcut: false}   # null: the use must give it",
+        "    layers:",
+        "      - {type: Conv2D, name: 0_conv, filters: \"${4 * filters}\", kernel_size: 1, strides: \"${strides}\", when: \"${conv_shortcut}\"}",
+        "      - {type: BatchNormalization, name: 0_bn, when: \"${conv_shortcut}\"}",
+        "      - {type: Conv2D, name: 1_conv, filters: \"${filters}\", kernel_size: 1, strides: \"${strides}\", inputs: [input]}",
+        "      - {type: BatchNormalization, name: 1_bn}",
+        "      - {type: Activation, name: 1_relu, activation: relu}",
+        "      - {type: Conv2D, name: 2_conv, filters: \"${4 * filters}\", kernel_size: 1}",
+        "      - {type: Add, name: add, inputs: [0_bn, 2_conv]}",
+        "      - {type: Activation, name: out, activation: relu}",
+        "layers:",
+        "  - {block: bottleneck, name: \"conv2_block${index}\", repeat: 3, filters: 64, conv_shortcut: \"${index == 1}\"}",
+        "```", "",
+        "- **Expressions.** A value that is exactly `${...}` becomes the expression's value (a",
+        "  number stays a number); `${...}` inside longer text is interpolated. Expressions use",
+        "  the block's parameters and `index` (the repeat index, from 1), numbers, `+ - * / // % **`,",
+        "  comparisons, `and`/`or`/`not`, `a if c else b`, and `min max abs int float round ceil floor`.",
+        "  They are interpreted by cnncompile's own evaluator, never Python's `eval`: nothing else",
+        "  (attributes, subscripts, other functions) is allowed.",
+        "- **Names.** A layer inside a use is named `<use name>_<layer name>`: the use above makes",
+        "  `conv2_block1_0_conv` ... `conv2_block3_out`, Keras Applications' own names. Unnamed layers",
+        "  get `<use name>_<Keras default>`. With `repeat`, a name without `${...}` gets `_<index>`.",
+        "- **Wiring.** Inside a block, `input` (or the names in the block's `inputs:`) is what the use",
+        "  passes in; a use reads the layer before it unless it gives `inputs:`. Each repeated",
+        "  instance reads the previous one. The block's output is its last layer. Later layers can",
+        "  read an instance by its name (its output) or any expanded layer by its full name.",
+        "- **`when`.** A layer (or a use) whose `when:` is false is dropped; its name then stands for",
+        "  its first input, so `add` above reads the block's input when there is no projection.",
+        "- **Errors** inside a block are reported at the line inside the block, with a note at each",
+        "  use that expanded it (`note: in expansion of block 'bottleneck' as 'conv2_block1'`). Blocks",
+        "  may use blocks; recursion is an error.", "",
+        *_section(Block, level="###"),
+        *_section(BlockUse, level="###"),
+        "Every other key of a use sets one of the block's parameters.", "",
+    ]
 
 
 def markdown() -> str:
@@ -178,6 +229,7 @@ def markdown() -> str:
     ]
     for cls in LAYER_TYPES:
         out += _section(cls, example=cls.example)
+    out += _blocks_section()
     out += ["## training", "", (training.Training.__doc__ or "").strip(), "",
             *_fields_table(training.Training), "",
             "`batch_size` is the number of images per training step. With `distribute` it is the",

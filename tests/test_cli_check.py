@@ -47,7 +47,7 @@ def test_check_json_has_the_documented_shape():
     assert data["input_shape"] == [None, 28, 28, 1]
     assert data["layers"][0] == {"name": "conv2d", "type": "Conv2D", "output_shape": [None, 26, 26, 32],
                                  "params": 320, "trainable_params": 320, "macs": 194688, "line": 7,
-                                 "inputs": ["input"]}
+                                 "inputs": ["input"], "block": []}
     assert (data["total_params"], data["trainable_params"], data["non_trainable_params"],
             data["total_macs"]) == (93322, 93322, 0, 2794240)
 
@@ -124,7 +124,9 @@ def test_schema_file_is_current():
     result = run_cli("schema")
     assert result.returncode == 0
     assert result.stdout == (ROOT / "spec" / "cnncompile.schema.json").read_text()
-    assert json.loads(result.stdout)["properties"]["layers"]["items"]["discriminator"]["propertyName"] == "type"
+    layer, block_use = json.loads(result.stdout)["properties"]["layers"]["items"]["oneOf"]
+    assert layer["discriminator"]["propertyName"] == "type"
+    assert block_use == {"$ref": "#/$defs/BlockUse"}
 
 
 def test_language_reference_is_current_and_complete():

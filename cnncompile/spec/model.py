@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Union
 
-from pydantic import Field, PrivateAttr
+from pydantic import Discriminator, Field, PrivateAttr, Tag
 
 from cnncompile.diagnostics import SourceMap
 from cnncompile.spec.graph import Node, resolve
+from cnncompile.spec.blocks import Block, BlockUse, Identifier
 from cnncompile.spec.layers import Layer, LayerName
 from cnncompile.spec.training import Training
 from cnncompile.spec.types import PositiveInt, Strict
@@ -25,13 +26,26 @@ class Input(Strict):
     offset: float = Field(0.0, description="Then this is added (e.g. -1 with scale 1/127.5 for [-1, 1]).")
 
 
+def _entry_kind(value: Any) -> str:
+    """A mapping with `block` is a block use; anything else is validated as a layer."""
+    if isinstance(value, BlockUse) or (isinstance(value, dict) and "block" in value):
+        return "block"
+    return "layer"
+
+
+Entry = Annotated[Union[Annotated[Layer, Tag("layer")], Annotated[BlockUse, Tag("block")]],  # noqa: UP007
+                  Discriminator(_entry_kind)]
+
+
 class ModelSpec(Strict):
     """A CNN: a graph of layers over `input`. Each layer reads the one listed before it, or the
     layers its `inputs` name; the last layer listed is the output."""
 
     name: LayerName = Field(description="Model name; also the default run directory runs/<name>.")
     input: Input
-    layers: Annotated[list[Layer], Field(min_length=1)]
+    blocks: dict[Identifier, Block] | None = Field(
+        None, description="Reusable structures by name, used in `layers` as `{block: NAME, ...}`.")
+    layers: Annotated[list[Entry], Field(min_length=1)]
     training: Training | None = None
 
     _graph: list | None = PrivateAttr(None)
@@ -40,7 +54,7 @@ class ModelSpec(Strict):
         """Every layer with its name and the names it reads, in execution order (the last is
         the output). Resolved once; `source` locates wiring errors (SpecError)."""
         if self._graph is None:
-            self._graph = resolve(self.layers, source)
+            self._graph = resolve(self, source)
         return self._graph
 
     def layer_names(self) -> list[str]:

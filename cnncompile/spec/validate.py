@@ -22,6 +22,9 @@ from cnncompile.spec.training import Training
 _KINDS = {"layers": "layer type", "optimizer": "optimizer", "learning_rate": "learning-rate schedule",
           "callbacks": "callback", "augmentation": "augmentation"}
 
+# Tags of the callable discriminator that tells a layer from a block use (spec/model.py).
+_ENTRY_TAGS = ("layer", "block")
+
 # Type errors that only say "this branch of a union wanted another kind of value".
 _BRANCH_MISMATCH = {"model_type", "model_attributes_type", "dict_type", "float_type", "int_type",
                     "string_type", "list_type", "bool_type", "literal_error", "union_tag_not_found"}
@@ -44,14 +47,20 @@ def parse_spec(data: bytes) -> tuple[ModelSpec, SourceMap]:
     return spec, source
 
 
-def translate(exc: ValidationError, raw: Any, source: SourceMap) -> list[Diagnostic]:
-    """Every pydantic error as a located, readable diagnostic, in file order."""
+def translate(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), subject: str = "",
+              notes: tuple[Diagnostic, ...] = ()) -> list[Diagnostic]:
+    """Every pydantic error as a located, readable diagnostic, in file order.
+
+    `raw` is the data pydantic saw; for a part of the file validated on its own (a layer
+    expanded from a block), `at` is where that part sits in the file, `subject` names it
+    and `notes` say where it was instantiated.
+    """
     errors = _drop_losing_branches([(_data_path(e["loc"], raw), e) for e in exc.errors()])
     diagnostics = []
     for path, _branches, error in errors:
         message, at_key = _describe(error, path, raw)
-        mark = source.key(path) if at_key else source.value(path)
-        diagnostics.append(Diagnostic("error", _subject(path, raw) + message, mark))
+        mark = source.key((*at, *path)) if at_key else source.value((*at, *path))
+        diagnostics.append(Diagnostic("error", (subject or _subject(path, raw)) + message, mark, notes))
     unique = list(dict.fromkeys(diagnostics))
     return sorted(unique, key=lambda d: (d.mark.line, d.mark.column) if d.mark else (0, 0))
 
@@ -65,7 +74,9 @@ def _data_path(loc: tuple, raw: Any) -> tuple[Path, tuple]:
     path: list[str | int] = []
     branches: list[tuple[int, str]] = []
     node = raw
-    for step in loc:
+    for position, step in enumerate(loc):
+        if step in _ENTRY_TAGS and isinstance(node, dict) and position and isinstance(loc[position - 1], int):
+            continue  # layer or block use: decided by the keys present, so no fork
         if isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node):
             path.append(step)
             node = node[step]
