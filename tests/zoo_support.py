@@ -122,15 +122,10 @@ def keras_signature(model) -> Signature:
     """A built Keras model's layers (InputLayer excluded), its non-layer operations counted as
     CONSTANT_OPERATIONS says, and its parameter totals."""
     import keras  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
 
     def size(weights) -> int:
-        total = 0
-        for weight in weights:
-            count = 1
-            for dim in weight.shape:
-                count *= int(dim)
-            total += count
-        return total
+        return sum(int(np.prod(weight.shape)) for weight in weights)
 
     records = []
     for op in model.operations:
@@ -282,8 +277,8 @@ def layer_output_differences(reference, ours, images, tolerance: float = 1e-5) -
     import numpy as np  # noqa: PLC0415
 
     pairs = weighted_layer_pairs(reference, ours)
-    theirs = keras.Model(reference.inputs, [t.output for t, _ in pairs])(images)
-    mine = keras.Model(ours.inputs, [m.output for _, m in pairs])(images)
+    theirs = keras.Model(reference.input, [t.output for t, _ in pairs])(images)
+    mine = keras.Model(ours.input, [m.output for _, m in pairs])(images)
     problems = []
     for (theirs_layer, mine_layer), a, b in zip(pairs, theirs, mine):
         a, b = np.asarray(a), np.asarray(b)
