@@ -4,7 +4,8 @@ ResNet-50 under 1 s, every file under 2 s).
   python bench/zoo_check.py [--runs 5] [--keras] [STEM ...]
 
 Runs are interleaved (one of each file per round) so the shared machine's noise spreads over
-all files; medians are reported. --keras also times, in the same rounds, a fresh process that
+all files; medians are reported. The seed model (examples/mnist_cnn.yaml, 8 layers) is timed in
+the same rounds as a baseline: on a busy machine it shows what the start-up alone costs now. --keras also times, in the same rounds, a fresh process that
 builds keras.applications.<Model>(weights=None) and prints its summary(): what `check`
 replaces. Results are printed and written to bench/results/zoo_check.json.
 """
@@ -28,6 +29,7 @@ from tests.zoo_support import ZOO, keras_call, zoo_path  # noqa: E402
 
 BUDGET_SECONDS = {"resnet50": 1.0}  # the issue's; 2 s for every other file
 DEFAULT_BUDGET = 2.0
+BASELINE = "mnist_cnn (baseline)"
 KERAS_SNIPPET = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; import sys; sys.path.insert(0, {root!r}); "
                  "from tests.zoo_support import build_keras; build_keras({stem!r}).summary()")
 
@@ -69,7 +71,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown zoo files {unknown}; choose from {sorted(ZOO)}")
     stems = args.stems or list(ZOO)
-    commands = {}
+    commands = {("check", BASELINE): [sys.executable, "-m", "cnncompile", "check", "examples/mnist_cnn.yaml"]}
     for stem in stems:
         commands[("check", stem)] = [sys.executable, "-m", "cnncompile", "check", str(zoo_path(stem).relative_to(ROOT))]
         if args.keras:
@@ -85,7 +87,10 @@ def main() -> None:
     print(f"cnncompile check, whole process, median of {args.runs} interleaved runs; {cpu}")
     header = f"{'zoo file':22s} {'check':>8s} {'budget':>7s}" + (f" {'Keras build+summary':>20s} {'ratio':>6s}" if args.keras else "")
     print(header)
-    report = {"cpu": cpu, "runs": args.runs, "files": {}}
+    baseline = statistics.median(times[("check", BASELINE)])
+    print(f"{BASELINE:22s} {baseline:7.2f}s")
+    report = {"cpu": cpu, "runs": args.runs, "baseline_median_seconds": baseline,
+              "baseline_seconds": times[("check", BASELINE)], "files": {}}
     for stem in stems:
         check = statistics.median(times[("check", stem)])
         budget = BUDGET_SECONDS.get(stem, DEFAULT_BUDGET)
