@@ -9,7 +9,7 @@ that names the missing and extra layers, their counts, and where each side has t
 from __future__ import annotations
 
 import gc
-import os
+import json
 
 import pytest
 import yaml
@@ -77,6 +77,16 @@ def test_zoo_file_is_written_once(stem):
         runs = repeated_runs(entries, REPEATED_RUN)
         assert not runs, (f"{where}: entries {runs[0][0]}..{runs[0][0] + REPEATED_RUN - 1} are written "
                           f"again at {runs[0][1]}..{runs[0][1] + REPEATED_RUN - 1} (names aside): make them a block")
+
+
+@pytest.mark.parametrize("stem", STEMS)
+def test_zoo_file_validates_against_the_json_schema(stem):
+    """Each file names the schema for editors; the editor must accept what check accepts."""
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((ROOT / "spec" / "cnncompile.schema.json").read_text())
+    text = zoo_path(stem).read_text()
+    assert text.startswith("# yaml-language-server: $schema=../../spec/cnncompile.schema.json\n")
+    jsonschema.validate(yaml.safe_load(text), schema)
 
 
 # --- the yardstick itself -------------------------------------------------------------------
