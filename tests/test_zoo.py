@@ -115,6 +115,13 @@ def test_differences_name_missing_and_extra_layers_with_counts_and_places():
     ]
 
 
+def test_differences_list_first_the_layers_whose_names_the_other_side_lacks():
+    conv = ("Conv2D", (None, 8, 8, 4), 112)
+    keras = _sig(LayerRecord(*conv, "conv3_block1_conv"), LayerRecord(*conv, "conv3_block2_conv"))
+    ours = _sig(LayerRecord(*conv, "conv3_block1_conv", 9))
+    assert "Keras: conv3_block2_conv, conv3_block1_conv)" in differences(keras, ours)[-2]
+
+
 def test_differences_are_empty_for_the_same_multiset_in_another_order():
     a, b = LayerRecord("Conv2D", (None, 4, 4, 2), 10, "a"), LayerRecord("Add", (None, 4, 4, 2), 0, "b")
     assert differences(_sig(a, b, LayerRecord("Add", (None, 4, 4, 2), 0, "c")),

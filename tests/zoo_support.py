@@ -185,10 +185,14 @@ def differences(keras: Signature, ours: Signature) -> list[str]:
     for record in ours.layers:
         mine_by_key.setdefault(record.key, []).append(record)
     order = list(theirs_by_key) + [key for key in mine_by_key if key not in theirs_by_key]
+    # Show first the layers whose names the other side lacks: where names follow Keras's,
+    # those are the very layers to look at.
+    keras_names, our_names = {r.name for r in keras.layers}, {r.name for r in ours.layers}
     missing, extra = [], []
     missing_count = extra_count = 0
     for key in order:
-        theirs, mine = theirs_by_key.get(key, []), mine_by_key.get(key, [])
+        theirs = sorted(theirs_by_key.get(key, []), key=lambda r: r.name in our_names)
+        mine = sorted(mine_by_key.get(key, []), key=lambda r: r.name in keras_names)
         what = f"{key[0]} {_fmt_shape(key[1])} {key[2]:,} params (Keras has {len(theirs)}, ours {len(mine)}"
         if len(theirs) > len(mine):
             missing_count += len(theirs) - len(mine)
