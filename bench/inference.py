@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,18 +23,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cnncompile.data.datasets import load_dataset  # noqa: E402
-from cnncompile.predict import Classifier  # noqa: E402
-
-
-def rate(fn, x: np.ndarray, batch: int, budget: float = 3.0) -> float:
-    """Images per second over the test set in `batch`-sized calls (at most `budget` seconds)."""
-    started, done = time.perf_counter(), 0
-    for i in range(0, len(x), batch):
-        fn(x[i:i + batch])
-        done += len(x[i:i + batch])
-        if time.perf_counter() - started > budget:
-            break
-    return done / (time.perf_counter() - started)
+from cnncompile.measure import interleaved_throughput  # noqa: E402
+from cnncompile.predict import OnnxClassifier  # noqa: E402
 
 
 def main() -> None:
@@ -47,21 +35,14 @@ def main() -> None:
     args = parser.parse_args()
     x = load_dataset("mnist", data_dir=Path(args.data_dir)).x_test.astype(np.float32)
     model = keras.models.load_model(args.run_dir / "model.keras", safe_mode=True)
-    onnx_model = Classifier(args.run_dir / "model.onnx")
+    onnx_model = OnnxClassifier(args.run_dir / "model.onnx")
     runners = {
         "keras_predict": lambda b: model.predict(b, batch_size=len(b), verbose=0),
         "keras_call": lambda b: model(b, training=False),
-        "onnxruntime": lambda b: onnx_model.session.run(None, {"image": b}),
+        "onnxruntime": onnx_model.run,
     }
     results = {}
-    for batch in (1, 64, 1000):
-        for fn in runners.values():  # warm-up: tracing, graph optimization
-            fn(x[:batch])
-        samples = {name: [] for name in runners}
-        for _ in range(args.repeats):
-            for name, fn in runners.items():
-                samples[name].append(rate(fn, x, batch))
-        med = {name: statistics.median(v) for name, v in samples.items()}
+    for batch, med in interleaved_throughput(runners, x, (1, 64, 1000), args.repeats, budget_seconds=3.0).items():
         results[batch] = {**{f"{k}_images_per_s": round(v, 1) for k, v in med.items()},
                           "ort_over_keras_predict": round(med["onnxruntime"] / med["keras_predict"], 1),
                           "ort_over_keras_call": round(med["onnxruntime"] / med["keras_call"], 1)}

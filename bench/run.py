@@ -3,6 +3,8 @@
   python bench/run.py check  [--runs 5]          cnncompile check  vs  Keras build + summary()
   python bench/run.py train  [--runs 3] [--epochs 5] [--data-dir ../shared/data]
                                                   cnncompile train  vs  the seed program
+  python bench/run.py resnet [--runs 1]          train mnist_resnet vs mnist_bn_dropout (own epochs)
+  python bench/run.py scale                      check time of synthetic residual specs, 1k-10k layers
 
 Alternating the two commands spreads the shared machine's noise over both. Results are
 printed and written to bench/results/<name>.json (not committed; README quotes them).
@@ -51,9 +53,40 @@ def compare(name: str, ours, theirs, runs: int) -> dict:
     return report
 
 
+def residual_spec(units: int) -> str:
+    """A chain of `units` residual units of 3 layers each (conv, conv, add reading 2 back)."""
+    lines = ["name: scale", "input: {shape: [8, 8, 4]}", "layers:",
+             "  - {type: Conv2D, name: u0, filters: 4, kernel_size: 1}"]
+    for i in range(1, units + 1):
+        lines += [f"  - {{type: Conv2D, name: a{i}, filters: 4, kernel_size: 3, padding: same}}",
+                  f"  - {{type: Conv2D, name: b{i}, filters: 4, kernel_size: 3, padding: same}}",
+                  f"  - {{type: Add, name: u{i}, inputs: [u{i - 1}, b{i}]}}"]
+    return "\n".join(lines) + "\n"
+
+
+def scale() -> None:
+    """`check` wall time against the number of layers: it should grow linearly."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for units in (333, 1666, 3333):
+            path = Path(tmp) / f"scale{units}.yaml"
+            path.write_text(residual_spec(units))
+            times = [timed([PY, "-m", "cnncompile", "check", str(path)])[0] for _ in range(3)]
+            layers = 3 * units + 1
+            results[layers] = statistics.median(times)
+            print(f"{layers:6d} layers: {results[layers]:.2f} s", flush=True)
+    small, large = min(results), max(results)
+    per_layer = (results[large] - results[small]) / (large - small)
+    print(f"marginal cost {per_layer * 1e3:.3f} ms per layer; "
+          f"{large / small:.1f}x the layers took {results[large] / results[small]:.1f}x the time")
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "scale.json").write_text(json.dumps(
+        {"seconds_by_layers": results, "ms_per_layer": per_layer * 1e3}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=["check", "train"])
+    parser.add_argument("which", choices=["check", "train", "resnet", "scale"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
@@ -61,6 +94,16 @@ def main() -> None:
     if args.which == "check":
         compare("check", lambda: [PY, "-m", "cnncompile", "check", "examples/mnist_cnn.yaml"],
                 lambda: [PY, "bench/keras_summary.py"], args.runs)
+    elif args.which == "resnet":
+        def train(example: str):
+            def command():
+                out = tempfile.mkdtemp(prefix="bench-run-")
+                return [PY, "-m", "cnncompile", "train", f"examples/{example}.yaml", "--data-dir", args.data_dir,
+                        "--out", out, "--quiet"]
+            return command
+        compare("resnet", train("mnist_resnet"), train("mnist_bn_dropout"), args.runs)
+    elif args.which == "scale":
+        scale()
     else:
         def ours():
             out = tempfile.mkdtemp(prefix="bench-run-")

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from cnncompile.diagnostics import Diagnostic, SpecError
+from cnncompile.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, Int8Options
 
 EXIT_INVALID = 1  # usage errors exit 2, through click
 
@@ -48,7 +49,7 @@ def _compile(spec_path: str):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="cnncompile")
 def main() -> None:
-    """Compile a CNN described in YAML: check it, train it with Keras, export it to ONNX."""
+    """Compile a CNN described in YAML: check it, train it with Keras, export it to ONNX or TFLite."""
 
 
 @main.command()
@@ -78,6 +79,36 @@ def check(spec: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output file; its suffix picks the format: .svg, .png, .pdf or .dot (default <name>.svg).")
+@click.option("--rankdir", type=click.Choice(["TB", "LR"]), default="TB", show_default=True,
+              help="Top to bottom or left to right.")
+@click.option("--detail", type=click.Choice(["compact", "normal", "full"]), default="normal", show_default=True,
+              help="compact: names, types, shapes; normal: + key arguments and params; full: + MACs, every argument.")
+@click.option("--collapse-blocks", is_flag=True, help="One node per block use instead of its layers.")
+def draw(spec: str, output: str | None, rankdir: str, detail: str, collapse_blocks: bool) -> None:
+    """Draw SPEC's architecture: one node per layer with its arguments, output shape and
+    parameters, edges labelled with tensor shapes. Laid out by Graphviz's `dot`; no framework
+    is imported.
+    """
+    from cnncompile.draw import FORMATS, DrawError, draw as draw_architecture
+
+    if output and Path(output).suffix.lower().lstrip(".") not in FORMATS:
+        raise click.UsageError(f"-o {output}: the name must end in " + ", ".join(f".{f}" for f in FORMATS))
+    compiled = _compile(spec)
+    out = Path(output) if output else Path(f"{compiled.spec.name}.svg")
+    try:
+        drawing = draw_architecture(compiled, out, rankdir=rankdir, detail=detail, collapse_blocks=collapse_blocks)
+    except DrawError as exc:
+        click.echo(f"{spec}: error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    if drawing.note:
+        click.echo(f"note: {drawing.note}", err=True)
+    click.echo(f"wrote {out} ({drawing.nodes} nodes)")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--epochs", type=click.IntRange(min=1), help="Override training.epochs.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), help="Override training.seed.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Override training.batch_size.")
@@ -95,53 +126,22 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     command is run again.
     """
     compiled = _compile(spec)  # refuse an invalid spec before TensorFlow is even imported
-    training = compiled.spec.training
-    if training is None:
-        click.echo(f"{spec}: error: no training: section; `train` needs one (dataset, optimizer, ...)", err=True)
-        raise SystemExit(EXIT_INVALID)
     from rich.console import Console
 
-    console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
-    run_dir = Path(out) if out else Path("runs") / compiled.spec.name
-    from cnncompile.data.datasets import load_dataset
-    from cnncompile.data.formats import DataError
-
-    try:
-        dataset = load_dataset(training.dataset, data_dir=Path(data_dir) if data_dir else None,
-                               spec_dir=compiled.path.parent, image_shape=tuple(compiled.spec.input.shape),
-                               seed=seed if seed is not None else training.seed)
-    except DataError as exc:
-        mark = compiled.source.value(("training", "dataset"))
-        _print_diagnostics([Diagnostic("error", f"training.dataset: {exc}", mark)], spec)
-        raise SystemExit(EXIT_INVALID) from None
-    console.print(dataset.describe())
     from cnncompile.progress import RichProgress
-    from cnncompile.spec.training import Distribute
-    from cnncompile.train import RunError, TrainOptions, train as run_training
+    from cnncompile.train import BackendMismatch, RunError, train_spec
 
-    plan = training.distribute
-    if distribute:
-        plan = Distribute(strategy=distribute, **({"timeout_seconds": plan.timeout_seconds} if plan else {}))
-    options = TrainOptions(run_dir, epochs or training.epochs, batch_size or training.batch_size,
-                           training.seed if seed is None else seed, force, plan)
-
+    console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
     try:
-        result = run_training(compiled, dataset, options, log=console.print,
-                              progress=None if quiet else RichProgress(console), error_prefix=f"{spec}: error: ")
+        result = train_spec(compiled, out=Path(out) if out else None, epochs=epochs, seed=seed, batch_size=batch_size,
+                            data_dir=Path(data_dir) if data_dir else None, force=force, strategy=distribute,
+                            log=console.print, progress=None if quiet else RichProgress(console))
     except RunError as exc:
-        click.echo(f"{spec}: error: {exc}", err=True)
+        mark = compiled.source.value(exc.where) if exc.where else None
+        _print_diagnostics([Diagnostic("error", str(exc), mark)], spec)
         raise SystemExit(EXIT_INVALID) from None
-    except Exception as exc:
-        from cnncompile.backend.builder import BackendMismatch
-        from cnncompile.distributed import ClusterError
-
-        if isinstance(exc, BackendMismatch):  # a cnncompile bug: say so plainly, no traceback
-            click.echo(f"{spec}: {exc}", err=True)
-            raise SystemExit(EXIT_INVALID) from None
-        if options.distribute is None or not _is_cluster_failure(exc, ClusterError):
-            raise
-        click.echo(f"{spec}: error: distributed training failed: {type(exc).__name__}: "
-                   f"{str(exc).splitlines()[0][:400]}", err=True)
+    except BackendMismatch as exc:  # a cnncompile bug: say so plainly, no traceback
+        click.echo(f"{spec}: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     except KeyboardInterrupt:
         click.echo("\ninterrupted; run the same command to resume from the last completed epoch", err=True)
@@ -151,73 +151,62 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
         click.echo("worker finished; the chief writes the run directory")
         return
     if result.already_complete:
-        click.echo(f"{run_dir} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")
+        click.echo(f"{result.out} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")
         return
     click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {m['epochs']} epochs; "
-               f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {run_dir}/")
-
-
-def _is_cluster_failure(exc: Exception, cluster_error: type) -> bool:
-    """Our own ClusterError, or TensorFlow's errors for a lost peer or a timed-out collective."""
-    import tensorflow as tf
-
-    return isinstance(exc, (cluster_error, tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                            tf.errors.CancelledError, tf.errors.InternalError, tf.errors.AbortedError))
+               f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {result.out}/")
 
 
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--onnx", "to_onnx", is_flag=True, help="Export to ONNX (the only format so far).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output file (default <run>/model.onnx).")
+@click.option("--onnx", "to_onnx", is_flag=True, help="Export to ONNX.")
+@click.option("--tflite", "to_tflite", is_flag=True, help="Export to LiteRT (TFLite).")
+@click.option("--int8", is_flag=True, help="Quantize to int8 (static, calibrated on training images), verified on the test set.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Output file (default <run>/model[.int8].onnx or .tflite).")
 @click.option("--run", "run", type=click.Path(file_okay=False), help="Run directory holding model.keras (default runs/<name>).")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset version.")
 @click.option("--untrained", is_flag=True, help="Export a freshly initialized model from the YAML alone.")
-@click.option("--data-dir", type=click.Path(file_okay=False), help="Where to find the test images used to verify the export.")
-def export(spec: str, to_onnx: bool, output: str | None, run: str | None, opset: int, untrained: bool,
-           data_dir: str | None) -> None:
-    """Export SPEC's trained model to ONNX, verified against Keras before it is written.
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where to find the images that verify (and calibrate) the export.")
+@click.option("--calibration-images", type=click.IntRange(min=1), default=DEFAULT_CALIBRATION_IMAGES, show_default=True,
+              help="--int8: how many training images (a fixed, seeded sample) calibrate the ranges.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=DEFAULT_MAX_ACCURACY_DROP, show_default=True,
+              help="--int8: refuse when top-1 test accuracy drops by more than this many points.")
+def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | None, run: str | None, opset: int,
+           untrained: bool, data_dir: str | None, calibration_images: int, max_accuracy_drop: float) -> None:
+    """Export SPEC's trained model to ONNX or TFLite, verified before it is written.
 
-    The file takes raw 0-255 pixels (input `image`, [batch, H, W, C]) and returns
+    Every file takes raw 0-255 pixels (input `image`, [batch, H, W, C]) and returns
     `probabilities` [batch, classes]; its metadata carries the labels and the spec's hash.
+    Float files must match Keras (max |diff| <= 1e-4, same argmax); --int8 files must keep
+    top-1 test accuracy within --max-accuracy-drop points of the float model.
     """
-    if not to_onnx:
-        raise click.UsageError("choose an export format: --onnx")
+    if to_onnx == to_tflite:
+        raise click.UsageError("choose one export format: --onnx or --tflite")
     compiled = _compile(spec)
-    run_dir = Path(run) if run else Path("runs") / compiled.spec.name
-    out = Path(output) if output else run_dir / ("model.untrained.onnx" if untrained else "model.onnx")
-    images, source, labels = _verification_images(compiled, data_dir)
-    from cnncompile.export import ExportError, export_onnx, fresh_model, load_trained
+    from cnncompile.deploy import ExportRequest, export as run_export
+    from cnncompile.export import ExportError
 
+    request = ExportRequest("onnx" if to_onnx else "tflite", Path(run) if run else Path("runs") / compiled.spec.name,
+                            int8=int8, output=Path(output) if output else None, opset=opset, untrained=untrained,
+                            data_dir=Path(data_dir) if data_dir else None,
+                            int8_options=Int8Options(calibration_images, max_accuracy_drop=max_accuracy_drop))
     try:
-        model = fresh_model(compiled) if untrained else load_trained(compiled, run_dir)
-        result = export_onnx(compiled, model, out, images, source, opset=opset, labels=labels, untrained=untrained)
+        result = run_export(compiled, request)
     except ExportError as exc:
         mark = compiled.source.value(exc.path) if exc.path is not None else None
         _print_diagnostics([Diagnostic("error", str(exc), mark)], spec)
         raise SystemExit(EXIT_INVALID) from None
-    v = result.verification
+    v, a = result.verification, result.accuracy
     click.echo(f"verified on {v.images} {v.source} at batch sizes {v.batch_sizes}: max |diff| {v.max_abs_diff:.2g}, "
                f"argmax agreement {v.argmax_agreement:.0%}")
-    click.echo(f"wrote {out} (opset {opset}{', untrained' if untrained else ''})")
-
-
-def _verification_images(compiled, data_dir: str | None):
-    """Real test images from the spec's dataset when it can be found; else seeded noise, said so."""
-    import numpy as np
-
-    training = compiled.spec.training
-    if training is not None:
-        from cnncompile.data.datasets import load_dataset
-        from cnncompile.data.formats import DataError
-
-        try:
-            data = load_dataset(training.dataset, data_dir=Path(data_dir) if data_dir else None,
-                                spec_dir=compiled.path.parent, image_shape=tuple(compiled.spec.input.shape))
-            return data.x_test[:64], f"{data.name} test images", data.labels
-        except DataError:
-            pass
-    noise = np.random.default_rng(0).integers(0, 256, (64, *compiled.spec.input.shape), dtype=np.uint8)
-    return noise, "random images (the dataset was not found)", None
+    if a is not None:
+        click.echo(f"int8 top-1 accuracy {a.accuracy:.4f} vs {a.reference} {a.reference_accuracy:.4f} on {a.images:,} "
+                   f"{a.source} (drop {a.drop_points:.2f} points, limit {a.max_drop_points:g}); "
+                   f"argmax agreement {a.argmax_agreement:.2%}")
+    for line in result.comparison.lines() if result.comparison else []:
+        click.echo(line)
+    click.echo(f"wrote {result.path} ({result.description}{', untrained' if untrained else ''})")
 
 
 @main.command()
@@ -226,7 +215,7 @@ def _verification_images(compiled, data_dir: str | None):
 @click.option("-k", "--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
 def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
-    """Classify PNG/JPEG or IDX IMAGES with an exported MODEL.onnx (onnxruntime only, no TensorFlow).
+    """Classify PNG/JPEG or IDX IMAGES with an exported MODEL (.onnx or .tflite), without TensorFlow.
 
     For an IDX image file whose labels file sits beside it, also prints the accuracy.
     """
@@ -253,6 +242,25 @@ def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> N
         click.echo(f"... {len(report.predictions) - len(shown):,} more (use --json for all)")
     for path, accuracy in report.accuracy.items():
         click.echo(f"{path}: accuracy {accuracy:.4f}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write it (default RUN_DIR/report.html).")
+def report(run_dir: str, output: str | None) -> None:
+    """Write RUN_DIR/report.html again from the run directory's files: one self-contained page
+    with the architecture, curves, confusion matrix, per-class numbers and the worst mistakes.
+
+    Needs no framework and no dataset (`train` writes it at the end of every run).
+    """
+    from cnncompile.report import ReportError, write_report
+
+    try:
+        path = write_report(Path(run_dir), output=Path(output) if output else None)
+    except ReportError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    click.echo(f"wrote {path}")
 
 
 @main.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Path = tuple[str | int, ...]
 
@@ -78,3 +78,24 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
         return f"; did you mean '{by_lower[word.lower()]}'?"
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
     return f"; did you mean '{by_lower[close[0]]}'?" if close else ""
+
+
+def kind_of(value: Any) -> str:
+    """A YAML value's kind as a reader says it: 'a mapping', 'a list', 'a string', ..."""
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number", type(None): "nothing (null)"}.get(type(value), "a value")
+
+
+def show(value: Any) -> str:
+    """A received value for a message, in YAML's spelling, at most 40 characters: 'same',
+    [3, 0], true, null; a mapping only by its kind."""
+    if isinstance(value, dict):
+        return kind_of(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    text = repr(value) if isinstance(value, str) else str(value).replace("'", "")
+    if len(text) <= 40:
+        return text
+    return repr(value[:37] + "...") if isinstance(value, str) else text[:37] + "..."

@@ -8,15 +8,22 @@ TensorBoard, progress) called at the same points `fit` calls them.
 
 batch_size is global: each step takes batch_size images in all, split evenly across the
 replicas of all workers. Every worker loads the dataset; tf.data's DATA auto-sharding
-gives each its share of every global batch.
+gives each its share of every global batch. Every training image is used: the last step of
+an epoch takes the remainder (some replicas may get fewer images, or none), and losses and
+metrics are averaged over the images the step really had, so an epoch means what it means
+under model.fit. (Padding with zero-weight images would do the same work on dummy images
+and need the weights threaded through every metric; a smaller step needs neither.)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it loads)
@@ -24,11 +31,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cnncompile import checkpoint as ckpt
+from cnncompile.backend import training as kt
+from cnncompile.rundir import RunError
 from cnncompile.spec.training import Distribute, Training
 
+# TensorFlow's errors for a peer that is gone or a collective that timed out.
+_PEER_FAILURES = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                  tf.errors.InternalError, tf.errors.AbortedError)
 
-class ClusterError(Exception):
+
+class ClusterError(RunError):
     """The cluster cannot be formed or a collective failed (peer gone, bad TF_CONFIG)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, where=("training", "distribute"))
 
 
 @dataclass
@@ -75,64 +92,98 @@ def tf_config() -> tuple[list[str], int]:
     return workers, index
 
 
-# Runs in a separate process: while TensorFlow waits for missing peers it holds the GIL inside
-# C++ (measured: no other Python thread runs), so only another process can stop the wait.
-_WATCHDOG = """
-import os, select, signal, socket, sys, time
-parent, timeout, index, message = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-addresses = sys.argv[5:]
-ready, _, _ = select.select([sys.stdin], [], [], timeout)
-if ready:
-    sys.exit(0)  # the parent said the cluster is up, or it exited (EOF)
-missing = []
-for i, address in enumerate(addresses):
-    if i == index:
-        continue
-    host, _, port = address.rpartition(":")
-    try:
-        socket.create_connection((host, int(port)), timeout=2).close()
-    except OSError:
-        missing.append(address)
-peers = ", ".join(missing) if missing else "none refuse connections, but not every worker joined"
-sys.stderr.write(message.replace("{peers}", peers) + "\\n")
-sys.stderr.flush()
-os.kill(parent, signal.SIGTERM)
-time.sleep(3)
-try:
-    os.kill(parent, signal.SIGKILL)
-except ProcessLookupError:
-    pass
-"""
+def rendezvous(workers: list[str], index: int, timeout: float) -> None:
+    """Return once every peer is up; ClusterError naming the missing ones after `timeout` s.
 
-
-def connect(distribute: Distribute, error_prefix: str = "error: ") -> Cluster:
-    """Create the strategy and prove every peer is there with one collective.
-
-    TensorFlow waits for missing peers forever, so a watchdog process ends this one after
-    timeout_seconds with a message naming the peers that do not answer.
+    TensorFlow waits for missing peers forever, holding the GIL inside C++ (measured: no
+    other Python thread runs, and it ignores SIGTERM), so nothing in this process could end
+    that wait cleanly. Hence this handshake first, in plain Python, on the same ports: each
+    worker listens on its own TF_CONFIG port and sends its index to every other's. Once a
+    worker has reached every peer and heard from every peer, all of them are past this point
+    or about to be, so it closes its listener and lets TensorFlow take the port.
     """
+    others = {i: _host_port(address) for i, address in enumerate(workers) if i != index}
+    try:
+        listener = socket.create_server(("", _host_port(workers[index])[1]))  # SO_REUSEADDR on POSIX
+    except OSError as exc:
+        raise ClusterError(f"worker {index} cannot listen on {workers[index]}: {exc.strerror or exc}") from None
+    reached: set[int] = set()
+    heard: set[int] = set()
+    incoming: dict[socket.socket, bytes] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while reached != set(others) or heard != set(others):
+            for i in set(others) - reached:
+                try:
+                    # The sender closes first, so TIME_WAIT stays on its ephemeral port and the
+                    # listening port is free for TensorFlow at once.
+                    with socket.create_connection(others[i], timeout=1) as connection:
+                        connection.sendall(f"{index}\n".encode())
+                    reached.add(i)
+                except OSError:
+                    pass
+            ready, _, _ = select.select([listener, *incoming], [], [], 0.2)
+            for sock in ready:
+                if sock is listener:
+                    connection, _ = listener.accept()
+                    incoming[connection] = b""
+                    continue
+                chunk = sock.recv(64)
+                incoming[sock] += chunk
+                if not chunk:  # the sender is done: its index is complete
+                    text = incoming.pop(sock).decode(errors="replace").strip()
+                    sock.close()
+                    if text.isdigit() and int(text) in others:
+                        heard.add(int(text))
+            if time.monotonic() > deadline:
+                missing = sorted(set(others) - (reached & heard))
+                raise ClusterError(
+                    f"worker {index} could not form the cluster within {timeout:g} s; unreachable peers: "
+                    f"{', '.join(workers[i] for i in missing)}. Start every worker with the same TF_CONFIG "
+                    "cluster, check hosts, ports and firewalls, or raise training.distribute.timeout_seconds")
+    finally:
+        for sock in (listener, *incoming):
+            sock.close()
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def connect(distribute: Distribute) -> Cluster:
+    """Create the strategy once every peer answers, and prove it with one collective."""
     if distribute.strategy == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
         return Cluster(strategy, "mirrored", 1, 0, strategy.num_replicas_in_sync)
     workers, index = tf_config()
     timeout = distribute.timeout_seconds
-    message = (f"{error_prefix}worker {index} could not form the cluster within {timeout} s; unreachable peers: "
-               "{peers}. Start every worker with the same TF_CONFIG cluster, check hosts, ports and "
-               "firewalls, or raise training.distribute.timeout_seconds")
-    watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(timeout), str(index),
-                                 message, *workers], stdin=subprocess.PIPE)
+    rendezvous(workers, index, timeout)
+    # Every peer answered a moment ago; TensorFlow's own wait is now short. A peer that dies
+    # in between would still hang it, hence the backstop: a process that kills this one.
+    backstop = subprocess.Popen([sys.executable, "-c", _BACKSTOP, str(os.getpid()), str(timeout), str(index)],
+                                stdin=subprocess.PIPE)
     try:
         options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
         strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
         joined = _count_replicas(strategy)
     finally:
-        watchdog.stdin.write(b"up\n")
-        watchdog.stdin.close()
-        watchdog.wait()
+        backstop.stdin.close()  # EOF: the wait is over
+        backstop.wait()
     replicas = strategy.num_replicas_in_sync
     if int(joined) != replicas:
         raise ClusterError(f"expected {replicas} replicas to answer, {int(joined)} did")
     return Cluster(strategy, "multi_worker", len(workers), index, replicas)
+
+
+_BACKSTOP = """
+import os, select, signal, sys
+parent, timeout, index = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+if not select.select([sys.stdin], [], [], timeout)[0]:
+    sys.stderr.write(f"error: worker {index}: every peer answered, but TensorFlow did not form the cluster "
+                     f"within {timeout:g} s (a peer stopped in between?); killed\\n")
+    os.kill(parent, signal.SIGKILL)
+"""
 
 
 def _count_replicas(strategy: tf.distribute.Strategy):
@@ -166,6 +217,23 @@ def broadcast_from_chief(cluster: Cluster, values: list[np.ndarray]) -> list[np.
     return [t.numpy() for t in all_reduce(mine)]
 
 
+def share_from_chief(cluster: Cluster, complete: bool, state: dict | None,
+                     arrays: dict[str, np.ndarray]) -> tuple[bool, dict | None, dict[str, np.ndarray]]:
+    """Every worker gets the chief's view of the run: finished or not, its checkpoint state
+    (epoch, history, callbacks' state) and the callbacks' arrays. The other workers' own
+    (scratch) values are ignored."""
+    header = json.dumps({"complete": complete, "state": state,
+                         "arrays": {k: [list(a.shape), a.dtype.str] for k, a in arrays.items()}}).encode()
+    (length,) = broadcast_from_chief(cluster, [np.array([len(header)], np.int64)])
+    mine = np.frombuffer(header.ljust(int(length[0]), b" ")[:int(length[0])], np.uint8).astype(np.int32)
+    (text,) = broadcast_from_chief(cluster, [mine])
+    shared = json.loads(text.astype(np.uint8).tobytes())
+    layout = shared["arrays"]
+    values = broadcast_from_chief(cluster, [arrays[k] if cluster.is_chief else np.zeros(shape, np.dtype(dtype))
+                                            for k, (shape, dtype) in layout.items()])
+    return shared["complete"], shared["state"], dict(zip(layout, values))
+
+
 def restore_from_chief(cluster: Cluster, variables: list, checkpoint: list[np.ndarray] | None) -> None:
     """Every worker's `variables` take the chief's checkpoint values.
 
@@ -174,89 +242,98 @@ def restore_from_chief(cluster: Cluster, variables: list, checkpoint: list[np.nd
     all-reduce, so no shared filesystem is needed.
     """
     if cluster.is_chief:
+        ckpt.check_matches(variables, checkpoint)
         values = checkpoint
-        if [v.shape for v in values] != [tuple(v.shape) for v in variables]:
-            raise ClusterError("the checkpoint's variables do not match the model built from the spec")
     else:
         values = [np.zeros(tuple(v.shape), np.dtype(v.dtype)) for v in variables]
     for variable, value in zip(variables, broadcast_from_chief(cluster, values)):
         variable.assign(value)
 
 
-def fit(cluster: Cluster, model: keras.Model, training: Training, loss: keras.losses.Loss,
-        x: np.ndarray, y: np.ndarray, *, epochs: int, initial_epoch: int, batch_size: int, seed: int,
-        callbacks: list[keras.callbacks.Callback]) -> None:
-    """model.fit's job under a strategy: the same split, shuffling, callbacks and logs."""
+def fit(cluster: Cluster, model: keras.Model, training: Training, x: np.ndarray, y: np.ndarray,
+        validation: tuple[np.ndarray, np.ndarray] | None, *, epochs: int, initial_epoch: int, batch_size: int,
+        seed: int, callbacks: list[keras.callbacks.Callback]) -> None:
+    """model.fit's job under a strategy: the same batches, shuffling, metrics, callbacks and logs."""
+    try:
+        _fit(cluster, model, training, x, y, validation, epochs=epochs, initial_epoch=initial_epoch,
+             batch_size=batch_size, seed=seed, callbacks=callbacks)
+    except _PEER_FAILURES as exc:
+        raise ClusterError(f"distributed training failed: {type(exc).__name__}: "
+                           f"{str(exc).splitlines()[0][:400]}") from exc
+
+
+def _fit(cluster, model, training, x, y, validation, *, epochs, initial_epoch, batch_size, seed, callbacks):
     strategy = cluster.strategy
-    val_count = int(len(x) * training.validation_split)
-    x_train, y_train = (x[:-val_count], y[:-val_count]) if val_count else (x, y)
-    steps = len(x_train) // batch_size
-    if steps == 0:
-        raise ClusterError(f"batch_size {batch_size} is larger than the {len(x_train)} training images")
     if batch_size % cluster.replicas:
         raise ClusterError(f"batch_size {batch_size} does not split evenly across {cluster.replicas} replicas")
-
+    steps = -(-len(x) // batch_size)  # the last step takes the remainder
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    data = tf.data.Dataset.from_tensor_slices((x_train, y_train))
-    if training.shuffle:  # same seed on every worker: one global order, sharded
-        data = data.shuffle(len(x_train), seed=seed, reshuffle_each_iteration=True)
-    # Repeat, then take exactly `steps` per epoch: every worker runs the same number of steps,
-    # which collectives require (a ragged last batch would leave some waiting).
-    data = data.repeat().batch(batch_size, drop_remainder=True).with_options(options).prefetch(2)
+    data = kt.batches(x, y, batch_size=batch_size, shuffle=training.shuffle, seed=seed,
+                      first_epoch=initial_epoch, epochs=epochs).with_options(options)
     iterator = iter(strategy.experimental_distribute_dataset(data))
-    sparse = training.loss.type == "sparse_categorical_crossentropy"
-
-    def correct(labels, probabilities):
-        truth = tf.cast(labels, tf.int64) if sparse else tf.argmax(labels, axis=-1)
-        return tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probabilities, axis=-1), tf.reshape(truth, [-1])), tf.float32))
+    loss = kt.loss(training, reduction=None)
+    metrics = kt.metrics(training)
 
     @tf.function
     def train_step(batch):
         def replica(images, labels):
+            count = tf.shape(labels)[0]
+            # The images this step has in all replicas: batch_size, or fewer on an epoch's last step.
+            images_in_step = tf.distribute.get_replica_context().all_reduce("SUM", tf.cast(count, tf.float32))
+
+            def forward(training_mode):
+                return lambda: model(tf.cast(images, tf.float32), training=training_mode)
+
             with tf.GradientTape() as tape:
-                probabilities = model(tf.cast(images, tf.float32), training=True)
+                # A replica left without images on a short last step must not fold the
+                # statistics of an empty batch (NaN) into BatchNormalization's moving averages.
+                probabilities = tf.cond(count > 0, forward(True), forward(False))
                 per_image = loss(labels, probabilities)
-                total = tf.nn.compute_average_loss(per_image, global_batch_size=batch_size)
+                total = tf.reduce_sum(per_image) / images_in_step
                 if model.losses:  # regularizers, scaled so replicas sum to one copy
                     total += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             gradients = tape.gradient(total, model.trainable_variables)
             model.optimizer.apply_gradients(zip(gradients, model.trainable_variables))
-            return total, correct(labels, probabilities)
+            sums = [tf.reduce_sum(tf.cast(fn(labels, probabilities), tf.float32)) for fn in metrics.values()]
+            return [total * images_in_step, tf.cast(count, tf.float32), *sums]
 
-        step_loss, step_correct = strategy.run(replica, args=batch)
-        return strategy.reduce("SUM", step_loss, axis=None), strategy.reduce("SUM", step_correct, axis=None)
+        per_replica = strategy.run(replica, args=batch)
+        return [strategy.reduce("SUM", value, axis=None) for value in per_replica]
 
     callback_list = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs, steps=steps, verbose=0)
     model.stop_training = False
     callback_list.on_train_begin()
     for epoch in range(initial_epoch, epochs):
         callback_list.on_epoch_begin(epoch)
-        loss_sum, correct_sum = 0.0, 0.0
+        totals = np.zeros(2 + len(metrics))
         for step in range(steps):
-            step_loss, step_correct = train_step(next(iterator))
-            loss_sum += float(step_loss)
-            correct_sum += float(step_correct)
-            callback_list.on_train_batch_end(step, {"loss": loss_sum / (step + 1),
-                                                    "accuracy": correct_sum / ((step + 1) * batch_size)})
-        logs = {"accuracy": correct_sum / (steps * batch_size), "loss": loss_sum / steps}
-        if val_count:
-            val_loss, val_accuracy = evaluate(model, loss, x[-val_count:], y[-val_count:], sparse)
-            logs.update(val_accuracy=val_accuracy, val_loss=val_loss)
+            totals += [float(v) for v in train_step(next(iterator))]
+            callback_list.on_train_batch_end(step, _logs(totals, metrics))
+        logs = _logs(totals, metrics)
+        if validation is not None:
+            logs.update({f"val_{k}": v for k, v in evaluate(model, training, *validation).items()})
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     callback_list.on_train_end()
 
 
-def evaluate(model: keras.Model, loss: keras.losses.Loss, x: np.ndarray, y: np.ndarray, sparse: bool,
-             batch_size: int = 256) -> tuple[float, float]:
-    """Mean loss and accuracy over (x, y), computed locally on each worker (no collectives)."""
-    total_loss, total_correct = 0.0, 0
+def _logs(totals: np.ndarray, metrics: dict) -> dict[str, float]:
+    """Running means over the images seen so far: (loss sum, image count, metric sums...)."""
+    images = max(totals[1], 1.0)
+    return {"loss": totals[0] / images, **{name: totals[2 + i] / images for i, name in enumerate(metrics)}}
+
+
+def evaluate(model: keras.Model, training: Training, x: np.ndarray, y: np.ndarray,
+             batch_size: int = 256) -> dict[str, float]:
+    """Mean loss and the spec's metrics over (x, y), computed locally on each worker (no collectives)."""
+    loss, metrics = kt.loss(training, reduction=None), kt.metrics(training)
+    totals = dict.fromkeys(["loss", *metrics], 0.0)
     for start in range(0, len(x), batch_size):
-        probabilities = np.asarray(model(x[start:start + batch_size].astype(np.float32), training=False))
+        probabilities = model(x[start:start + batch_size].astype(np.float32), training=False)
         labels = y[start:start + batch_size]
-        total_loss += float(np.sum(np.asarray(loss(labels, probabilities))))
-        truth = labels.reshape(-1) if sparse else labels.argmax(-1)
-        total_correct += int((probabilities.argmax(-1) == truth).sum())
-    return total_loss / len(x), total_correct / len(x)
+        totals["loss"] += float(np.sum(np.asarray(loss(labels, probabilities))))
+        for name, fn in metrics.items():
+            totals[name] += float(np.sum(np.asarray(fn(labels, probabilities))))
+    return {name: value / len(x) for name, value in totals.items()}

@@ -20,11 +20,13 @@ import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it 
 import keras
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from cnncompile import __version__
 from cnncompile.backend.builder import BackendMismatch, build_model, cross_check
+from cnncompile.int8 import Int8Capability
 from cnncompile.frontend import CompiledSpec
+from cnncompile.measure import interleaved_throughput
+from cnncompile.predict import METADATA_SHAPE, Classifier, OnnxClassifier
 from cnncompile.rundir import write_bytes
 from cnncompile.spec.graph import Node
 
@@ -43,6 +45,8 @@ class ExportError(Exception):
 
 @dataclass
 class Verification:
+    """Float parity: the exported file against Keras on the same images."""
+
     batch_sizes: list[int]
     max_abs_diff: float
     argmax_agreement: float
@@ -51,11 +55,131 @@ class Verification:
 
 
 @dataclass
+class AccuracyCheck:
+    """An int8 file against its float reference, top-1 on labeled test images."""
+
+    reference: str  # what the int8 model is compared with ("float ONNX", "Keras")
+    reference_accuracy: float
+    accuracy: float
+    argmax_agreement: float
+    images: int
+    source: str
+    max_drop_points: float
+
+    @property
+    def drop_points(self) -> float:
+        return 100 * (self.reference_accuracy - self.accuracy)
+
+    def as_metadata(self) -> str:
+        return json.dumps({"test_images": self.images, "source": self.source, "reference": self.reference,
+                           "reference_accuracy": self.reference_accuracy, "accuracy": self.accuracy,
+                           "argmax_agreement": self.argmax_agreement, "max_drop_points": self.max_drop_points})
+
+
+@dataclass
 class ExportResult:
     path: Path
-    opset: int
-    verification: Verification
+    opset: int | None  # ONNX only
+    verification: Verification | None  # float parity (also checked before quantizing)
     metadata: dict[str, str] = field(default_factory=dict)
+    accuracy: AccuracyCheck | None = None  # int8 only
+    comparison: SizeAndSpeed | None = None  # int8 only: against the float file of the same format
+    description: str = "ONNX float32"
+
+
+@dataclass
+class ExportData:
+    """Which images verify an export and calibrate quantization: export policy, kept here so that
+    library callers get the same checks as the CLI."""
+
+    parity_images: np.ndarray  # uint8 (n, H, W, C): Keras vs the file, max |diff| and argmax
+    parity_source: str
+    labels: tuple[str, ...] | None
+    test: tuple[np.ndarray, np.ndarray] | None  # the labeled test set, for int8 accuracy
+    train_images: np.ndarray | None  # calibration draws from these, never from the test set
+    name: str = ""
+    missing: str = ""  # why the dataset could not be loaded, when it could not
+
+    def require_dataset(self, why: str) -> None:
+        if self.test is None or self.train_images is None:
+            raise ExportError(f"{why} needs the spec's dataset (training images to calibrate, labeled test "
+                              f"images to verify accuracy), which could not be loaded: {self.missing}")
+
+
+PARITY_IMAGES = 64
+
+
+def export_data(compiled: CompiledSpec, data_dir: Path | None = None) -> ExportData:
+    """Real images from the spec's dataset when it can be found; else seeded noise for float parity
+    (said so), and nothing for int8, which must refuse without labeled data."""
+    from cnncompile.data.datasets import load_dataset
+    from cnncompile.data.formats import DataError
+
+    training = compiled.spec.training
+    missing = "the spec has no training: section"
+    if training is not None:
+        try:
+            data = load_dataset(training.dataset, data_dir=data_dir, spec_dir=compiled.path.parent,
+                                image_shape=tuple(compiled.spec.input.shape))
+            return ExportData(data.x_test[:PARITY_IMAGES], f"{data.name} test images", data.labels,
+                              (data.x_test, data.y_test), data.x_train, data.name)
+        except DataError as exc:
+            missing = str(exc)
+    noise = np.random.default_rng(0).integers(0, 256, (PARITY_IMAGES, *compiled.spec.input.shape), dtype=np.uint8)
+    return ExportData(noise, "random images (the dataset was not found)", None, None, None, missing=missing)
+
+
+def calibration_sample(train_images: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A fixed, seeded sample of training images (sorted indices: the same set whatever the order)."""
+    rng = np.random.default_rng(seed)
+    return train_images[np.sort(rng.choice(len(train_images), min(count, len(train_images)), replace=False))]
+
+
+SPEED_BATCHES = (1, 64)
+
+
+@dataclass
+class SizeAndSpeed:
+    """An int8 file against the float one of the same format, measured on this machine."""
+
+    cpu: Int8Capability
+    float_bytes: int
+    int8_bytes: int
+    images_per_second: dict[int, dict[str, float]]  # batch -> {"float": ..., "int8": ...}
+
+    @property
+    def size_ratio(self) -> float:
+        return self.int8_bytes / self.float_bytes
+
+    def speedup(self, batch: int) -> float:
+        rates = self.images_per_second[batch]
+        return rates["int8"] / rates["float"]
+
+    def lines(self) -> list[str]:
+        lines = [f"size: {self.int8_bytes:,} bytes, {self.size_ratio:.2f}x the float file's {self.float_bytes:,}",
+                 f"CPU: {self.cpu.describe()}"]
+        for batch, rates in self.images_per_second.items():
+            ratio = self.speedup(batch)
+            verdict = "faster" if ratio > 1 else "not faster: slower" if ratio < 1 else "the same"
+            lines.append(f"batch {batch}: int8 {rates['int8']:,.0f} images/s vs float {rates['float']:,.0f} "
+                         f"({ratio:.2f}x, {verdict}; medians of interleaved runs here)")
+        return lines
+
+
+def compare_int8(cpu: Int8Capability, float_model: Classifier, int8_model: Classifier, float_bytes: int,
+                 int8_bytes: int, images: np.ndarray, rounds: int) -> SizeAndSpeed:
+    runners = {"float": float_model.run, "int8": int8_model.run}
+    return SizeAndSpeed(cpu, float_bytes, int8_bytes,
+                        interleaved_throughput(runners, images.astype(np.float32), SPEED_BATCHES, rounds))
+
+
+def measured_metadata(accuracy: AccuracyCheck, comparison: SizeAndSpeed) -> dict[str, str]:
+    """What an int8 file records of its own verification and measurement."""
+    return {"cnncompile.accuracy": accuracy.as_metadata(),
+            "cnncompile.measured": json.dumps({
+                "float_bytes": comparison.float_bytes, "cpu": comparison.cpu.describe(),
+                "images_per_second": {str(batch): {name: round(rate, 1) for name, rate in rates.items()}
+                                      for batch, rates in comparison.images_per_second.items()}})}
 
 
 def load_trained(compiled: CompiledSpec, run_dir: Path) -> keras.Model:
@@ -86,6 +210,33 @@ def export_onnx(compiled: CompiledSpec, model: keras.Model, out: Path, images: n
                 *, opset: int = DEFAULT_OPSET, labels: tuple[str, ...] | None = None,
                 untrained: bool = False) -> ExportResult:
     """Convert, rename, annotate, check and verify; write `out` atomically only if all pass."""
+    metadata = model_metadata(compiled, labels, untrained)
+    data = convert_onnx(compiled, model, metadata, opset)
+    verification = verify_parity(model, OnnxClassifier(data, name=out.name), images, image_source, "ONNX")
+    write_bytes(out, data)
+    return ExportResult(out, opset, verification, metadata, description=f"ONNX float32, opset {opset}")
+
+
+def model_metadata(compiled: CompiledSpec, labels: tuple[str, ...] | None, untrained: bool) -> dict[str, str]:
+    """What every exported file says about itself, whatever the format (predict reads these keys)."""
+    spec = compiled.spec
+    classes = compiled.info.output_shape[-1]
+    return {
+        "cnncompile.spec_name": spec.name,
+        "cnncompile.spec_sha256": compiled.sha256,
+        "cnncompile.labels": json.dumps(list(labels) if labels else [str(i) for i in range(classes)]),
+        "cnncompile.input_layout": "NHWC",
+        METADATA_SHAPE: json.dumps(list(spec.input.shape)),
+        "cnncompile.input_range": "0-255 (raw pixels; the model scales them)" if spec.input.scale != 1 else "as trained",
+        "cnncompile.untrained": "true" if untrained else "false",
+        "cnncompile.precision": "float32",
+        "cnncompile.version": __version__,
+        "keras.version": keras.__version__,
+    }
+
+
+def convert_onnx(compiled: CompiledSpec, model: keras.Model, metadata: dict[str, str], opset: int) -> bytes:
+    """The Keras model as checked ONNX bytes: stable names, `metadata`, output shape as inferred."""
     spec = compiled.spec
     model(np.zeros((1, *spec.input.shape), np.float32))  # Keras exports only models that have been called
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,20 +248,11 @@ def export_onnx(compiled: CompiledSpec, model: keras.Model, out: Path, images: n
         except Exception as exc:  # noqa: BLE001 - tf2onnx raises assorted errors
             raise _conversion_error(exc, compiled, opset) from None
         graph = onnx.load(str(raw_path))
+    _inline_captured_constants(graph, model, compiled)
     _rename_io(graph)
     _refuse_unconverted_ops(graph, compiled, opset)
+    _constant_reshape_shapes(graph)
     classes = compiled.info.output_shape[-1]
-    metadata = {
-        "cnncompile.spec_name": spec.name,
-        "cnncompile.spec_sha256": compiled.sha256,
-        "cnncompile.labels": json.dumps(list(labels) if labels else [str(i) for i in range(classes)]),
-        "cnncompile.input_layout": "NHWC",
-        "cnncompile.input_shape": json.dumps(list(spec.input.shape)),
-        "cnncompile.input_range": "0-255 (raw pixels; the model scales them)" if spec.input.scale != 1 else "as trained",
-        "cnncompile.untrained": "true" if untrained else "false",
-        "cnncompile.version": __version__,
-        "keras.version": keras.__version__,
-    }
     onnx.helper.set_model_props(graph, metadata)
     graph.producer_name, graph.doc_string = "cnncompile", f"{spec.name} compiled from {compiled.path.name}"
     try:
@@ -121,29 +263,68 @@ def export_onnx(compiled: CompiledSpec, model: keras.Model, out: Path, images: n
     out_shape = _shape_of(inferred.graph.output[0])
     if out_shape != [BATCH, classes]:
         raise ExportError(f"ONNX shape inference gives output {out_shape}, but check computed [batch, {classes}]")
-    data = graph.SerializeToString()
-    verification = verify(model, data, images, image_source)
-    write_bytes(out, data)
-    return ExportResult(out, opset, verification, metadata)
+    return graph.SerializeToString()
 
 
-def verify(model: keras.Model, onnx_bytes: bytes, images: np.ndarray, source: str) -> Verification:
-    """Keras and onnxruntime must agree on real images at batch 1 and an odd batch size."""
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+def verify_parity(model: keras.Model, exported: Classifier, images: np.ndarray, source: str,
+                  what: str) -> Verification:
+    """Keras and the exported file, in the runtime that deploys it, must agree on real images at
+    batch 1 and an odd batch size (dynamic batch axis, no padding assumptions)."""
     x = images.astype(np.float32)
     worst, agree, total = 0.0, 0, 0
     odd = min(len(x), 37)
     for batch in (x[:1], x[:odd]):
         expected = np.asarray(model(batch, training=False))
-        got = session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+        got = exported.run(batch)
         worst = max(worst, float(np.abs(expected - got).max()))
         agree += int((expected.argmax(1) == got.argmax(1)).sum())
         total += len(batch)
     result = Verification([1, odd], worst, agree / total, total, source)
     if worst > MAX_ABS_DIFF or agree != total:
         raise ExportError(f"verification failed: max |diff| {worst:.3g} (limit {MAX_ABS_DIFF:g}), argmax agreement "
-                          f"{agree}/{total} on {source}; the ONNX file was not written")
+                          f"{agree}/{total} on {source}; the {what} file was not written")
     return result
+
+
+# Tensors a layer keeps as plain attributes rather than variables (Normalization's mean and
+# variance) are captured by the traced function, and tf2onnx turns captures into graph
+# *inputs* named <model>/<layer>/<Op>/<operand>:0. Which attribute each one holds:
+_CAPTURED = {("Sub", "y"): "mean", ("Add", "y"): "mean", ("Sqrt", "x"): "variance"}
+
+
+def _inline_captured_constants(graph: onnx.ModelProto, model: keras.Model, compiled: CompiledSpec) -> None:
+    """Turn captured-constant inputs back into initializers holding the layer's values; the
+    parity check afterwards proves the values are the right ones."""
+    initializers = {t.name for t in graph.graph.initializer}
+    inputs = [i for i in graph.graph.input if i.name not in initializers]
+    for graph_input in inputs[1:]:  # the first is the image
+        parts = graph_input.name.removesuffix(":0").split("/")
+        node = _spec_node(graph_input.name, compiled)
+        attribute = _CAPTURED.get(tuple(parts[-2:]))
+        if node is None or attribute is None:
+            raise ExportError(f"the converter left an unexpected graph input '{graph_input.name}'; "
+                              "please report this spec")
+        value = np.asarray(getattr(model.get_layer(node.name), attribute), np.float32)
+        graph.graph.initializer.append(onnx.numpy_helper.from_array(value, graph_input.name))
+        graph.graph.input.remove(graph_input)
+
+
+def verify_accuracy(reference: np.ndarray, reference_name: str, quantized: Classifier,
+                    test: tuple[np.ndarray, np.ndarray], source: str, max_drop_points: float,
+                    what: str) -> AccuracyCheck:
+    """Top-1 accuracy of the int8 file against its float reference's probabilities on the same
+    labeled images; refuse when it drops by more than `max_drop_points` percentage points."""
+    images, truth = test
+    got = quantized.probabilities(images).argmax(1)
+    expected = reference.argmax(1)
+    check = AccuracyCheck(reference_name, float((expected == truth).mean()), float((got == truth).mean()),
+                          float((got == expected).mean()), len(images), source, max_drop_points)
+    if check.drop_points > max_drop_points:
+        raise ExportError(f"int8 accuracy check failed: top-1 {check.accuracy:.4f} against {reference_name} "
+                          f"{check.reference_accuracy:.4f} on {check.images:,} {source}, a drop of "
+                          f"{check.drop_points:.2f} points (limit {max_drop_points:g}); argmax agreement "
+                          f"{check.argmax_agreement:.2%}; the {what} file was not written")
+    return check
 
 
 def _rename_io(graph: onnx.ModelProto) -> None:
@@ -159,6 +340,39 @@ def _rename_io(graph: onnx.ModelProto) -> None:
     for node in graph.graph.node:
         node.input[:] = [INPUT_NAME if n == old_in else OUTPUT_NAME if n == old_out else n for n in node.input]
         node.output[:] = [OUTPUT_NAME if n == old_out else n for n in node.output]
+
+
+def _constant_reshape_shapes(graph: onnx.ModelProto) -> None:
+    """tf2onnx computes Flatten's target shape at run time (Shape -> Gather -> Concat on the
+    tensor being flattened). Where ONNX's shape inference (with data propagation) knows every
+    output dimension but one (the batch), the Reshape gets a constant shape with -1 there
+    instead, and the shape arithmetic, now unused, is removed. Besides saving ops, this lets
+    int8 quantization fuse the convolution before a Flatten: onnxruntime fuses a QDQ Conv only
+    when its output feeds nothing but its QuantizeLinear, and the Shape node reading it kept
+    that convolution in float (measured: the seed model's last Conv)."""
+    inferred = onnx.shape_inference.infer_shapes(graph, data_prop=True).graph
+    dims = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in (*inferred.value_info, *inferred.output)}
+    constants = {t.name for t in graph.graph.initializer}
+    for node in graph.graph.node:
+        shape = dims.get(node.output[0]) if node.op_type == "Reshape" else None
+        if not shape or node.input[1] in constants or shape.count(None) != 1 or 0 in shape:
+            continue  # 0 would mean "copy this dimension" to Reshape
+        name = f"{node.name}/constant_shape"
+        graph.graph.initializer.append(onnx.numpy_helper.from_array(
+            np.array([-1 if d is None else d for d in shape], np.int64), name))
+        node.input[1] = name
+    needed = {o.name for o in graph.graph.output}
+    kept = []
+    for node in reversed(graph.graph.node):  # nodes are in topological order
+        if needed & set(node.output):
+            kept.append(node)
+            needed |= set(node.input)
+    del graph.graph.node[:]
+    graph.graph.node.extend(reversed(kept))
+    unused = [t for t in graph.graph.initializer if t.name not in needed]
+    for tensor in unused:
+        graph.graph.initializer.remove(tensor)
 
 
 def _refuse_unconverted_ops(graph: onnx.ModelProto, compiled: CompiledSpec, opset: int) -> None:

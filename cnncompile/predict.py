@@ -1,7 +1,8 @@
-"""`cnncompile predict`: classify images with an exported model, using onnxruntime alone.
+"""`cnncompile predict`: classify images with an exported model, .onnx (float or int8) or .tflite.
 
-Never imports TensorFlow or Keras: a deployment needs only onnxruntime, numpy and Pillow.
-The model's own metadata says its labels and input layout.
+Never imports TensorFlow or Keras: a deployment needs only onnxruntime or the standalone
+LiteRT interpreter (ai-edge-litert), numpy and Pillow. Every format takes raw 0-255 pixels
+and returns probabilities; the model's own metadata says its labels and input layout.
 """
 
 from __future__ import annotations
@@ -14,8 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from cnncompile.data.formats import DataError, IMAGE_SUFFIXES, as_images, read_idx
+from cnncompile.native import quiet_native_stderr
 
 IDX_IMAGE_MARK, IDX_LABEL_MARK = "images-idx3", "labels-idx1"
+METADATA_SHAPE = "cnncompile.input_shape"
+TFLITE_IDENTIFIER = b"TFL3"
+TFLITE_METADATA_NAME = "cnncompile"  # the .tflite metadata entry holding the same keys as ONNX metadata_props
 
 
 @dataclass
@@ -32,30 +37,27 @@ class PredictReport:
 
 
 class Classifier:
-    def __init__(self, path: Path, threads: int | None = None):
-        import onnxruntime as ort
+    """An exported model, whatever its format: raw uint8 pixels in, probabilities out, labels
+    and input shape from its cnncompile metadata (the same keys in every format)."""
 
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # onnxruntime's default thread count used one of this machine's two cores; one thread
-        # per core measured 1.8x faster at batch 64 and 1000 (bench/inference.py).
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise DataError(f"{path}: not a loadable ONNX model ({exc})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "cnncompile.input_shape" not in meta:
-            raise DataError(f"{path}: no cnncompile metadata; export it with `cnncompile export --onnx`")
-        self.shape = tuple(json.loads(meta["cnncompile.input_shape"]))  # (H, W, C)
-        self.labels = json.loads(meta["cnncompile.labels"])
-        self.input = self.session.get_inputs()[0].name
-        self.untrained = meta.get("cnncompile.untrained") == "true"
+    kind = "model"
+
+    def __init__(self, path: Path, metadata: dict[str, str]):
+        if METADATA_SHAPE not in metadata:
+            raise DataError(f"{path}: no cnncompile metadata; export it with `cnncompile export`")
+        self.path = path
+        self.metadata = metadata
+        self.shape = tuple(json.loads(metadata[METADATA_SHAPE]))  # (H, W, C)
+        self.labels = json.loads(metadata["cnncompile.labels"])
+        self.untrained = metadata.get("cnncompile.untrained") == "true"
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (n, H, W, C) -> (n, classes)."""
+        raise NotImplementedError
 
     def probabilities(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 (N, H, W, C) -> (N, classes)."""
-        chunks = [self.session.run(None, {self.input: images[i:i + batch_size].astype(np.float32)})[0]
-                  for i in range(0, len(images), batch_size)]
+        chunks = [self.run(images[i:i + batch_size].astype(np.float32)) for i in range(0, len(images), batch_size)]
         return np.concatenate(chunks) if chunks else np.zeros((0, len(self.labels)), np.float32)
 
     def top(self, probabilities: np.ndarray, k: int) -> list[tuple[str, float]]:
@@ -63,10 +65,89 @@ class Classifier:
         return [(self.labels[i], float(probabilities[i])) for i in order]
 
 
+class OnnxClassifier(Classifier):
+    kind = "ONNX"
+
+    def __init__(self, path: Path | bytes, threads: int | None = None, name: str | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # onnxruntime's default thread count used one of this machine's two cores; one thread
+        # per core measured 1.8x faster at batch 64 and 1000 (bench/inference.py).
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        source = path if isinstance(path, bytes) else str(path)
+        shown = Path(name or ("<memory>" if isinstance(path, bytes) else path))
+        try:
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise DataError(f"{shown}: not a loadable ONNX model ({exc})") from None
+        super().__init__(shown, dict(self.session.get_modelmeta().custom_metadata_map))
+        self.input = self.session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input: batch})[0]
+
+
+class LiteRTClassifier(Classifier):
+    """A .tflite file run by the standalone LiteRT interpreter (ai-edge-litert), not TensorFlow.
+    Its cnncompile metadata is a JSON entry in the flatbuffer's own `metadata` table, read
+    with the schema module LiteRT ships."""
+
+    kind = "LiteRT"
+
+    def __init__(self, path: Path | bytes, threads: int | None = None, name: str | None = None):
+        from ai_edge_litert.interpreter import Interpreter
+
+        content = path if isinstance(path, bytes) else Path(path).read_bytes()
+        shown = Path(name or ("<memory>" if isinstance(path, bytes) else path))
+        try:
+            self.interpreter = Interpreter(model_content=content, num_threads=threads or os.cpu_count() or 1)
+            metadata = read_tflite_metadata(content)
+        except Exception as exc:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError variants
+            raise DataError(f"{shown}: not a loadable LiteRT model ({exc})") from None
+        super().__init__(shown, metadata)
+        (self.input,), (self.output,) = self.interpreter.get_input_details(), self.interpreter.get_output_details()
+        self.batch = None  # the batch size the interpreter's tensors are allocated for
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self.batch:  # the file's batch axis is dynamic; LiteRT allocates per size
+            self.interpreter.resize_tensor_input(self.input["index"], batch.shape, strict=True)
+            with quiet_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU"
+                self.interpreter.allocate_tensors()
+            self.batch = len(batch)
+        self.interpreter.set_tensor(self.input["index"], batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output["index"])
+
+
+def read_tflite_metadata(content: bytes) -> dict[str, str]:
+    """The `cnncompile` entry of a .tflite file's metadata table (a JSON object), or {}."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    if content[4:8] != TFLITE_IDENTIFIER:
+        raise ValueError("not a TFLite flatbuffer (no TFL3 identifier)")
+    model = schema.Model.GetRootAs(content, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == TFLITE_METADATA_NAME.encode():
+            return json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+    return {}
+
+
+def open_classifier(path: Path, threads: int | None = None) -> Classifier:
+    """By content, not name: TFLite flatbuffers carry the identifier TFL3 at byte 4."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if head[4:8] == TFLITE_IDENTIFIER:
+        return LiteRTClassifier(path, threads)
+    return OnnxClassifier(path, threads)
+
+
 def predict(model_path: Path, inputs: list[Path], top_k: int = 3) -> PredictReport:
     from cnncompile.data.formats import read_image
 
-    classifier = Classifier(model_path)
+    classifier = open_classifier(model_path)
     height, width, channels = classifier.shape
     report = PredictReport([], [], {})
     if classifier.untrained:

@@ -10,21 +10,30 @@ from __future__ import annotations
 
 import inspect
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from cnncompile.spec import training
 from cnncompile.spec.blocks import Block, BlockUse
-from cnncompile.spec.layers import LAYER_TYPES
-from cnncompile.spec.model import Input, ModelSpec
+from cnncompile.spec.layers import LAYER_TYPES, LayerUnion
+from cnncompile.spec.model import Input, ModelSpec, entry
 from cnncompile.spec.types import ACTIVATIONS, INITIALIZERS
 
 SCHEMA_ID = "https://github.com/cnncompile/cnncompile/spec/cnncompile.schema.json"
 
 
+class _DocumentedSpec(ModelSpec):
+    # ModelSpec validates each layer with its own class only (fast start-up); the schema
+    # describes every layer type, so it is generated from the eager discriminated union.
+    model_config = ModelSpec.model_config | {"title": "ModelSpec"}
+    __doc__ = ModelSpec.__doc__
+
+    layers: Annotated[list[entry(LayerUnion)], Field(min_length=1)]
+
+
 def json_schema() -> dict[str, Any]:
-    schema = ModelSpec.model_json_schema()
+    schema = _DocumentedSpec.model_json_schema()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": SCHEMA_ID,
             "title": "cnncompile model spec", **schema}
 

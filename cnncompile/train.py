@@ -6,7 +6,9 @@ Run directory (atomic writes throughout, see rundir.py):
   history.csv      one row per completed epoch
   curves.png       loss and accuracy per epoch
   run.json         spec sha256, seed, dataset source and file hashes, versions, command line
-  checkpoint/      state.json + the latest epoch's training model, for resuming after a crash
+  report.html      the run report (see report.py), with confusion.png, mistakes.png and spec.yaml
+  checkpoint/      state.json + the latest epoch's training state as arrays, for resuming
+                   after a crash exactly where an uninterrupted run would be (checkpoint.py)
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import shutil
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +30,14 @@ import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it 
 import keras
 import numpy as np
 
+from cnncompile import checkpoint as ckpt
 from cnncompile.backend import training as kt
-from cnncompile.backend.builder import build_model, cross_check
-from cnncompile.data.datasets import Dataset
+from cnncompile.backend.builder import BackendMismatch, adapt_normalization, build_model, cross_check  # noqa: F401  (re-exported)
+from cnncompile.data.datasets import Dataset, load_dataset
+from cnncompile.data.formats import DataError
 from cnncompile.frontend import CompiledSpec
-from cnncompile.rundir import atomic_path, read_json, write_history, write_json
+from cnncompile.rundir import RunError, atomic_path, default_run_dir, read_json, write_history, write_json
 from cnncompile.spec.training import Distribute
-
-
-class RunError(Exception):
-    """A run that cannot proceed as asked (changed spec, missing training section, ...)."""
 
 
 @dataclass
@@ -69,17 +68,44 @@ def run_state(out: Path) -> str:
     return "new"
 
 
+def train_spec(compiled: CompiledSpec, *, out: Path | None = None, epochs: int | None = None,
+               seed: int | None = None, batch_size: int | None = None, data_dir: Path | None = None,
+               force: bool = False, strategy: str | None = None, log: Callable[[str], None] = lambda message: None,
+               progress: keras.callbacks.Callback | None = None) -> RunResult:
+    """`cnncompile train`: the spec's training section with these overrides (None keeps the
+    spec's value), its dataset loaded, then `train`. RunError (located by `where`) if it cannot."""
+    training = _training(compiled)
+    seed = training.seed if seed is None else seed
+    try:
+        dataset = load_dataset(training.dataset, data_dir=data_dir, spec_dir=compiled.path.parent,
+                               image_shape=tuple(compiled.spec.input.shape), seed=seed)
+    except DataError as exc:
+        raise RunError(f"training.dataset: {exc}", where=("training", "dataset")) from None
+    log(dataset.describe())
+    distribute = training.distribute
+    if strategy is not None:  # the command line picks the strategy; the spec's timeout still holds
+        distribute = Distribute(strategy=strategy, **({"timeout_seconds": distribute.timeout_seconds}
+                                                      if distribute else {}))
+    options = TrainOptions(out or default_run_dir(compiled.spec.name), epochs or training.epochs,
+                           batch_size or training.batch_size, seed, force, distribute)
+    return train(compiled, dataset, options, log=log, progress=progress)
+
+
+def _training(compiled: CompiledSpec):
+    if compiled.spec.training is None:
+        raise RunError("no training: section; `train` needs one (dataset, optimizer, ...; see spec/README.md#training)")
+    return compiled.spec.training
+
+
 def train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, *,
           log: Callable[[str], None] = lambda message: None,
-          progress: keras.callbacks.Callback | None = None, error_prefix: str = "error: ") -> RunResult:
-    spec = compiled.spec
-    if spec.training is None:
-        raise RunError("the spec has no training: section; add one (see spec/README.md#training)")
+          progress: keras.callbacks.Callback | None = None) -> RunResult:
+    _training(compiled)
     cluster = None
     if options.distribute is not None:
         from cnncompile import distributed
 
-        cluster = distributed.connect(options.distribute, error_prefix)
+        cluster = distributed.connect(options.distribute)
         log(cluster.describe(options.batch_size))
     if cluster is None or cluster.is_chief:
         return _train(compiled, dataset, options, options.out, cluster, log, progress)
@@ -103,13 +129,14 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     if state and state["spec_sha256"] != compiled.sha256:
         raise RunError(f"{out} holds an unfinished run of a different version of this spec; "
                        "use --force to start over or --out for a new run directory")
-    start_epoch = state["epoch"] if state else 0
+    saved, arrays = ckpt.read(out / "checkpoint" / state["checkpoint"]) if state else (None, {})
     if cluster is not None and cluster.workers > 1:
-        from cnncompile.distributed import broadcast_from_chief
+        from cnncompile.distributed import share_from_chief
 
-        # The chief's run directory decides for everyone: finished, resuming, or fresh.
-        (decided,) = broadcast_from_chief(cluster, [np.array([complete, start_epoch], np.int64)])
-        complete, start_epoch = bool(decided[0]), int(decided[1])
+        # The chief's run directory decides for everyone: finished, resuming (and the callbacks'
+        # state), or fresh. The variables follow in restore_from_chief once the model exists.
+        complete, state, arrays = share_from_chief(cluster, complete, state, arrays)
+    start_epoch = state["epoch"] if state else 0
     if complete:
         metrics = read_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
         return RunResult(out, metrics, 0, already_complete=True)
@@ -120,64 +147,73 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     tf.config.experimental.enable_op_determinism()  # same seed, same weights (see tests)
 
     classes = len(dataset.labels)
-    sparse = training.loss.type == "sparse_categorical_crossentropy"
-    y_train = dataset.y_train if sparse else keras.utils.to_categorical(dataset.y_train, classes)
-    y_test = dataset.y_test if sparse else keras.utils.to_categorical(dataset.y_test, classes)
+    y_train = kt.labels(training, dataset.y_train, classes)
+    y_test = kt.labels(training, dataset.y_test, classes)
     train_count = len(dataset.x_train) - int(len(dataset.x_train) * training.validation_split)
-    steps = math.ceil(train_count / options.batch_size) * options.epochs
+    steps_per_epoch = math.ceil(train_count / options.batch_size)
 
-    history: list[dict] = state["history"] if state else []
-    train_seconds = state["train_seconds"] if state else 0.0
     with cluster.strategy.scope() if cluster else contextlib.nullcontext():
         # Resumed runs are rebuilt from the spec like fresh ones, then take the checkpoint's
         # values; under a multi-worker strategy every worker must create the same variables
         # in the same order anyway.
         inference = build_model(spec)
         cross_check(inference, compiled.info)
+        if start_epoch == 0:  # a resumed run takes the statistics from its checkpoint
+            for name, count in adapt_normalization(inference, spec, dataset.x_train):
+                log(f"{name}: Normalization mean and variance adapted from {count:,} training images")
         model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
                                   *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
-        model.compile(optimizer=kt.optimizer(training, steps), loss=kt.loss(training), metrics=kt.metrics(training))
+        model.compile(optimizer=kt.optimizer(training, steps_per_epoch * options.epochs), loss=kt.loss(training),
+                      metrics=list(kt.metrics(training)))
         model.optimizer.build(model.trainable_variables)  # its slots exist before a checkpoint is read
-    if state is None and start_epoch == 0:
+    if state is None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "run.json", _run_record(compiled, dataset, options, cluster))
     if start_epoch:
         log(f"resuming from epoch {start_epoch}")
-        keras.utils.set_random_seed(options.seed + start_epoch)
-        saved = _read_checkpoint(out / "checkpoint" / state["checkpoint"]) if state else None
         if cluster is not None:
             from cnncompile.distributed import restore_from_chief
 
-            restore_from_chief(cluster, _variables(model), saved)
+            restore_from_chief(cluster, ckpt.training_variables(model), saved)
         else:
-            _assign(_variables(model), saved)
-    write_history(out / "history.csv", history)  # drops any row written after the last checkpoint
+            ckpt.assign(ckpt.training_variables(model), saved)
+    write_history(out / "history.csv", state["history"] if state else [])  # drops rows after the checkpoint
 
-    checkpoint = _Checkpoint(out, compiled.sha256, history, train_seconds)
-    callbacks = [checkpoint, *kt.callbacks(training, str(out / "tensorboard"))]
-    if progress is not None:
-        callbacks.append(progress)
-    if start_epoch < options.epochs:
-        if cluster is None:
-            model.fit(dataset.x_train, y_train, batch_size=options.batch_size, epochs=options.epochs,
-                      initial_epoch=start_epoch, validation_split=training.validation_split,
-                      shuffle=training.shuffle, callbacks=callbacks, verbose=0)
-        else:
-            from cnncompile import distributed
+    callbacks = kt.callbacks(training, str(out / "tensorboard"))
+    # After the callbacks whose state it saves and restores (see checkpoint.Checkpoint).
+    checkpoint = ckpt.Checkpoint(out, compiled.sha256, callbacks, state, arrays)
+    callbacks = [*callbacks, checkpoint, *([progress] if progress is not None else [])]
+    # A run that early stopping ended (or that finished its epochs) before the kill trains no
+    # further; its callbacks still end the run as they would have (restoring best weights).
+    last_epoch = start_epoch if checkpoint.stopped else options.epochs
+    # The validation images are the last ones, before any shuffling (as model.fit's validation_split).
+    x_fit, y_fit = dataset.x_train[:train_count], y_train[:train_count]
+    validation = (dataset.x_train[train_count:], y_train[train_count:]) if train_count < len(y_train) else None
+    if start_epoch >= last_epoch:
+        callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+        callback_list.on_train_begin()
+        callback_list.on_train_end()
+    elif cluster is None:
+        data = kt.batches(x_fit, y_fit, batch_size=options.batch_size, shuffle=training.shuffle,
+                          seed=options.seed, first_epoch=start_epoch, epochs=last_epoch)
+        model.fit(data, epochs=last_epoch, initial_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
+                  validation_data=validation, validation_batch_size=256, callbacks=callbacks, verbose=0)
+    else:
+        from cnncompile import distributed
 
-            distributed.fit(cluster, model, training, kt.loss(training, reduction=None), dataset.x_train, y_train,
-                            epochs=options.epochs, initial_epoch=start_epoch, batch_size=options.batch_size,
-                            seed=options.seed, callbacks=callbacks)
+        distributed.fit(cluster, model, training, x_fit, y_fit, validation, epochs=last_epoch,
+                        initial_epoch=start_epoch, batch_size=options.batch_size, seed=options.seed,
+                        callbacks=callbacks)
     # Draw curves.png while TensorFlow evaluates (it releases the GIL): saves ~0.3 s a run.
     plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), spec.name))
     plotter.start()
     if cluster is None:
         scores = model.evaluate(dataset.x_test, y_test, batch_size=256, verbose=0, return_dict=True)
-        test_loss, test_accuracy = scores["loss"], scores["accuracy"]
     else:
         from cnncompile.distributed import evaluate
 
-        test_loss, test_accuracy = evaluate(model, kt.loss(training, reduction=None), dataset.x_test, y_test, sparse)
+        scores = evaluate(model, training, dataset.x_test, y_test)
+    test_loss, test_accuracy = scores["loss"], scores["accuracy"]
     plotter.join()
     epochs_done = len(checkpoint.history)
     metrics = {
@@ -197,71 +233,34 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
                                  "replicas": cluster.replicas, "global_batch_size": options.batch_size}
     with atomic_path(out / "model.keras") as tmp:
         inference.save(tmp)
+    if cluster is None or cluster.is_chief:  # the report, like the run directory, is the chief's
+        metrics.update(_report(out, compiled, inference, dataset, metrics, distributed=cluster is not None))
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run complete
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return RunResult(out, metrics, start_epoch)
 
 
-def _variables(model: keras.Model) -> list:
-    """Everything training state is made of, in a stable order: the model's variables (weights,
-    BatchNormalization statistics, random-layer seeds) then the optimizer's (step, slots)."""
-    return list(model.variables) + list(model.optimizer.variables)
+def _report(out: Path, compiled: CompiledSpec, inference: keras.Model, dataset: Dataset, metrics: dict,
+            distributed: bool) -> dict:
+    """report.html and its pictures; returns the per-class numbers metrics.json gains."""
+    from cnncompile import report
 
-
-def _read_checkpoint(path: Path) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
-
-
-def _assign(variables: list, values: list[np.ndarray]) -> None:
-    if [tuple(v.shape) for v in variables] != [value.shape for value in values]:
-        raise RunError("the checkpoint does not match the model this spec builds; use --force to start over")
-    for variable, value in zip(variables, values):
-        variable.assign(value)
-
-
-class _Checkpoint(keras.callbacks.Callback):
-    """After every epoch: save the training state (weights + optimizer), then the state naming it.
-
-    state.json is written after the checkpoint it points to, so a kill between the two
-    leaves the previous, consistent pair. history.csv is rewritten from the state.
-    """
-
-    def __init__(self, out: Path, spec_sha256: str, history: list[dict], train_seconds: float):
-        super().__init__()
-        self.dir = out / "checkpoint"
-        self.out, self.spec_sha256 = out, spec_sha256
-        self.history, self.train_seconds = list(history), train_seconds
-        self.session_seconds, self.session_epochs = 0.0, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self.started
-        self.train_seconds += seconds
-        self.session_seconds += seconds
-        self.session_epochs += 1
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        if "learning_rate" in row:
-            row["learning_rate"] = float(row["learning_rate"])
-        self.history.append(row)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch + 1}.npz"
-        with atomic_path(self.dir / name) as tmp:
-            # Plain arrays (weights, optimizer slots and step, RNG states): cheaper than a .keras
-            # archive each epoch, and loading them never deserializes code.
-            np.savez(tmp, *[np.asarray(v.numpy()) for v in _variables(self.model)])
-        write_json(self.dir / "state.json", {"epoch": epoch + 1, "checkpoint": name, "spec_sha256": self.spec_sha256,
-                                             "history": self.history, "train_seconds": self.train_seconds})
-        for old in self.dir.glob("epoch-*.npz"):
-            if old.name != name:
-                old.unlink(missing_ok=True)
-        write_history(self.out / "history.csv", self.history)
+    if distributed:  # plain calls, as distributed.evaluate makes: local to this worker, no collectives
+        probabilities = np.concatenate([np.asarray(inference(dataset.x_test[i:i + 256].astype(np.float32),
+                                                             training=False))
+                                        for i in range(0, len(dataset.x_test), 256)])
+    else:
+        probabilities = inference.predict(dataset.x_test, batch_size=256, verbose=0)
+    per_class = report.classify(out, probabilities, dataset.y_test, dataset.x_test, dataset.labels)
+    report.save_spec(out, compiled.path, compiled.sha256)
+    report.write_report(out, {**metrics, **per_class})
+    return per_class
 
 
 def _clear_run(out: Path) -> None:
-    for name in ("metrics.json", "model.keras", "history.csv", "curves.png", "run.json"):
+    from cnncompile.report import REPORT_FILES
+
+    for name in ("metrics.json", "model.keras", "history.csv", "curves.png", "run.json", *REPORT_FILES):
         (out / name).unlink(missing_ok=True)
     for folder in ("checkpoint", "tensorboard"):
         shutil.rmtree(out / folder, ignore_errors=True)

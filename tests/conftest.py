@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,3 +41,62 @@ def spec_text(layers: str, shape: str = "[28, 28, 1]", training: str = "") -> st
     """A complete spec around a layers block (one layer per line, flow style)."""
     body = "\n".join(f"  - {line.strip()}" for line in textwrap.dedent(layers).strip().splitlines())
     return f"name: t\ninput:\n  shape: {shape}\nlayers:\n{body}\n{textwrap.dedent(training)}"
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def make_idx_dir(folder: Path, n_train=12, n_test=6, compress=True) -> Path:
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if compress else ""
+    write_idx(folder / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_train, 28, 28)), compress)
+    write_idx(folder / f"train-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n_train), compress)
+    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_test, 28, 28)), compress)
+    write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n_test), compress)
+    return folder
+
+
+# A small spec that exercises most of training: BatchNormalization, dropout, a schedule,
+# augmentation, a validation split and a callback.
+TINY = """\
+name: tiny
+input: {shape: [28, 28, 1]}
+layers:
+  - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu}
+  - {type: MaxPooling2D, pool_size: 2}
+  - {type: BatchNormalization}
+  - {type: Flatten}
+  - {type: Dropout, rate: 0.1}
+  - {type: Dense, units: 10, activation: softmax}
+training:
+  dataset: mnist
+  optimizer: {type: adam, learning_rate: {type: CosineDecay, initial_learning_rate: 0.01}}
+  loss: categorical_crossentropy
+  epochs: 1
+  batch_size: 32
+  validation_split: 0.25
+  augmentation:
+    - {type: RandomTranslation, height_factor: 0.1, width_factor: 0.1}
+  callbacks:
+    - {type: EarlyStopping, monitor: val_loss, patience: 5}
+"""
+
+
+FRAMEWORKS = ("tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx")
+
+
+def modules_imported_by(*args: str, watch: tuple[str, ...] = FRAMEWORKS) -> list[str]:
+    """Run `cnncompile ARGS` in a fresh interpreter; the modules from `watch` it imported."""
+    code = ("import json, sys, runpy; sys.argv = ['cnncompile', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('cnncompile', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"print('IMPORTED', json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {watch!r})))")
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    line = next((l for l in result.stdout.splitlines() if l.startswith("IMPORTED ")), None)
+    assert line is not None, result.stdout + result.stderr
+    return json.loads(line[len("IMPORTED "):])

@@ -226,3 +226,33 @@ def test_substitution_keeps_numbers_numbers_and_interpolates_text():
     with pytest.raises(ExpressionError) as exc:
         substitute({"layers": [{"filters": "${nope}"}]}, values)
     assert exc.value.path == ("layers", 0, "filters")
+
+
+def test_default_and_repeated_instance_names_and_a_dropped_use(write_spec):
+    info = compile_text(write_spec, """
+        name: m
+        input: {shape: [8, 8, 3]}
+        blocks:
+          unit:
+            layers:
+              - {type: Conv2D, filters: 3, kernel_size: 1}
+              - {type: ReLU}
+          pair:
+            params: {second: true}
+            layers:
+              - {block: unit}
+              - {block: unit, when: "${second}"}
+        layers:
+          - {block: unit}
+          - {block: unit, name: stage, repeat: 2}
+          - {block: pair, second: false}
+          - {type: Flatten, inputs: [stage]}
+    """).info
+    assert [layer.name for layer in info.layers] == [
+        "unit_conv2d", "unit_re_lu",
+        "stage_1_conv2d", "stage_1_re_lu", "stage_2_conv2d", "stage_2_re_lu",
+        "pair_unit_conv2d", "pair_unit_re_lu",
+        "flatten",
+    ]
+    # `stage` (a repeated use without ${index}) names the whole chain's output.
+    assert info.layers[-1].inputs == ("stage_2_re_lu",)

@@ -15,25 +15,7 @@ from cnncompile.data import datasets
 from cnncompile.data.datasets import load_dataset
 from cnncompile.data.formats import DataError, read_idx
 from cnncompile.spec.training import DatasetPath
-from tests.conftest import SHARED_DATA
-
-
-def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    data = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(data) if compress else data)
-    return path
-
-
-def make_idx_dir(folder: Path, n_train=12, n_test=6, compress=True) -> Path:
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    suffix = ".gz" if compress else ""
-    write_idx(folder / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_train, 28, 28)), compress)
-    write_idx(folder / f"train-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n_train), compress)
-    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_test, 28, 28)), compress)
-    write_idx(folder / f"t10k-labels-idx1-ubyte{suffix}", rng.integers(0, 10, n_test), compress)
-    return folder
+from tests.conftest import SHARED_DATA, make_idx_dir, write_idx
 
 
 @pytest.mark.parametrize("compress", [True, False])

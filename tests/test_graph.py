@@ -130,7 +130,7 @@ def test_a_dead_branch_is_a_warning_at_its_end(write_spec):
 
 def test_channels_first_is_refused_and_channels_last_accepted(write_spec):
     found = problems(write_spec, "{type: Conv2D, filters: 8, kernel_size: 3, data_format: channels_first}")
-    assert found == ["m.yaml:5:61: error: layers[0] Conv2D: data_format: cnncompile models are channels_last "
+    assert found == ["m.yaml:5:61: error: layers[0] Conv2D 'conv2d': data_format: cnncompile models are channels_last "
                      "only (images are [height, width, channels], as input.shape says); remove data_format "
                      "or set it to channels_last"]
     assert problems(write_spec, "{type: MaxPooling2D, data_format: channels_last}") == []
@@ -169,4 +169,4 @@ def test_merge_layers_need_at_least_two_inputs():
     with pytest.raises(SpecError) as exc:
         parse_spec(spec_text("{type: Add, inputs: [input]}").encode())
     assert [d.render("m.yaml") for d in exc.value.diagnostics] == [
-        "m.yaml:5:25: error: layers[0] Add: inputs: expected at least 2 items, received 1"]
+        "m.yaml:5:25: error: layers[0] Add 'add': inputs: expected at least 2 items, received 1"]

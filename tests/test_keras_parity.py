@@ -21,7 +21,8 @@ keras = pytest.importorskip("keras")
 from cnncompile.diagnostics import SpecError  # noqa: E402
 from cnncompile.frontend import compile_file  # noqa: E402
 from cnncompile.inference import infer  # noqa: E402
-from cnncompile.spec.layers import LAYER_NAMES  # noqa: E402
+from cnncompile.spec import layers as L  # noqa: E402
+from cnncompile.spec.layers import LAYER_TYPES  # noqa: E402
 from cnncompile.spec.model import ModelSpec  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
 
@@ -62,17 +63,22 @@ def compare(input_shape, layers):
     return "accepted"
 
 
-WINDOWED = [
-    ({"type": "Conv2D", "filters": 4}, True),
-    ({"type": "DepthwiseConv2D", "depth_multiplier": 2}, True),
-    ({"type": "SeparableConv2D", "filters": 5}, True),
-    ({"type": "MaxPooling2D"}, False),
-    ({"type": "AveragePooling2D"}, False),
-]
+# Parity cases keyed by spec class: a layer type added to LAYER_TYPES without one fails
+# test_every_layer_type_has_a_parity_case. Each case is (arguments, input shape); the class
+# supplies "type", so a case cannot claim one type and test another.
+WINDOWED = {  # class -> (arguments, whether it takes dilation_rate); swept over every window below
+    L.Conv2D: ({"filters": 4}, True),
+    L.DepthwiseConv2D: ({"depth_multiplier": 2}, True),
+    L.SeparableConv2D: ({"filters": 5}, True),
+    L.MaxPooling2D: ({}, False),
+    L.AveragePooling2D: ({}, False),
+}
 
 
-@pytest.mark.parametrize("base, dilates", WINDOWED, ids=lambda v: v["type"] if isinstance(v, dict) else "")
-def test_every_window_combination(base, dilates):
+@pytest.mark.parametrize("cls", WINDOWED, ids=lambda cls: cls.__name__)
+def test_every_window_combination(cls):
+    arguments, dilates = WINDOWED[cls]
+    base = {"type": cls.__name__, **arguments}
     outcomes = set()
     window_key = "kernel_size" if "filters" in base or "depth_multiplier" in base else "pool_size"
     for window, strides, padding, dilation, shape in itertools.product(
@@ -86,59 +92,35 @@ def test_every_window_combination(base, dilates):
     assert outcomes == {"accepted", "refused"}  # both sides of the boundary were exercised
 
 
-OTHER_LAYERS = [
-    ({"type": "GlobalAveragePooling2D"}, (5, 5, 3)),
-    ({"type": "GlobalMaxPooling2D", "keepdims": True}, (5, 5, 3)),
-    ({"type": "Flatten"}, (5, 5, 3)),
-    ({"type": "Dense", "units": 7}, (5, 5, 3)),
-    ({"type": "Dense", "units": 7, "use_bias": False}, (12,)),
-    ({"type": "Dropout", "rate": 0.3}, (5, 5, 3)),
-    ({"type": "SpatialDropout2D", "rate": 0.3}, (5, 5, 3)),
-    ({"type": "BatchNormalization"}, (5, 5, 3)),
-    ({"type": "BatchNormalization", "scale": False}, (12,)),
-    ({"type": "Activation", "activation": "gelu"}, (5, 5, 3)),
-    ({"type": "ZeroPadding2D", "padding": [[1, 0], [2, 3]]}, (5, 5, 3)),
-    ({"type": "ZeroPadding2D", "padding": [2, 1]}, (5, 5, 3)),
-    ({"type": "Cropping2D", "cropping": [[1, 0], [2, 1]]}, (5, 5, 3)),
-    ({"type": "Cropping2D", "cropping": 3}, (5, 5, 3)),
-    ({"type": "Reshape", "target_shape": [-1, 5]}, (5, 5, 3)),
-    ({"type": "Reshape", "target_shape": [25, 3]}, (5, 5, 3)),
-    ({"type": "Reshape", "target_shape": [4, 4]}, (5, 5, 3)),
-    ({"type": "Rescaling", "scale": 0.5, "offset": 1.0}, (5, 5, 3)),
-    ({"type": "Conv2D", "filters": 6, "kernel_size": 1, "groups": 3}, (5, 5, 3)),
-    ({"type": "Conv2D", "filters": 6, "kernel_size": 1, "groups": 2}, (5, 5, 3)),
-    ({"type": "Conv2D", "filters": 6, "kernel_size": 3}, (12,)),
-    ({"type": "Conv2D", "filters": 4, "kernel_size": 3, "strides": 2, "dilation_rate": 2}, (9, 9, 1)),
-    ({"type": "Conv2DTranspose", "filters": 4, "kernel_size": 3, "strides": 2}, (5, 5, 3)),
-    ({"type": "Conv2DTranspose", "filters": 4, "kernel_size": [3, 2], "strides": [2, 3], "padding": "same"}, (5, 4, 3)),
-    ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 4, "strides": 3, "output_padding": [1, 2]}, (5, 5, 3)),
-    ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "strides": 2, "output_padding": [1, 0],
-      "padding": "same"}, (5, 6, 3)),
-    ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "dilation_rate": 2}, (5, 5, 3)),
-    ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "strides": 2, "output_padding": 2}, (5, 5, 3)),
-    ({"type": "UpSampling2D", "size": [2, 3]}, (5, 5, 3)),
-    ({"type": "UpSampling2D", "interpolation": "bilinear"}, (5, 4, 3)),
-    ({"type": "UpSampling2D"}, (12,)),
-    ({"type": "LayerNormalization"}, (5, 5, 3)),
-    ({"type": "LayerNormalization", "center": False}, (12,)),
-    ({"type": "LayerNormalization", "rms_scaling": True}, (5, 5, 3)),
-    ({"type": "Normalization"}, (5, 5, 3)),
-    ({"type": "Normalization", "axis": None}, (5, 5, 3)),
-    ({"type": "Normalization", "mean": [1.0, 2.0, 3.0], "variance": [1.0, 4.0, 9.0]}, (5, 5, 3)),
-    ({"type": "Normalization", "mean": 0.5, "variance": 2.0}, (12,)),
-    ({"type": "BatchNormalization", "axis": 3}, (5, 5, 3)),
-    ({"type": "ReLU", "max_value": 6.0}, (5, 5, 3)),
-    ({"type": "ReLU", "negative_slope": 0.1, "threshold": 0.5}, (12,)),
-    ({"type": "LeakyReLU"}, (5, 5, 3)),
-    ({"type": "Softmax"}, (5, 5, 3)),
-    ({"type": "Softmax", "axis": 1}, (12,)),
-    ({"type": "Identity"}, (5, 5, 3)),
-    ({"type": "GlobalAveragePooling2D", "keepdims": True}, (5, 5, 3)),
-    ({"type": "MaxPooling2D", "data_format": "channels_last"}, (5, 5, 3)),
-]
+OTHER = {  # class -> (arguments, input shape) cases, compared with Keras one layer at a time
+    L.GlobalAveragePooling2D: [({}, (5, 5, 3)), ({"keepdims": True}, (5, 5, 3))],
+    L.GlobalMaxPooling2D: [({"keepdims": True}, (5, 5, 3))],
+    L.Flatten: [({}, (5, 5, 3))],
+    L.Dense: [({"units": 7}, (5, 5, 3)), ({"units": 7, "use_bias": False}, (12,))],
+    L.Dropout: [({"rate": 0.3}, (5, 5, 3))],
+    L.SpatialDropout2D: [({"rate": 0.3}, (5, 5, 3))],
+    L.BatchNormalization: [({}, (5, 5, 3)), ({"scale": False}, (12,)), ({"axis": 3}, (5, 5, 3))],
+    L.Activation: [({"activation": "gelu"}, (5, 5, 3))],
+    L.ZeroPadding2D: [({"padding": [[1, 0], [2, 3]]}, (5, 5, 3)), ({"padding": [2, 1]}, (5, 5, 3))],
+    L.Cropping2D: [({"cropping": [[1, 0], [2, 1]]}, (5, 5, 3)), ({"cropping": 3}, (5, 5, 3))],
+    L.Reshape: [({"target_shape": [-1, 5]}, (5, 5, 3)), ({"target_shape": [25, 3]}, (5, 5, 3)), ({"target_shape": [4, 4]}, (5, 5, 3))],
+    L.Rescaling: [({"scale": 0.5, "offset": 1.0}, (5, 5, 3))],
+    L.Conv2D: [({"filters": 6, "kernel_size": 1, "groups": 3}, (5, 5, 3)), ({"filters": 6, "kernel_size": 1, "groups": 2}, (5, 5, 3)), ({"filters": 6, "kernel_size": 3}, (12,)), ({"filters": 4, "kernel_size": 3, "strides": 2, "dilation_rate": 2}, (9, 9, 1))],
+    L.Conv2DTranspose: [({"filters": 4, "kernel_size": 3, "strides": 2}, (5, 5, 3)), ({"filters": 4, "kernel_size": [3, 2], "strides": [2, 3], "padding": "same"}, (5, 4, 3)), ({"filters": 2, "kernel_size": 4, "strides": 3, "output_padding": [1, 2]}, (5, 5, 3)), ({"filters": 2, "kernel_size": 3, "strides": 2, "output_padding": [1, 0], "padding": "same"}, (5, 6, 3)), ({"filters": 2, "kernel_size": 3, "dilation_rate": 2}, (5, 5, 3)), ({"filters": 2, "kernel_size": 3, "strides": 2, "output_padding": 2}, (5, 5, 3))],
+    L.UpSampling2D: [({"size": [2, 3]}, (5, 5, 3)), ({"interpolation": "bilinear"}, (5, 4, 3)), ({}, (12,))],
+    L.LayerNormalization: [({}, (5, 5, 3)), ({"center": False}, (12,))],
+    L.Normalization: [({}, (5, 5, 3)), ({"axis": None}, (5, 5, 3)), ({"mean": [1.0, 2.0, 3.0], "variance": [1.0, 4.0, 9.0]}, (5, 5, 3)), ({"mean": 0.5, "variance": 2.0}, (12,))],
+    L.ReLU: [({"max_value": 6.0}, (5, 5, 3)), ({"negative_slope": 0.1, "threshold": 0.5}, (12,))],
+    L.LeakyReLU: [({}, (5, 5, 3))],
+    L.Softmax: [({}, (5, 5, 3)), ({"axis": 1}, (12,))],
+    L.Identity: [({}, (5, 5, 3))],
+    L.MaxPooling2D: [({"data_format": "channels_last"}, (5, 5, 3))],
+}
 
 
-@pytest.mark.parametrize("layer, shape", OTHER_LAYERS)
+@pytest.mark.parametrize("layer, shape", [({"type": cls.__name__, **arguments}, shape)
+                                          for cls, cases in OTHER.items() for arguments, shape in cases],
+                         ids=lambda v: v["type"] if isinstance(v, dict) else "")
 def test_other_layers(layer, shape):
     compare(shape, [layer])
 
@@ -296,6 +278,6 @@ def test_random_graphs_agree_with_keras(graph):
     compare_graph(shape, layers)
 
 
-def test_every_layer_type_is_covered_by_a_parity_case():
-    covered = {base["type"] for base, _ in WINDOWED} | {layer["type"] for layer, _ in OTHER_LAYERS} | set(MERGES)
-    assert covered == set(LAYER_NAMES)
+def test_every_layer_type_has_a_parity_case():
+    merges = {getattr(L, name) for name in MERGES}
+    assert set(WINDOWED) | set(OTHER) | merges == set(LAYER_TYPES)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from cnncompile.reference import markdown
-from cnncompile.spec.layers import LAYER_NAMES, LAYER_TYPES, Layer, LayerSpec
+from cnncompile.spec.layers import _BY_NAME, LAYER_NAMES, LAYER_TYPES, LayerSpec, LayerUnion
 from cnncompile.spec.model import ModelSpec
 
 # Layers the reference examples read by name, each an (8, 8, 64) image (se_gate is (1, 1, 64)).
@@ -30,8 +30,9 @@ def example_spec(cls: type[LayerSpec]) -> dict:
 
 
 def test_the_union_is_derived_from_the_one_list():
-    members = typing.get_args(typing.get_args(Layer)[0])
+    members = typing.get_args(typing.get_args(LayerUnion)[0])
     assert members == LAYER_TYPES
+    assert set(_BY_NAME.values()) == set(LAYER_TYPES)  # what validate_layer dispatches to
     assert LAYER_NAMES == tuple(cls.__name__ for cls in LAYER_TYPES)
     assert len(set(LAYER_NAMES)) == len(LAYER_NAMES)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from cnncompile.shapes import ShapeError
 from cnncompile.spec.layers import Layer
@@ -87,6 +87,7 @@ CONFIG_ERRORS = [
 
 @pytest.mark.parametrize("spec, message", CONFIG_ERRORS)
 def test_config_errors(spec, message):
-    with pytest.raises(Exception) as exc:
+    with pytest.raises(ValidationError) as exc:
         LAYER.validate_python(spec)
-    assert message in str(exc.value)
+    (error,) = exc.value.errors()  # exactly one complaint, and it is this one
+    assert message in error["msg"]

@@ -37,21 +37,21 @@ def compile_errors(write_spec, text: str) -> list[str]:
     ("{type: Conv2d, filters: 8, kernel_size: 3}",
      "m.yaml:5:5: error: layers[0]: unknown layer type 'Conv2d'; did you mean 'Conv2D'?"),
     ("{type: Conv2D, filter: 8, kernel_size: 3}",
-     "m.yaml:5:20: error: layers[0] Conv2D: unknown key 'filter'; did you mean 'filters'?"),
+     "m.yaml:5:20: error: layers[0] Conv2D 'conv2d': unknown key 'filter'; did you mean 'filters'?"),
     ("{type: Conv2D, filters: 8, kernel_size: 3, padding: no}",
-     "m.yaml:5:57: error: layers[0] Conv2D: padding: expected 'valid' or 'same', received 'no'"),
+     "m.yaml:5:57: error: layers[0] Conv2D 'conv2d': padding: expected 'valid' or 'same', received 'no'"),
     ("{type: Conv2D, filters: '8', kernel_size: 3}",
-     "m.yaml:5:29: error: layers[0] Conv2D: filters: expected an integer, received '8'"),
+     "m.yaml:5:29: error: layers[0] Conv2D 'conv2d': filters: expected an integer, received '8'"),
     ("{type: Dense, units: 10, activation: softmx}",
-     "m.yaml:5:42: error: layers[0] Dense: activation: unknown value 'softmx'; did you mean 'softmax'?"),
+     "m.yaml:5:42: error: layers[0] Dense 'dense': activation: unknown value 'softmx'; did you mean 'softmax'?"),
     ("{type: Dense, units: 10, use_bias: yes}",
-     "m.yaml:5:40: error: layers[0] Dense: use_bias: expected true or false, received 'yes'"),
+     "m.yaml:5:40: error: layers[0] Dense 'dense': use_bias: expected true or false, received 'yes'"),
     ("{type: Dropout, rate: 1.5, name: drop}",
      "m.yaml:5:27: error: layers[0] Dropout 'drop': rate: must be < 1.0, received 1.5"),
-    ("{type: Dense}", "m.yaml:5:5: error: layers[0] Dense: missing required key 'units'"),
+    ("{type: Dense}", "m.yaml:5:5: error: layers[0] Dense 'dense': missing required key 'units'"),
     ("{units: 3}", "m.yaml:5:5: error: layers[0]: missing 'type': say which layer type this is"),
     ("{type: Dense, units: 3, kernel_regularizer: l3}",
-     "m.yaml:5:49: error: layers[0] Dense: kernel_regularizer: expected 'l1', 'l2' or 'l1_l2', received 'l3'"),
+     "m.yaml:5:49: error: layers[0] Dense 'dense': kernel_regularizer: expected 'l1', 'l2' or 'l1_l2', received 'l3'"),
 ])
 def test_located_schema_errors(layers, expected):
     assert expected in errors_of(spec_text(layers))
@@ -211,3 +211,24 @@ def test_a_keras_summary_example_the_issue_quotes(write_spec):
     assert found == ["m.yaml:8:45: error: layers[3] Conv2D 'conv2d_2': kernel 7x7 does not fit the 6x6 input "
                      "(padding 'valid'): output would be 0x0; use padding: same or a smaller kernel_size "
                      "(input shape (None, 6, 6, 8))"]
+
+
+@pytest.mark.parametrize("loc, raw, kind, path, labels", [
+    # A tagged union's tag and a plain union's member labels are not keys in the data.
+    (("layers", 0, "Conv2D", "padding"), {"layers": [{"type": "Conv2D", "padding": "no"}]}, "literal_error",
+     ("layers", 0, "padding"), ((2, "Conv2D"),)),
+    (("layers", 0, "Dense", "kernel_regularizer", "L1L2"), {"layers": [{"kernel_regularizer": "l3"}]},
+     "model_type", ("layers", 0, "kernel_regularizer"), ((2, "Dense"), (3, "L1L2"))),
+    (("layers", 0, "Dense", "units"), {"layers": [{"type": "Dense"}]}, "missing", ("layers", 0, "units"),
+     ((2, "Dense"),)),
+    # A callable Discriminator's Tag may equal a key of the mapping ({block: ...}); the
+    # reading that follows the data to the end wins.
+    (("layers", 0, "block", "repeat"), {"layers": [{"block": "res", "repeat": 0}]}, "greater_than_equal",
+     ("layers", 0, "repeat"), ((2, "block"),)),
+    (("layers", 0, "block", "block"), {"layers": [{"block": 3}]}, "string_type",
+     ("layers", 0, "block"), ((2, "block"),)),
+])
+def test_pydantic_locations_map_onto_the_data(loc, raw, kind, path, labels):
+    from cnncompile.spec.validate import _data_path
+
+    assert _data_path(loc, raw, kind) == (path, labels)

@@ -130,3 +130,22 @@ def cross_check(model: keras.Model, info: ModelInfo) -> None:
                 f"inference computed {fmt(layer_info.output_shape)} with {layer_info.params} params "
                 f"({layer_info.trainable_params} trainable). Please report this spec."
             )
+
+
+ADAPT_LIMIT = 20_000  # images: plenty for per-channel statistics, bounded memory on big datasets
+
+
+def adapt_normalization(model: keras.Model, spec: ModelSpec, images) -> list[tuple[str, int]]:
+    """Set every Normalization layer that has no mean/variance in the spec from the training
+    images, as they reach it (through the layers before it, in-graph scaling included).
+    Returns (layer name, images used) for each, so the caller can say what it did."""
+    adapted = []
+    for node in spec.graph():
+        if not (isinstance(node.layer, spec_layers.Normalization) and node.layer.adapted):
+            continue
+        layer = model.get_layer(node.name)
+        sample = images[:ADAPT_LIMIT]
+        features = keras.Model(model.inputs, layer.input).predict(sample, batch_size=256, verbose=0)
+        layer.adapt(features)
+        adapted.append((node.name, len(sample)))
+    return adapted

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from cnncompile.spec import training as t
 
@@ -32,18 +34,54 @@ def optimizer(spec: t.Training, total_steps: int) -> keras.optimizers.Optimizer:
 def loss(spec: t.Training, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
     """The spec's loss; reduction=None gives per-image values (distributed training averages
     them over the global batch itself)."""
-    if spec.loss.type == "sparse_categorical_crossentropy":
+    if spec.loss.sparse_labels:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=spec.loss.from_logits, reduction=reduction)
     return keras.losses.CategoricalCrossentropy(from_logits=spec.loss.from_logits,
                                                 label_smoothing=spec.loss.label_smoothing, reduction=reduction)
 
 
-def metrics(spec: t.Training) -> list:
-    """The spec's metrics, accuracy always among them: every run reports test_accuracy."""
-    sparse = spec.loss.type == "sparse_categorical_crossentropy"
-    table = {"accuracy": "accuracy",
-             "top_k_categorical_accuracy": "sparse_top_k_categorical_accuracy" if sparse else "top_k_categorical_accuracy"}
-    return list(dict.fromkeys(["accuracy", *(table[m] for m in spec.metrics)]))
+def metrics(spec: t.Training) -> dict:
+    """The spec's metrics by the name training logs them under, as per-image functions
+    (y_true, y_pred) -> values; accuracy always first: every run reports test_accuracy.
+
+    model.compile takes the names (Keras resolves them to the same functions); distributed
+    training averages the functions itself over the global batch.
+    """
+    sparse = spec.loss.sparse_labels
+    table = {
+        "accuracy": ("accuracy", keras.metrics.sparse_categorical_accuracy if sparse
+                     else keras.metrics.categorical_accuracy),
+        "top_k_categorical_accuracy": ("sparse_top_k_categorical_accuracy", keras.metrics.sparse_top_k_categorical_accuracy)
+        if sparse else ("top_k_categorical_accuracy", keras.metrics.top_k_categorical_accuracy),
+    }
+    return dict(table[m] for m in dict.fromkeys(["accuracy", *spec.metrics]))
+
+
+def labels(spec: t.Training, y: np.ndarray, classes: int) -> np.ndarray:
+    """Integer class labels in the form the spec's loss takes: as they are, or one-hot."""
+    return y if spec.loss.sparse_labels else keras.utils.to_categorical(y, classes)
+
+
+def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int, first_epoch: int,
+            epochs: int) -> tf.data.Dataset:
+    """Epochs first_epoch .. epochs-1 back to back, in batches; the last of each epoch smaller.
+
+    Epoch e is shuffled by (seed, e) alone, so a run resumed at epoch e sees the same images
+    in the same order as one that never stopped (and every worker of a cluster the same
+    global order, which auto-sharding then splits).
+    """
+    images, labels = tf.constant(x), tf.constant(y)
+
+    def epoch(e):
+        order = tf.range(len(x), dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.constant(seed, tf.int64), e]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(indices):
+        return tf.gather(images, indices), tf.gather(labels, indices)
+
+    return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).map(gather).prefetch(2)
 
 
 def callbacks(spec: t.Training, tensorboard_dir: str) -> list[keras.callbacks.Callback]:

@@ -47,7 +47,7 @@ class Block(Strict):
 class BlockUse(BaseModel):
     """`{block: NAME, name: ..., repeat: N, inputs: [...], when: ..., PARAM: VALUE, ...}`."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, defer_build=True)
 
     block: Identifier = Field(description="Which block (a key of `blocks`).")
     name: str | None = Field(

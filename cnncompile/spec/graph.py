@@ -19,6 +19,7 @@ are inference's business; this stage is pure structure.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -102,8 +103,13 @@ def default_names(entries: Iterable[tuple[str, str | None]], taken: set[str]) ->
     return names
 
 
-_LAYER = TypeAdapter(Layer)
 _BROKEN = object()  # a name whose layer had an error: references to it are not errors again
+
+
+@functools.cache
+def _layer_adapter() -> TypeAdapter:
+    """Validates one expanded layer; built on first use, so specs without blocks never pay."""
+    return TypeAdapter(Layer)
 
 
 @dataclass
@@ -164,7 +170,7 @@ class _Expansion:
                 scope.names[data.get("name") or default] = first
                 return first
             try:
-                layer = _LAYER.validate_python(data)
+                layer = _layer_adapter().validate_python(data)
             except ValidationError as exc:
                 from cnncompile.spec.validate import translate
 

@@ -33,8 +33,10 @@ def _entry_kind(value: Any) -> str:
     return "layer"
 
 
-Entry = Annotated[Union[Annotated[Layer, Tag("layer")], Annotated[BlockUse, Tag("block")]],  # noqa: UP007
-                  Discriminator(_entry_kind)]
+def entry(layer: Any) -> Any:
+    """An item of `layers`: a layer (validated as `layer`) or a block use."""
+    return Annotated[Union[Annotated[layer, Tag("layer")], Annotated[BlockUse, Tag("block")]],  # noqa: UP007
+                     Discriminator(_entry_kind)]
 
 
 class ModelSpec(Strict):
@@ -45,7 +47,7 @@ class ModelSpec(Strict):
     input: Input
     blocks: dict[Identifier, Block] | None = Field(
         None, description="Reusable structures by name, used in `layers` as `{block: NAME, ...}`.")
-    layers: Annotated[list[Entry], Field(min_length=1)]
+    layers: Annotated[list[entry(Layer)], Field(min_length=1)]
     training: Training | None = None
 
     _graph: list | None = PrivateAttr(None)

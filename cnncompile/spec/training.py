@@ -131,9 +131,14 @@ class Loss(Strict):
     from_logits: bool = Field(False, description="The model outputs logits (no softmax).")
     label_smoothing: UnitFloat = 0.0
 
+    @property
+    def sparse_labels(self) -> bool:
+        """Labels are class indices (sparse_categorical_crossentropy), not one-hot rows."""
+        return self.type == "sparse_categorical_crossentropy"
+
     @model_validator(mode="after")
     def _config(self) -> Loss:
-        if self.label_smoothing and self.type == "sparse_categorical_crossentropy":
+        if self.label_smoothing and self.sparse_labels:
             raise ValueError("label_smoothing needs categorical_crossentropy (Keras's sparse loss has none)")
         return self
 

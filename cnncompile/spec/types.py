@@ -12,11 +12,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from cnncompile.diagnostics import show
+
 
 class Strict(BaseModel):
     """Base for every spec class: unknown keys are errors and nothing is coerced."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    # defer_build: a class's validator is built when first used, not at import; `check` builds
+    # only what the spec at hand needs (ModelSpec builds its members together, once).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 def _is_int(value: Any) -> bool:
@@ -34,7 +38,7 @@ def _pair_validator(minimum: int, what: str):
             raise PydanticCustomError(
                 "pair",
                 "expected {what}, or a list of two, received {received}",
-                {"what": what, "received": _show(value)},
+                {"what": what, "received": show(value)},
             )
         return (items[0], items[1])
 
@@ -62,15 +66,8 @@ def _validate_padding2(value: Any) -> tuple[tuple[int, int], tuple[int, int]]:
         "padding2",
         "expected an integer >= 0, [height, width] or [[top, bottom], [left, right]], "
         "received {received}",
-        {"received": _show(value)},
+        {"received": show(value)},
     )
-
-
-def _show(value: Any) -> str:
-    text = repr(value) if isinstance(value, str) else str(value).replace("'", "")
-    if isinstance(value, bool):
-        text = str(value).lower()
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 PositivePair = _pair(1, "a positive integer")
