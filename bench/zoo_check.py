@@ -15,16 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from run import timed  # noqa: E402  (bench/run.py: one timed subprocess, exits on failure)
+
+from cnncompile.int8 import int8_capability  # noqa: E402
 from tests.zoo_support import ZOO, keras_call, zoo_path  # noqa: E402
 
 BUDGET_SECONDS = {"resnet50": 1.0}  # the issue's; 2 s for every other file
@@ -32,33 +32,6 @@ DEFAULT_BUDGET = 2.0
 BASELINE = "mnist_cnn (baseline)"
 KERAS_SNIPPET = ("import os; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3'; import sys; sys.path.insert(0, {root!r}); "
                  "from tests.zoo_support import build_keras; build_keras({stem!r}).summary()")
-
-
-def cpu_description() -> str:
-    """The CPU's model and the vector extensions that matter for TensorFlow's kernels."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile"]
-    present = [flag.upper() for flag in wanted if flag in flags]
-    return f"{model}, {os.cpu_count()} cores, {', '.join(present) or 'no AVX2/AVX-512'}"
-
-
-def timed(command: list[str]) -> float:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
-    started = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - started
-    if result.returncode != 0:
-        sys.exit(f"failed: {' '.join(command)}\n{(result.stdout + result.stderr)[-2000:]}")
-    return elapsed
 
 
 def main() -> None:
@@ -77,13 +50,14 @@ def main() -> None:
         if args.keras:
             commands[("keras", stem)] = [sys.executable, "-c", KERAS_SNIPPET.format(root=str(ROOT), stem=stem)]
     times: dict[tuple[str, str], list[float]] = {key: [] for key in commands}
+    env = {"PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
     for run in range(args.runs):
         keys = list(commands) if run % 2 == 0 else list(reversed(commands))
         for key in keys:
-            times[key].append(timed(commands[key]))
+            times[key].append(timed(commands[key], env)[0])
         print(f"round {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
 
-    cpu = cpu_description()
+    cpu = f"{int8_capability().describe()}; {os.cpu_count()} cores"
     print(f"cnncompile check, whole process, median of {args.runs} interleaved runs; {cpu}")
     header = f"{'zoo file':22s} {'check':>8s} {'budget':>7s}" + (f" {'Keras build+summary':>20s} {'ratio':>6s}" if args.keras else "")
     print(header)
