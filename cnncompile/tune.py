@@ -47,7 +47,9 @@ from cnncompile.search import Candidate, Space
 from cnncompile.train import TrainOptions, evaluate_test, train
 
 HEARTBEAT_SECONDS = 2
-GRACE_SECONDS = 20  # a RUNNING trial silent this long is failed and retried (RDB storages)
+# A RUNNING trial silent this long is failed and retried (RDB storages). 20 s once failed a
+# live trial in CI (its owner's tell then raised UpdateFinishedTrialError): be generous.
+GRACE_SECONDS = 60
 MAX_RETRIES = 3
 MIN_TRIALS_FOR_IMPORTANCES = 5
 REJECTIONS_IN_A_ROW = 200  # then the space is (nearly) all infeasible: stop and say so
@@ -366,13 +368,20 @@ class _Runner:
         trial.set_user_attr("seconds", round(seconds, 3))
         history = list(csv.DictReader(io.StringIO((run / "history.csv").read_text())))
         value = float(history[-1][self.space.search.metric])
-        if reporter.pruned_at is not None:
-            trial.set_user_attr("pruned", f"stopped by the median pruner after epoch {reporter.pruned_at}: "
-                                          f"{self.space.search.metric} {value:.4f}")
-            study.tell(trial, state=TrialState.PRUNED)
-            self.log(f"trial {trial.number}: {trial.user_attrs['pruned']} ({seconds:.1f} s)")
+        try:
+            if reporter.pruned_at is not None:
+                trial.set_user_attr("pruned", f"stopped by the median pruner after epoch {reporter.pruned_at}: "
+                                              f"{self.space.search.metric} {value:.4f}")
+                study.tell(trial, state=TrialState.PRUNED)
+                self.log(f"trial {trial.number}: {trial.user_attrs['pruned']} ({seconds:.1f} s)")
+                return
+            study.tell(trial, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another process judged this trial lost (its heartbeat looked stale) and re-queued
+            # it; the retry decides the study's value. This run directory stays as it is.
+            self.log(f"trial {trial.number}: finished, but another process had already failed and re-queued it; "
+                     "its retry counts instead")
             return
-        study.tell(trial, value)
         self.log(f"trial {trial.number}: {self.space.search.metric} {value:.4f} after {len(history)} epochs ({seconds:.1f} s)")
 
 
