@@ -233,8 +233,8 @@ def test_schedules_become_keras_schedules(staircase):
 
 def _interactive_sigint() -> None:
     """In the child, SIGINT as a terminal user's shell leaves it: default action, not blocked.
-    Both are inherited across exec, and in the full suite the child once finished untouched by
-    SIGINT (exit 0) though the same test alone always stopped (exit 130)."""
+    A suite run without a terminal (CI, nohup) has SIGINT ignored, children inherit that across
+    exec, and Python then installs no KeyboardInterrupt handler: the run finished untouched."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
