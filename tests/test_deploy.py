@@ -17,7 +17,7 @@ pytest.importorskip("ai_edge_litert")
 
 from cnncompile.int8 import int8_capability  # noqa: E402
 from tests.conftest import EXAMPLES, ROOT, SHARED_DATA, run_cli  # noqa: E402
-from tests.test_data import write_idx  # noqa: E402
+from tests.conftest import write_idx  # noqa: E402
 
 SPEC = """\
 name: deploy_tiny

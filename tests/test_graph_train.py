@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli
-from tests.test_data import make_idx_dir
+from tests.conftest import make_idx_dir
 
 GRAPH = """\
 name: tiny_graph

@@ -21,7 +21,7 @@ import pytest
 
 from cnncompile import report
 from tests.conftest import FRAMEWORKS, ROOT, SHARED_DATA, modules_imported_by, run_cli
-from tests.test_data import make_idx_dir, write_idx
+from tests.conftest import make_idx_dir, write_idx
 
 # Small enough to train in seconds, good enough after one epoch on a few hundred digits that
 # the confusion matrix has a diagonal and the mistakes are real ones.

@@ -18,8 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
-from tests.test_data import make_idx_dir
+from tests.conftest import make_idx_dir, run_cli
 
 pytestmark = pytest.mark.slow
 
