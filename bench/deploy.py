@@ -27,11 +27,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cnncompile.data.datasets import load_dataset  # noqa: E402
-from cnncompile.deploy import ExportRequest, export  # noqa: E402
-from cnncompile.frontend import compile_file  # noqa: E402
-from cnncompile.int8 import int8_capability  # noqa: E402
-from cnncompile.measure import interleaved_throughput  # noqa: E402
-from cnncompile.predict import open_classifier  # noqa: E402
+from cnncompile.deploy.export import ExportRequest, export  # noqa: E402
+from cnncompile.analysis.check import compile_file  # noqa: E402
+from cnncompile.deploy.int8 import int8_capability  # noqa: E402
+from cnncompile.deploy.measure import interleaved_throughput  # noqa: E402
+from cnncompile.deploy.predict import open_classifier  # noqa: E402
 
 FORMATS = {  # column -> (format, int8, file name)
     "ONNX float": ("onnx", False, "model.onnx"),

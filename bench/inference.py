@@ -23,8 +23,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from cnncompile.data.datasets import load_dataset  # noqa: E402
-from cnncompile.measure import interleaved_throughput  # noqa: E402
-from cnncompile.predict import OnnxClassifier  # noqa: E402
+from cnncompile.deploy.measure import interleaved_throughput  # noqa: E402
+from cnncompile.deploy.predict import OnnxClassifier  # noqa: E402
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from run import timed  # noqa: E402  (bench/run.py: one timed subprocess, exits on failure)
 
-from cnncompile.int8 import int8_capability  # noqa: E402
+from cnncompile.deploy.int8 import int8_capability  # noqa: E402
 from tests.zoo_support import ZOO, keras_call, zoo_path  # noqa: E402
 
 BUDGET_SECONDS = {"resnet50": 1.0}  # the issue's; 2 s for every other file

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from cnncompile.spec.layers import LAYER_TYPES  # noqa: E402
+from cnncompile.language.layers import LAYER_TYPES  # noqa: E402
 from tests.zoo_support import ZOO, build_keras, keras_call  # noqa: E402
 
 IGNORED = {"name", "trainable", "dtype", "autocast"}  # bookkeeping, not architecture

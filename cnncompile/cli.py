@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from cnncompile.diagnostics import Diagnostic, SpecError
-from cnncompile.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, Int8Options
+from cnncompile.language.diagnostics import Diagnostic, SpecError
+from cnncompile.deploy.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, Int8Options
 
 EXIT_INVALID = 1  # usage errors exit 2, through click
 
@@ -31,7 +31,7 @@ def _print_diagnostics(diagnostics: list[Diagnostic], filename: str) -> None:
 
 def _compile(spec_path: str):
     """compile_file with the CLI's error handling: diagnostics and exit codes, no tracebacks."""
-    from cnncompile.frontend import compile_file
+    from cnncompile.analysis.check import compile_file
 
     try:
         compiled = compile_file(spec_path)
@@ -74,7 +74,7 @@ def check(spec: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(info.to_json(), indent=2))
         return
-    from cnncompile import summary
+    from cnncompile.analysis import summary
 
     if _is_terminal():
         from rich.console import Console
@@ -90,7 +90,7 @@ def check(spec: str, as_json: bool) -> None:
 
 def _space_lines(compiled, spec_path: str) -> list[str]:
     """Validate the search space (located errors, exit 1) and survey it for `check`."""
-    from cnncompile.search import compile_space, describe
+    from cnncompile.analysis.space import compile_space, describe
 
     try:
         space = compile_space(compiled)
@@ -113,7 +113,7 @@ def draw(spec: str, output: str | None, rankdir: str, detail: str, collapse_bloc
     parameters, edges labelled with tensor shapes. Laid out by Graphviz's `dot`; no framework
     is imported.
     """
-    from cnncompile.draw import FORMATS, DrawError, draw as draw_architecture
+    from cnncompile.analysis.draw import FORMATS, DrawError, draw as draw_architecture
 
     if output and Path(output).suffix.lower().lstrip(".") not in FORMATS:
         raise click.UsageError(f"-o {output}: the name must end in " + ", ".join(f".{f}" for f in FORMATS))
@@ -151,8 +151,8 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     from rich.console import Console
 
     from cnncompile.backend.builder import BackendMismatch
-    from cnncompile.progress import RichProgress
-    from cnncompile.train import RunError, train_spec
+    from cnncompile.run.progress import RichProgress
+    from cnncompile.run.train import RunError, train_spec
 
     console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
     try:
@@ -200,7 +200,7 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
     if compiled.spec.search is None:
         click.echo(f"{spec}: error: no search: section; `tune` needs one (see spec/README.md#search)", err=True)
         raise SystemExit(EXIT_INVALID)
-    from cnncompile.search import compile_space, describe
+    from cnncompile.analysis.space import compile_space, describe
 
     try:
         space = compile_space(compiled)
@@ -209,7 +209,7 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
     for line in describe(space, space.survey()):
         click.echo(line)
     from cnncompile.data.formats import DataError
-    from cnncompile.tune import TuneError, TuneOptions, tune as run_tune
+    from cnncompile.run.tune import TuneError, TuneOptions, tune as run_tune
 
     tune_dir = Path(out) if out else Path("runs") / f"{compiled.spec.name}-tune"
     options = TuneOptions(tune_dir, trials or space.search.trials, epochs, storage, Path(data_dir) if data_dir else None)
@@ -269,8 +269,8 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
     if to_onnx == to_tflite:
         raise click.UsageError("choose one export format: --onnx or --tflite")
     compiled = _compile(spec)
-    from cnncompile.deploy import ExportRequest, export as run_export
-    from cnncompile.export import ExportError
+    from cnncompile.deploy.export import ExportRequest, export as run_export
+    from cnncompile.deploy.onnx_export import ExportError
 
     request = ExportRequest("onnx" if to_onnx else "tflite", Path(run) if run else Path("runs") / compiled.spec.name,
                             int8=int8, output=Path(output) if output else None, opset=opset, untrained=untrained,
@@ -305,7 +305,7 @@ def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> N
     For an IDX image file whose labels file sits beside it, also prints the accuracy.
     """
     from cnncompile.data.formats import DataError
-    from cnncompile.predict import predict as run_predict
+    from cnncompile.deploy.predict import predict as run_predict
 
     try:
         report = run_predict(Path(model), [Path(i) for i in images], top_k)
@@ -338,7 +338,7 @@ def report(run_dir: str, output: str | None) -> None:
 
     Needs no framework and no dataset (`train` writes it at the end of every run).
     """
-    from cnncompile.report import ReportError, write_report
+    from cnncompile.run.report import ReportError, write_report
 
     try:
         path = write_report(Path(run_dir), output=Path(output) if output else None)
@@ -353,7 +353,7 @@ def report(run_dir: str, output: str | None) -> None:
               help="json: the JSON Schema; markdown: the language reference (spec/README.md).")
 def schema(fmt: str) -> None:
     """Print the JSON Schema of the spec language (for editors), or its reference."""
-    from cnncompile import reference
+    from cnncompile.language import reference
 
     click.echo(reference.json_schema_text() if fmt == "json" else reference.markdown(), nl=False)
 

@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from cnncompile.diagnostics import SpecError
-from cnncompile.frontend import compile_file
-from cnncompile.spec.expressions import ExpressionError, evaluate, substitute
+from cnncompile.language.diagnostics import SpecError
+from cnncompile.analysis.check import compile_file
+from cnncompile.language.expressions import ExpressionError, evaluate, substitute
 from tests.conftest import ROOT, run_cli
 
 BOTTLENECK = """

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from cnncompile import reference
-from cnncompile.spec.layers import LAYER_TYPES
+from cnncompile.language import reference
+from cnncompile.language.layers import LAYER_TYPES
 from tests.conftest import EXAMPLES, ROOT, run_cli, spec_text
 
 SEED_SUMMARY = """\

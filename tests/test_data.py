@@ -12,7 +12,7 @@ import pytest
 from cnncompile.data import datasets
 from cnncompile.data.datasets import load_dataset
 from cnncompile.data.formats import DataError, read_idx
-from cnncompile.spec.training import DatasetPath
+from cnncompile.language.training import DatasetPath
 from tests.conftest import SHARED_DATA, make_idx_dir, write_idx
 
 

@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("ai_edge_litert")
 
-from cnncompile.int8 import int8_capability  # noqa: E402
+from cnncompile.deploy.int8 import int8_capability  # noqa: E402
 from tests.conftest import EXAMPLES, ROOT, SHARED_DATA, run_cli  # noqa: E402
 from tests.conftest import write_idx  # noqa: E402
 
@@ -66,9 +66,9 @@ def project(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exports(project):
     """Every format: file name -> the CLI's completed process, or the library's ExportResult."""
-    from cnncompile.deploy import ExportRequest, export
-    from cnncompile.frontend import compile_file
-    from cnncompile.int8 import Int8Options
+    from cnncompile.deploy.export import ExportRequest, export
+    from cnncompile.analysis.check import compile_file
+    from cnncompile.deploy.int8 import Int8Options
 
     compiled = compile_file(project / "tiny.yaml")
     results = {}
@@ -91,7 +91,7 @@ def onnx_metadata(path) -> dict[str, str]:
 
 
 def tflite_metadata(path) -> dict[str, str]:
-    from cnncompile.predict import read_tflite_metadata
+    from cnncompile.deploy.predict import read_tflite_metadata
 
     return read_tflite_metadata(path.read_bytes())
 
@@ -230,10 +230,10 @@ def test_int8_refused_when_accuracy_drops_more_than_allowed(project, tmp_path, f
     """Calibrating on a single image clips every other image's activations: the check must see
     the loss (about 3 points here) and write nothing at all. (The CLI's exit 1 for an
     ExportError is tested below.)"""
-    from cnncompile.deploy import ExportRequest, export
-    from cnncompile.export import ExportError
-    from cnncompile.frontend import compile_file
-    from cnncompile.int8 import Int8Options
+    from cnncompile.deploy.export import ExportRequest, export
+    from cnncompile.deploy.onnx_export import ExportError
+    from cnncompile.analysis.check import compile_file
+    from cnncompile.deploy.int8 import Int8Options
 
     out = tmp_path / "out" / f"model.int8.{fmt}"
     request = ExportRequest(fmt, project / "runs" / "deploy_tiny", int8=True, output=out,
@@ -262,8 +262,8 @@ def test_int8_without_the_dataset_is_refused(tmp_path):
 def test_export_policy_is_in_the_library(project):
     """Library callers of export get the same images the CLI uses: real test images for parity,
     a seeded sample of training images (never test images) for calibration."""
-    from cnncompile.export import PARITY_IMAGES, calibration_sample, export_data
-    from cnncompile.frontend import compile_file
+    from cnncompile.deploy.onnx_export import PARITY_IMAGES, calibration_sample, export_data
+    from cnncompile.analysis.check import compile_file
 
     data = export_data(compile_file(project / "tiny.yaml"))
     with np.load(project / "digits.npz") as digits:
@@ -302,12 +302,12 @@ def test_every_example_exports_to_int8_onnx_and_tflite(path, tmp_path):
     """The mechanics on every example (graph models included, as they arrive): nothing walks
     layers, so whatever converts to float ONNX/TFLite must also quantize and run. Untrained
     weights and random labels: accuracy is not the point here, so the limit is wide open."""
-    from cnncompile.export import ExportData, fresh_model
-    from cnncompile.frontend import compile_file
-    from cnncompile.int8 import Int8Options
-    from cnncompile.predict import open_classifier
-    from cnncompile.quantize import export_onnx_int8
-    from cnncompile.tflite import export_tflite
+    from cnncompile.deploy.onnx_export import ExportData, fresh_model
+    from cnncompile.analysis.check import compile_file
+    from cnncompile.deploy.int8 import Int8Options
+    from cnncompile.deploy.predict import open_classifier
+    from cnncompile.deploy.onnx_int8 import export_onnx_int8
+    from cnncompile.deploy.tflite_export import export_tflite
 
     compiled = compile_file(path)
     rng = np.random.default_rng(0)

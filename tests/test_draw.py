@@ -9,9 +9,9 @@ from typing import Literal
 
 import pytest
 
-from cnncompile import draw
-from cnncompile.inference import LayerInfo, ModelInfo
-from cnncompile.spec.layers import Conv2D, Dense, Flatten, LayerSpec, MaxPooling2D, ZeroPadding2D
+from cnncompile.analysis import draw
+from cnncompile.analysis.inference import LayerInfo, ModelInfo
+from cnncompile.language.layers import Conv2D, Dense, Flatten, LayerSpec, MaxPooling2D, ZeroPadding2D
 from tests.conftest import EXAMPLES, FRAMEWORKS, ROOT, modules_imported_by, run_cli
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -52,7 +52,7 @@ def test_draw_every_example_to_svg_and_png(path, tmp_path):
 
 
 def test_seed_drawing_says_what_matters():
-    from cnncompile.frontend import compile_file
+    from cnncompile.analysis.check import compile_file
 
     arch = draw.from_compiled(compile_file(ROOT / "examples" / "mnist_cnn.yaml"))
     conv = arch.nodes[1]

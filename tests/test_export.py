@@ -11,9 +11,9 @@ import pytest
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-from cnncompile import export as exporter  # noqa: E402
-from cnncompile.export import ExportError, export_onnx, fresh_model  # noqa: E402
-from cnncompile.frontend import compile_file  # noqa: E402
+from cnncompile.deploy import onnx_export as exporter  # noqa: E402
+from cnncompile.deploy.onnx_export import ExportError, export_onnx, fresh_model  # noqa: E402
+from cnncompile.analysis.check import compile_file  # noqa: E402
 from tests.conftest import EXAMPLES, ROOT, TINY, make_idx_dir, run_cli, write_idx  # noqa: E402
 
 RNG = np.random.default_rng(0)
@@ -161,7 +161,7 @@ def test_unexportable_activation_names_the_layer_and_line(tmp_path):
 
 def test_run_of_another_spec_is_refused(tmp_path):
     """A model.keras trained from a different spec must not be exported under this one."""
-    from cnncompile.export import load_trained
+    from cnncompile.deploy.onnx_export import load_trained
 
     lenet = compile_file(ROOT / "examples" / "lenet5.yaml")
     (tmp_path / "run").mkdir()

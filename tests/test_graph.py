@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from cnncompile.diagnostics import SpecError
-from cnncompile.frontend import compile_file
-from cnncompile.spec.validate import parse_spec
+from cnncompile.language.diagnostics import SpecError
+from cnncompile.analysis.check import compile_file
+from cnncompile.language.validate import parse_spec
 from tests.conftest import run_cli, spec_text
 
 

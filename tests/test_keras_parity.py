@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 
-from cnncompile.diagnostics import SpecError  # noqa: E402
-from cnncompile.frontend import compile_file  # noqa: E402
-from cnncompile.inference import infer  # noqa: E402
-from cnncompile.spec import layers as L  # noqa: E402
-from cnncompile.spec.layers import LAYER_TYPES  # noqa: E402
-from cnncompile.spec.model import ModelSpec  # noqa: E402
+from cnncompile.language.diagnostics import SpecError  # noqa: E402
+from cnncompile.analysis.check import compile_file  # noqa: E402
+from cnncompile.analysis.inference import infer  # noqa: E402
+from cnncompile.language import layers as L  # noqa: E402
+from cnncompile.language.layers import LAYER_TYPES  # noqa: E402
+from cnncompile.language.model import ModelSpec  # noqa: E402
 from tests.conftest import EXAMPLES  # noqa: E402
 
 

@@ -9,9 +9,9 @@ import typing
 import pytest
 import yaml
 
-from cnncompile.reference import markdown
-from cnncompile.spec.layers import _BY_NAME, LAYER_NAMES, LAYER_TYPES, LayerSpec, LayerUnion
-from cnncompile.spec.model import ModelSpec
+from cnncompile.language.reference import markdown
+from cnncompile.language.layers import _BY_NAME, LAYER_NAMES, LAYER_TYPES, LayerSpec, LayerUnion
+from cnncompile.language.model import ModelSpec
 
 # Layers the reference examples read by name, each an (8, 8, 64) image (se_gate is (1, 1, 64)).
 CONTEXT = [
@@ -48,7 +48,7 @@ def test_every_layer_type_has_its_own_shape_rule(cls):
 
 @pytest.mark.parametrize("cls", LAYER_TYPES, ids=LAYER_NAMES)
 def test_every_layer_type_has_an_example_that_checks(cls):
-    from cnncompile.inference import infer
+    from cnncompile.analysis.inference import infer
 
     assert "example" in vars(cls), f"{cls.__name__} has no example"
     spec = ModelSpec.model_validate(example_spec(cls))
@@ -69,7 +69,7 @@ def test_every_layer_type_has_a_builder():
 @pytest.mark.parametrize("cls", LAYER_TYPES, ids=LAYER_NAMES)
 def test_every_example_builds_in_keras_as_inferred(cls):
     from cnncompile.backend.builder import build_model, cross_check
-    from cnncompile.inference import infer
+    from cnncompile.analysis.inference import infer
 
     spec = ModelSpec.model_validate(example_spec(cls))
     cross_check(build_model(spec), infer(spec))

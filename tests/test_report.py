@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnncompile import report
+from cnncompile.run import report
 from tests.conftest import FRAMEWORKS, ROOT, SHARED_DATA, modules_imported_by, run_cli
 from tests.conftest import make_idx_dir, write_idx
 

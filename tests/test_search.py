@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from cnncompile.diagnostics import SpecError
-from cnncompile.frontend import compile_file
-from cnncompile.search import compile_space
+from cnncompile.language.diagnostics import SpecError
+from cnncompile.analysis.check import compile_file
+from cnncompile.analysis.space import compile_space
 from tests.conftest import run_cli
 
 MODEL = """\

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from cnncompile.shapes import ShapeError
-from cnncompile.spec.layers import Layer
+from cnncompile.language.shapes import ShapeError
+from cnncompile.language.layers import Layer
 
 LAYER = TypeAdapter(Layer)
 

@@ -7,9 +7,9 @@ import tracemalloc
 
 import pytest
 
-from cnncompile.diagnostics import SpecError
-from cnncompile.frontend import compile_file
-from cnncompile.spec.validate import parse_spec
+from cnncompile.language.diagnostics import SpecError
+from cnncompile.analysis.check import compile_file
+from cnncompile.language.validate import parse_spec
 from tests.conftest import spec_text
 
 TRAIN = """
@@ -229,6 +229,6 @@ def test_a_keras_summary_example_the_issue_quotes(write_spec):
      ("layers", 0, "block"), ((2, "block"),)),
 ])
 def test_pydantic_locations_map_onto_the_data(loc, raw, kind, path, labels):
-    from cnncompile.spec.validate import _data_path
+    from cnncompile.language.validate import _data_path
 
     assert _data_path(loc, raw, kind) == (path, labels)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnncompile.rundir import atomic_path, write_json
-from cnncompile.spec.layers import LAYER_TYPES
+from cnncompile.files import atomic_path, write_json
+from cnncompile.language.layers import LAYER_TYPES
 from tests.conftest import ROOT, TINY, make_idx_dir, run_cli
 
 @pytest.fixture
@@ -202,8 +202,8 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     ({"type": "nadam", "beta_2": 0.99}, "Nadam", "beta_2", 0.99),
 ])
 def test_optimizers_become_their_keras_classes(optimizer, keras_class, attr, value):
-    from cnncompile.backend import training as kt
-    from cnncompile.spec.training import Training
+    from cnncompile.backend import fitting as kt
+    from cnncompile.language.training import Training
 
     spec = Training.model_validate({"dataset": "mnist", "optimizer": optimizer})
     made = kt.optimizer(spec, total_steps=100)
@@ -213,8 +213,8 @@ def test_optimizers_become_their_keras_classes(optimizer, keras_class, attr, val
 
 @pytest.mark.parametrize("staircase", [False, True])
 def test_schedules_become_keras_schedules(staircase):
-    from cnncompile.backend import training as kt
-    from cnncompile.spec.training import Training
+    from cnncompile.backend import fitting as kt
+    from cnncompile.language.training import Training
 
     spec = Training.model_validate({"dataset": "mnist", "optimizer": {
         "type": "adam", "learning_rate": {"type": "ExponentialDecay", "initial_learning_rate": 0.1,
@@ -274,7 +274,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(project):
 def test_every_layer_type_builds_and_matches_inference(tmp_path):
     """One spec with every layer type: the Keras model the builder makes agrees with `check`."""
     from cnncompile.backend.builder import build_model, cross_check
-    from cnncompile.frontend import compile_file
+    from cnncompile.analysis.check import compile_file
 
     path = tmp_path / "all.yaml"
     path.write_text("""\

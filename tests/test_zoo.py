@@ -180,7 +180,7 @@ def test_zoo_file_computes_what_keras_application_computes(stem):
     import numpy as np  # noqa: PLC0415
 
     from cnncompile.backend.builder import build_model  # noqa: PLC0415
-    from cnncompile.frontend import compile_file  # noqa: PLC0415
+    from cnncompile.analysis.check import compile_file  # noqa: PLC0415
     from tests.zoo_support import build_keras, give_same_weights, layer_output_differences  # noqa: PLC0415
 
     reference, ours = build_keras(stem), build_model(compile_file(zoo_path(stem)).spec)

@@ -14,11 +14,11 @@ from typing import Any
 import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it loads)
 import keras
 
-from cnncompile.inference import ModelInfo
-from cnncompile.shapes import fmt
-from cnncompile.spec import layers as spec_layers
-from cnncompile.spec.model import ModelSpec
-from cnncompile.spec.types import L1L2
+from cnncompile.analysis.inference import ModelInfo
+from cnncompile.language.shapes import fmt
+from cnncompile.language import layers as spec_layers
+from cnncompile.language.model import ModelSpec
+from cnncompile.language.types import L1L2
 
 
 class BackendMismatch(RuntimeError):

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cnncompile.data.formats import DataError, IDX_STEMS, find_idx, read_idx_dir, read_image_folders, read_npz
-from cnncompile.rundir import atomic_path
-from cnncompile.spec.training import BUILTIN_DATASETS, DatasetPath
+from cnncompile.files import atomic_path
+from cnncompile.language.training import BUILTIN_DATASETS, DatasetPath
 
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"
 

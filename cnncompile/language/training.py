@@ -1,0 +1,264 @@
+"""The `training:` section: what `cnncompile train` does with a model.
+
+Names follow Keras: optimizers by their string names ('rmsprop', 'adam', ...),
+schedules, callbacks and augmentation layers by their class names. A bare string
+for `optimizer` or `loss` means that one with Keras's defaults.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from cnncompile.language.types import PositiveInt, Rate, Strict
+
+PositiveFloat = Annotated[float, Field(gt=0.0)]
+UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# Built-in datasets: image shape (H, W, C) and class labels.
+BUILTIN_DATASETS: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {
+    "mnist": ((28, 28, 1), tuple(str(d) for d in range(10))),
+    "fashion_mnist": ((28, 28, 1), ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")),
+}
+
+
+class DatasetPath(Strict):
+    """User data: a directory of IDX files, a Keras-layout .npz, or class-named image folders."""
+
+    path: Annotated[str, Field(min_length=1)] = Field(
+        description="Relative to the spec file. IDX directory, .npz (x_train, y_train, x_test, y_test) or image folders."
+    )
+    test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
+        0.2, description="For image folders without train/ and test/ subfolders: fraction held out for testing."
+    )
+
+
+class CosineDecay(Strict):
+    """keras.optimizers.schedules.CosineDecay; decay_steps defaults to the whole run."""
+
+    type: Literal["CosineDecay"] = "CosineDecay"
+    initial_learning_rate: PositiveFloat
+    decay_steps: PositiveInt | None = None
+    alpha: UnitFloat = Field(0.0, description="Final learning rate as a fraction of the initial one.")
+
+
+class ExponentialDecay(Strict):
+    """keras.optimizers.schedules.ExponentialDecay: lr * decay_rate ** (step / decay_steps)."""
+
+    type: Literal["ExponentialDecay"] = "ExponentialDecay"
+    initial_learning_rate: PositiveFloat
+    decay_steps: PositiveInt
+    decay_rate: PositiveFloat
+    staircase: bool = False
+
+
+LearningRate = PositiveFloat | Annotated[CosineDecay | ExponentialDecay, Field(discriminator="type")]
+
+
+class _Optimizer(Strict):
+    learning_rate: LearningRate = 0.001
+
+
+class SGD(_Optimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum (keras.optimizers.SGD)."""
+
+    type: Literal["sgd"] = "sgd"
+    learning_rate: LearningRate = 0.01
+    momentum: UnitFloat = 0.0
+    nesterov: bool = False
+    weight_decay: Annotated[float, Field(ge=0.0)] | None = None
+
+
+class RMSprop(_Optimizer):
+    """Divides the gradient by a running average of its magnitude (keras.optimizers.RMSprop)."""
+
+    type: Literal["rmsprop"] = "rmsprop"
+    rho: UnitFloat = 0.9
+    momentum: UnitFloat = 0.0
+    epsilon: PositiveFloat = 1e-7
+    centered: bool = False
+    weight_decay: Annotated[float, Field(ge=0.0)] | None = None
+
+
+class _AdamFamily(_Optimizer):
+    """Moment estimates shared by Adam, AdamW and Nadam."""
+
+    beta_1: UnitFloat = 0.9
+    beta_2: UnitFloat = 0.999
+    epsilon: PositiveFloat = 1e-7
+    weight_decay: Annotated[float, Field(ge=0.0)] | None = None
+
+
+class Adam(_AdamFamily):
+    """Adaptive moment estimation (keras.optimizers.Adam)."""
+
+    type: Literal["adam"] = "adam"
+    amsgrad: bool = False
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay, on by default."""
+
+    type: Literal["adamw"] = "adamw"  # type: ignore[assignment]
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.004  # type: ignore[assignment]
+
+
+class Nadam(_AdamFamily):
+    """Adam with Nesterov momentum (keras.optimizers.Nadam)."""
+
+    type: Literal["nadam"] = "nadam"
+
+
+OPTIMIZER_NAMES = ("sgd", "rmsprop", "adam", "adamw", "nadam")
+LOSS_NAMES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
+
+
+def _named(value: Any) -> Any:
+    """`optimizer: adam` is shorthand for `optimizer: {type: adam}`."""
+    return {"type": value} if isinstance(value, str) else value
+
+
+Optimizer = Annotated[SGD | RMSprop | Adam | AdamW | Nadam, Field(discriminator="type"),
+                      BeforeValidator(_named)]
+
+
+class Loss(Strict):
+    """categorical_crossentropy takes one-hot labels, sparse_categorical_crossentropy integers."""
+
+    type: Literal[LOSS_NAMES]  # type: ignore[valid-type]
+    from_logits: bool = Field(False, description="The model outputs logits (no softmax).")
+    label_smoothing: UnitFloat = 0.0
+
+    @property
+    def sparse_labels(self) -> bool:
+        """Labels are class indices (sparse_categorical_crossentropy), not one-hot rows."""
+        return self.type == "sparse_categorical_crossentropy"
+
+    @model_validator(mode="after")
+    def _config(self) -> Loss:
+        if self.label_smoothing and self.sparse_labels:
+            raise ValueError("label_smoothing needs categorical_crossentropy (Keras's sparse loss has none)")
+        return self
+
+
+Monitor = Literal["loss", "val_loss", "accuracy", "val_accuracy"]
+
+
+class EarlyStopping(Strict):
+    """Stop when `monitor` has not improved for `patience` epochs."""
+
+    type: Literal["EarlyStopping"] = "EarlyStopping"
+    monitor: Monitor = "val_loss"
+    patience: Annotated[int, Field(ge=0)] = 0
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    restore_best_weights: bool = False
+
+
+class ReduceLROnPlateau(Strict):
+    """Multiply the learning rate by `factor` when `monitor` stalls for `patience` epochs."""
+
+    type: Literal["ReduceLROnPlateau"] = "ReduceLROnPlateau"
+    monitor: Monitor = "val_loss"
+    factor: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.1
+    patience: Annotated[int, Field(ge=0)] = 10
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0001
+    min_lr: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class TensorBoard(Strict):
+    """Write TensorBoard logs to <run dir>/tensorboard."""
+
+    type: Literal["TensorBoard"] = "TensorBoard"
+    histogram_freq: Annotated[int, Field(ge=0)] = 0
+
+
+Callback = Annotated[EarlyStopping | ReduceLROnPlateau | TensorBoard, Field(discriminator="type")]
+
+Factor = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class RandomTranslation(Strict):
+    """Shift images by up to a fraction of their height and width (training only)."""
+
+    type: Literal["RandomTranslation"] = "RandomTranslation"
+    height_factor: Factor
+    width_factor: Factor
+    fill_mode: Literal["reflect", "wrap", "constant", "nearest"] = "reflect"
+
+
+class RandomRotation(Strict):
+    """Rotate by up to `factor` of a full turn either way (0.05 = 18 degrees; training only)."""
+
+    type: Literal["RandomRotation"] = "RandomRotation"
+    factor: Factor
+    fill_mode: Literal["reflect", "wrap", "constant", "nearest"] = "reflect"
+
+
+class RandomZoom(Strict):
+    """Zoom in or out by up to a fraction of the size (training only)."""
+
+    type: Literal["RandomZoom"] = "RandomZoom"
+    height_factor: Factor
+    width_factor: Factor | None = Field(None, description="Defaults to height_factor, keeping the aspect ratio.")
+    fill_mode: Literal["reflect", "wrap", "constant", "nearest"] = "reflect"
+
+
+Augmentation = Annotated[RandomTranslation | RandomRotation | RandomZoom, Field(discriminator="type")]
+
+
+class Distribute(Strict):
+    """Data-parallel training with tf.distribute. batch_size is the global batch:
+    each step splits it evenly across all replicas (on all workers), as tf.distribute does."""
+
+    strategy: Literal["mirrored", "multi_worker"] = Field(
+        description="mirrored: MirroredStrategy over this machine's devices (GPUs, else the CPU); "
+                    "multi_worker: MultiWorkerMirroredStrategy across the hosts in TF_CONFIG."
+    )
+    timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = Field(
+        120, description="How long a worker waits for its peers (at start-up and in every collective) before failing."
+    )
+
+
+def _allow_bare_names(schema: dict[str, Any]) -> None:
+    """JSON Schema: optimizer and loss may also be bare names (the BeforeValidator's shorthand)."""
+    for field, names in (("optimizer", OPTIMIZER_NAMES), ("loss", LOSS_NAMES)):
+        prop = schema["properties"][field]
+        schema["properties"][field] = {"anyOf": [{"type": "string", "enum": list(names)}, prop]}
+
+
+class Training(Strict):
+    """How `cnncompile train` fits the model."""
+
+    model_config = Strict.model_config | {"json_schema_extra": _allow_bare_names}
+
+    dataset: Literal[tuple(BUILTIN_DATASETS)] | DatasetPath = Field(  # type: ignore[valid-type]
+        description="'mnist', 'fashion_mnist', or {path: ...} for your own data."
+    )
+    optimizer: Optimizer = Field("rmsprop", validate_default=True, description="A Keras optimizer name, or a mapping with type and arguments.")  # type: ignore[assignment]
+    loss: Annotated[Loss, BeforeValidator(_named)] = Field(  # type: ignore[assignment]
+        "categorical_crossentropy", validate_default=True, description="A loss name, or {type, from_logits, label_smoothing}.")
+    metrics: list[Literal["accuracy", "top_k_categorical_accuracy"]] = ["accuracy"]
+    epochs: PositiveInt = 1
+    batch_size: PositiveInt = 32
+    validation_split: Rate = Field(0.0, description="Fraction of the training images held out for validation.")
+    shuffle: bool = True
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = Field(
+        0, description="Seeds weights, shuffling, dropout and augmentation; runs are reproducible by default."
+    )
+    callbacks: list[Callback] = []
+    augmentation: list[Augmentation] = Field([], description="Random image transforms applied during training only; never exported.")
+    distribute: Distribute | None = Field(None, description="Train on several devices or machines (see Distributed training).")
+
+    @model_validator(mode="after")
+    def _config(self) -> Training:
+        monitors = {c.monitor for c in self.callbacks if hasattr(c, "monitor")}
+        if self.validation_split == 0 and any(m.startswith("val_") for m in monitors):
+            raise ValueError("a callback monitors a val_ metric but validation_split is 0; "
+                             "set validation_split (e.g. 0.1) or monitor 'loss'")
+        if not isinstance(self.optimizer.learning_rate, float) and any(
+            isinstance(c, ReduceLROnPlateau) for c in self.callbacks
+        ):
+            raise ValueError("ReduceLROnPlateau cannot change a scheduled learning_rate; use one or the other")
+        return self

@@ -1,0 +1,392 @@
+"""`cnncompile train`: build the model, fit it on the dataset, leave a complete run directory.
+
+Run directory (atomic writes throughout, see cnncompile/files.py):
+  model.keras      the trained inference model (raw 0-255 pixels in, probabilities out)
+  metrics.json     test accuracy/loss, epochs, timing; its presence marks the run complete
+  history.csv      one row per completed epoch
+  curves.png       loss and accuracy per epoch
+  run.json         spec sha256, seed, dataset source and file hashes, versions, command line
+  report.html      the run report (see report.py), with confusion.png, mistakes.png and spec.yaml
+  checkpoint/      state.json + the latest epoch's training state as arrays, for resuming
+                   after a crash exactly where an uninterrupted run would be (checkpoint.py)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it loads)
+
+import keras
+import numpy as np
+
+from cnncompile.run import checkpoint as ckpt
+from cnncompile.backend import fitting as kt
+from cnncompile.backend.builder import adapt_normalization, build_model, cross_check
+from cnncompile.data.datasets import Dataset, load_dataset
+from cnncompile.data.formats import DataError
+from cnncompile.analysis.check import CompiledSpec
+from cnncompile.run.rundir import RunError, default_run_dir
+from cnncompile.files import atomic_path, read_json, write_history, write_json
+from cnncompile.language.training import Distribute
+
+
+@dataclass
+class TrainOptions:
+    out: Path
+    epochs: int
+    batch_size: int
+    seed: int
+    force: bool = False
+    distribute: Distribute | None = None
+    # `tune` ranks trials on validation data and scores only the best on the test set
+    # (evaluate_test below); its trials skip the test set entirely.
+    evaluate_test: bool = True
+
+
+@dataclass
+class RunResult:
+    out: Path
+    metrics: dict
+    resumed_from: int  # 0 for a fresh run
+    already_complete: bool = False
+    chief: bool = True  # False on the other workers of a multi-worker run, which write nothing
+
+
+def run_state(out: Path) -> str:
+    """'complete', 'resumable' or 'new'."""
+    if (out / "metrics.json").exists():
+        return "complete"
+    if (out / "checkpoint" / "state.json").exists():
+        return "resumable"
+    return "new"
+
+
+def train_spec(compiled: CompiledSpec, *, out: Path | None = None, epochs: int | None = None,
+               seed: int | None = None, batch_size: int | None = None, data_dir: Path | None = None,
+               force: bool = False, strategy: str | None = None, log: Callable[[str], None] = lambda message: None,
+               progress: keras.callbacks.Callback | None = None) -> RunResult:
+    """`cnncompile train`: the spec's training section with these overrides (None keeps the
+    spec's value), its dataset loaded, then `train`. RunError (located by `where`) if it cannot."""
+    training = _training(compiled)
+    seed = training.seed if seed is None else seed
+    try:
+        dataset = load_dataset(training.dataset, data_dir=data_dir, spec_dir=compiled.path.parent,
+                               image_shape=tuple(compiled.spec.input.shape), seed=seed)
+    except DataError as exc:
+        raise RunError(f"training.dataset: {exc}", where=("training", "dataset")) from None
+    log(dataset.describe())
+    distribute = training.distribute
+    if strategy is not None:  # the command line picks the strategy; the spec's timeout still holds
+        distribute = Distribute(strategy=strategy, **({"timeout_seconds": distribute.timeout_seconds}
+                                                      if distribute else {}))
+    options = TrainOptions(out or default_run_dir(compiled.spec.name), epochs or training.epochs,
+                           batch_size or training.batch_size, seed, force, distribute)
+    return train(compiled, dataset, options, log=log, progress=progress)
+
+
+def _training(compiled: CompiledSpec):
+    if compiled.spec.training is None:
+        raise RunError("no training: section; `train` needs one (dataset, optimizer, ...; see spec/README.md#training)")
+    return compiled.spec.training
+
+
+def train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, *,
+          log: Callable[[str], None] = lambda message: None,
+          progress: keras.callbacks.Callback | None = None) -> RunResult:
+    _training(compiled)
+    if options.distribute is None:
+        return _train(compiled, dataset, options, options.out, None, log, progress)
+    from cnncompile.run import distributed
+
+    with distributed.peer_failures_as_cluster_errors():
+        cluster = distributed.connect(options.distribute)
+        log(cluster.describe(options.batch_size))
+        if cluster.is_chief:
+            return _train(compiled, dataset, options, options.out, cluster, log, progress)
+        # The other workers train in lockstep but keep their files in a temporary directory,
+        # removed at the end, as TensorFlow's multi-worker guide does: only the chief's run counts.
+        scratch = Path(tempfile.mkdtemp(prefix=f"cnncompile-worker{cluster.index}-"))
+        try:
+            result = _train(compiled, dataset, options, scratch, cluster, log, None)
+            return RunResult(options.out, result.metrics, result.resumed_from, result.already_complete, chief=False)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+@dataclass
+class _Resume:
+    """Where a run directory stands: finished, resuming at `epoch` (with the checkpoint's values
+    and callbacks' state), or fresh (epoch 0, state None)."""
+
+    complete: bool
+    state: dict | None
+    saved: dict | None
+    arrays: dict
+
+    @property
+    def epoch(self) -> int:
+        return self.state["epoch"] if self.state else 0
+
+
+def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, cluster,
+           log: Callable[[str], None], progress: keras.callbacks.Callback | None) -> RunResult:
+    """One process's part of a run: negotiate resume, build, fit, then write the artifacts."""
+    if options.force and out.exists():
+        _clear_run(out)
+    resume = _resume_point(compiled, out, cluster)
+    if resume.complete:
+        metrics = read_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
+        return RunResult(out, metrics, 0, already_complete=True)
+
+    keras.utils.set_random_seed(options.seed)
+    import tensorflow as tf
+
+    tf.config.experimental.enable_op_determinism()  # same seed, same weights (see tests)
+    fit_data = _FitData.split(compiled.spec.training, dataset, options.batch_size)
+    inference, model = _build(compiled, dataset, options, fit_data, resume, cluster, log)
+    if resume.state is None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "run.json", _run_record(compiled, dataset, options, cluster))
+    if resume.epoch:
+        log(f"resuming from epoch {resume.epoch}")
+        if cluster is not None:
+            from cnncompile.run.distributed import restore_from_chief
+
+            restore_from_chief(cluster, ckpt.training_variables(model), resume.saved)
+        else:
+            ckpt.assign(ckpt.training_variables(model), resume.saved)
+    write_history(out / "history.csv", resume.state["history"] if resume.state else [])  # drops rows after the checkpoint
+    checkpoint = _fit(compiled, model, fit_data, options, out, resume, cluster, progress)
+    metrics = _finish(compiled, dataset, options, out, inference, model, checkpoint, fit_data, cluster)
+    return RunResult(out, metrics, resume.epoch)
+
+
+def _resume_point(compiled: CompiledSpec, out: Path, cluster) -> _Resume:
+    """Read the run directory; under a cluster the chief's directory decides for everyone."""
+    complete = run_state(out) == "complete"
+    state = read_json(out / "checkpoint" / "state.json") if run_state(out) == "resumable" else None
+    if state and state["spec_sha256"] != compiled.sha256:
+        raise RunError(f"{out} holds an unfinished run of a different version of this spec; "
+                       "use --force to start over or --out for a new run directory")
+    saved, arrays = ckpt.read(out / "checkpoint" / state["checkpoint"]) if state else (None, {})
+    if cluster is not None and cluster.workers > 1:
+        from cnncompile.run.distributed import share_from_chief
+
+        # Finished, resuming (and the callbacks' state), or fresh: as the chief's directory says.
+        # The variables follow in restore_from_chief once the model exists.
+        complete, state, arrays = share_from_chief(cluster, complete, state, arrays)
+    return _Resume(complete, state, saved, arrays)
+
+
+@dataclass
+class _FitData:
+    """The training images split as model.fit's validation_split does: the validation images
+    are the last ones, before any shuffling. Labels are in the loss's form."""
+
+    x_fit: np.ndarray
+    y_fit: np.ndarray
+    validation: tuple[np.ndarray, np.ndarray] | None
+    y_test: np.ndarray
+    steps_per_epoch: int
+
+    @property
+    def count(self) -> int:
+        return len(self.x_fit)
+
+    @classmethod
+    def split(cls, training, dataset: Dataset, batch_size: int) -> _FitData:
+        classes = len(dataset.labels)
+        y_train = kt.labels(training, dataset.y_train, classes)
+        count = len(dataset.x_train) - int(len(dataset.x_train) * training.validation_split)
+        validation = (dataset.x_train[count:], y_train[count:]) if count < len(y_train) else None
+        return cls(dataset.x_train[:count], y_train[:count], validation, kt.labels(training, dataset.y_test, classes),
+                   math.ceil(count / batch_size))
+
+
+def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_data: _FitData, resume: _Resume,
+           cluster, log: Callable[[str], None]) -> tuple[keras.Model, keras.Model]:
+    """The inference model (what is saved and exported) inside the training model
+    (augmentation in front), compiled, with its optimizer's slots built."""
+    spec, training = compiled.spec, compiled.spec.training
+    with cluster.strategy.scope() if cluster else contextlib.nullcontext():
+        # Resumed runs are rebuilt from the spec like fresh ones, then take the checkpoint's
+        # values; under a multi-worker strategy every worker must create the same variables
+        # in the same order anyway.
+        inference = build_model(spec)
+        cross_check(inference, compiled.info)
+        if resume.epoch == 0:  # a resumed run takes the statistics from its checkpoint
+            for name, count in adapt_normalization(inference, spec, dataset.x_train):
+                log(f"{name}: Normalization mean and variance adapted from {count:,} training images")
+        model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
+                                  *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
+        model.compile(optimizer=kt.optimizer(training, fit_data.steps_per_epoch * options.epochs),
+                      loss=kt.loss(training), metrics=list(kt.metrics(training)))
+        model.optimizer.build(model.trainable_variables)  # its slots exist before a checkpoint is read
+    return inference, model
+
+
+def _fit(compiled: CompiledSpec, model: keras.Model, fit_data: _FitData, options: TrainOptions, out: Path,
+         resume: _Resume, cluster, progress: keras.callbacks.Callback | None) -> ckpt.Checkpoint:
+    """Train from the resume point to the last epoch, checkpointing each one."""
+    training = compiled.spec.training
+    callbacks = kt.callbacks(training, str(out / "tensorboard"))
+    # After the callbacks whose state it saves and restores (see checkpoint.Checkpoint).
+    checkpoint = ckpt.Checkpoint(out, compiled.sha256, callbacks, resume.state, resume.arrays)
+    callbacks = [*callbacks, checkpoint, *([progress] if progress is not None else [])]
+    # A run that early stopping ended (or that finished its epochs) before the kill trains no
+    # further; its callbacks still end the run as they would have (restoring best weights).
+    last_epoch = resume.epoch if checkpoint.stopped else options.epochs
+    if resume.epoch >= last_epoch:
+        callback_list = keras.callbacks.CallbackList(callbacks, model=model)
+        callback_list.on_train_begin()
+        callback_list.on_train_end()
+    elif cluster is None:
+        data = kt.batches(fit_data.x_fit, fit_data.y_fit, batch_size=options.batch_size, shuffle=training.shuffle,
+                          seed=options.seed, first_epoch=resume.epoch, epochs=last_epoch)
+        model.fit(data, epochs=last_epoch, initial_epoch=resume.epoch, steps_per_epoch=fit_data.steps_per_epoch,
+                  shuffle=False, validation_data=fit_data.validation, validation_batch_size=256,
+                  callbacks=callbacks, verbose=0)
+    else:
+        from cnncompile.run import distributed
+
+        distributed.fit(cluster, model, training, fit_data.x_fit, fit_data.y_fit, fit_data.validation,
+                        epochs=last_epoch, initial_epoch=resume.epoch, batch_size=options.batch_size,
+                        seed=options.seed, callbacks=callbacks)
+    return checkpoint
+
+
+def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, inference: keras.Model,
+            model: keras.Model, checkpoint: ckpt.Checkpoint, fit_data: _FitData, cluster) -> dict:
+    """Test scores, curves, model.keras, the report, then metrics.json (last: it marks the run complete)."""
+    # Draw curves.png while TensorFlow evaluates (it releases the GIL): saves ~0.3 s a run.
+    plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), compiled.spec.name))
+    plotter.start()
+    training = compiled.spec.training
+    test_scores = _test_scores(model, training, dataset.x_test, fit_data.y_test, cluster) if options.evaluate_test else {}
+    plotter.join()
+    metrics = {
+        **test_scores,
+        "epochs": len(checkpoint.history),
+        "train_seconds": round(checkpoint.train_seconds, 3),
+        # Throughput of this process's epochs (a resumed run's earlier epochs ran elsewhere).
+        "train_images_per_second": round(fit_data.count * checkpoint.session_epochs /
+                                         max(checkpoint.session_seconds, 1e-9), 1),
+        "train_images": fit_data.count,
+        "test_images": len(dataset.x_test),
+        "total_params": compiled.info.total_params,
+    }
+    if cluster is not None:
+        metrics["distribute"] = {"strategy": cluster.name, "workers": cluster.workers,
+                                 "replicas": cluster.replicas, "global_batch_size": options.batch_size}
+    with atomic_path(out / "model.keras") as tmp:
+        inference.save(tmp)
+    # The report, like the run directory, is the chief's; tune's trials never see the test set.
+    if options.evaluate_test and (cluster is None or cluster.is_chief):
+        metrics.update(_report(out, compiled, inference, dataset, metrics, distributed=cluster is not None))
+    write_json(out / "metrics.json", metrics)  # last: its presence marks the run complete
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    return metrics
+
+
+def evaluate_test(compiled: CompiledSpec, dataset: Dataset, out: Path) -> dict:
+    """Score a finished run's model.keras on the test set; record it in metrics.json and return it."""
+    training = compiled.spec.training
+    model = keras.models.load_model(out / "model.keras", safe_mode=True)
+    model.compile(loss=kt.loss(training), metrics=list(kt.metrics(training)))
+    y_test = kt.labels(training, dataset.y_test, len(dataset.labels))
+    metrics = {**read_json(out / "metrics.json"), **_test_scores(model, training, dataset.x_test, y_test)}
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def _test_scores(model: keras.Model, training, x_test: np.ndarray, y_test: np.ndarray, cluster=None) -> dict:
+    if cluster is None:
+        scores = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
+    else:  # plain calls, local to each worker: no collectives
+        from cnncompile.run.distributed import evaluate
+
+        scores = evaluate(model, training, x_test, y_test)
+    return {"test_accuracy": float(scores["accuracy"]), "test_loss": float(scores["loss"])}
+
+
+def _report(out: Path, compiled: CompiledSpec, inference: keras.Model, dataset: Dataset, metrics: dict,
+            distributed: bool) -> dict:
+    """report.html and its pictures; returns the per-class numbers metrics.json gains."""
+    from cnncompile.run import report
+
+    if distributed:  # plain calls, as distributed.evaluate makes: local to this worker, no collectives
+        probabilities = np.concatenate([np.asarray(inference(dataset.x_test[i:i + 256].astype(np.float32),
+                                                             training=False))
+                                        for i in range(0, len(dataset.x_test), 256)])
+    else:
+        probabilities = inference.predict(dataset.x_test, batch_size=256, verbose=0)
+    per_class = report.classify(out, probabilities, dataset.y_test, dataset.x_test, dataset.labels)
+    report.save_spec(out, compiled.path, compiled.sha256)
+    report.write_report(out, {**metrics, **per_class})
+    return per_class
+
+
+def _clear_run(out: Path) -> None:
+    from cnncompile.run.report import REPORT_FILES
+
+    for name in ("metrics.json", "model.keras", "history.csv", "curves.png", "run.json", *REPORT_FILES):
+        (out / name).unlink(missing_ok=True)
+    for folder in ("checkpoint", "tensorboard"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+
+
+def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, cluster=None) -> dict:
+    import tensorflow as tf
+
+    versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+                "numpy": np.__version__}
+    from cnncompile import __version__
+
+    return {
+        "spec": str(compiled.path), "spec_sha256": compiled.sha256, "seed": options.seed,
+        "epochs": options.epochs, "batch_size": options.batch_size,
+        "dataset": {"name": dataset.name, "source": dataset.source, "train_images": len(dataset.x_train),
+                    "test_images": len(dataset.x_test), "files": dataset.files, "labels": list(dataset.labels)},
+        "versions": {"cnncompile": __version__, **versions}, "platform": platform.platform(),
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "cwd": os.getcwd(),
+        "distribute": None if cluster is None else {
+            "strategy": cluster.name, "workers": cluster.workers, "replicas": cluster.replicas,
+            "batch_size_semantics": "global (split across all replicas)", "tf_config": os.environ.get("TF_CONFIG")},
+    }
+
+
+def _plot_curves(out: Path, history: list[dict], title: str) -> None:
+    # matplotlib's object API, not pyplot: no global state, safe off the main thread.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [row["epoch"] for row in history]
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    for ax, metric in zip(axes, ("loss", "accuracy")):
+        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
+            values = [row.get(key) for row in history]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, marker="o", label=label)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(out / "curves.png") as tmp:
+        fig.savefig(tmp, dpi=100)

@@ -1,0 +1,258 @@
+"""`cnncompile tune`: an Optuna study over a spec's `search:` space, one run directory per trial.
+
+Tune directory:
+  study.db         the Optuna study (SQLite) unless --storage points elsewhere
+  trials/NNNN/     an ordinary `train` run directory per trained candidate, with its spec.yaml
+  trials.csv       one row per trial: number, state, value, each parameter, params, MACs, seconds, reason
+  history.png      value of every trial and the best so far
+  importances.png  parameter importances, from 5 complete trials on
+  best.yaml        the best candidate as a plain spec: `cnncompile train best.yaml` reproduces it
+  best.json        its validation score, parameters, and its test-set score (the only one scored there)
+
+Each process asks the study for candidates until it holds `trials` trained ones, so several
+processes (or machines, through one database) share a study. A candidate is checked
+statically first (analysis/space.py): one that is invalid or over budget is told PRUNED with the
+reason and costs milliseconds. A trial whose process died (SIGKILL, power loss) is failed and
+re-queued with the same values, and its run directory resumes from its last epoch:
+immediately when its process is seen to be gone on this host, else once its heartbeat is
+older than the grace period (RDB storages).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it loads)
+
+import keras
+import optuna
+import yaml
+from optuna.trial import TrialState
+
+from cnncompile.analysis.check import compile_file
+from cnncompile.analysis.space import Candidate, Space
+from cnncompile.data.datasets import Dataset, load_dataset
+from cnncompile.files import read_json, write_bytes, write_json
+from cnncompile.run.study import (HEARTBEAT_SECONDS, HOST, Heartbeat, TuneError, TuneOptions, claim,
+                                  fail_lost_trials, open_study, process_start, running_trials, surplus,
+                                  trained_trials)
+from cnncompile.run.study_files import plot_study, spec_text, write_trials_csv
+from cnncompile.run.train import TrainOptions, evaluate_test, train
+
+REJECTIONS_IN_A_ROW = 200  # then the space is (nearly) all infeasible: stop and say so
+
+__all__ = ["StudyReport", "TuneError", "TuneOptions", "tune"]
+
+
+@dataclass
+class StudyReport:
+    """The whole study (all processes), for the closing lines."""
+
+    trained: int
+    pruned: int  # by the pruner, after some epochs
+    rejected: int  # statically, before any TensorFlow work
+    check_seconds: float  # mean static check per candidate
+    trial_seconds: float  # mean wall time of a trained trial
+    reasons: dict[str, int] = field(default_factory=dict)
+    best: dict | None = None
+
+
+def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
+         log: Callable[[str], None] = lambda message: None) -> StudyReport:
+    """Work on the study until it holds options.trials trained trials; then score the best."""
+    study = open_study(space.base_spec.name, space.search.goal, options)
+    claim(study, spec_sha256, options)
+    fixed = {("training", "epochs"): options.epochs} if options.epochs else {}
+    runner = _Runner(space, spec_path, options, fixed, log)
+    in_a_row = 0
+    while True:
+        fail_lost_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        trained, running = trained_trials(trials), running_trials(trials)
+        if len(trained) >= options.trials:
+            break
+        if len(trained) + len(running) >= options.trials:
+            time.sleep(HEARTBEAT_SECONDS)  # the rest are in progress elsewhere: wait for them (or their loss)
+            continue
+        trial = study.ask()
+        # A fresh sampler per candidate, seeded by the trial's number (unique in the study): one
+        # process replays the same study, and processes sharing one never sample in lockstep.
+        # TPE samples each parameter when it is suggested, after ask(), so this sampler is used.
+        # TPE counts statically rejected trials (told PRUNED) toward its random start-up phase;
+        # add them, so that the start-up is made of trained candidates.
+        rejected = sum("rejected" in t.user_attrs for t in trials)
+        study.sampler = optuna.samplers.TPESampler(seed=(space.search.seed * 1_000_003 + trial.number) % 2**32,
+                                                   n_startup_trials=rejected + min(10, max(3, options.trials // 2)))
+        for key, value in (("host", HOST), ("pid", os.getpid()), ("pid_start", process_start(os.getpid()))):
+            trial.set_user_attr(key, value)
+        candidate = space.candidate(_suggest(trial, space), fixed)
+        trial.set_user_attr("check_seconds", candidate.seconds)
+        if candidate.rejection:
+            in_a_row += 1
+            trial.set_user_attr("rejected", f"{candidate.rejection.kind}: {candidate.rejection.reason}")
+            study.tell(trial, state=TrialState.PRUNED)
+            log(f"trial {trial.number}: rejected before training ({candidate.seconds * 1000:.1f} ms): "
+                f"{candidate.rejection.kind}: {candidate.rejection.reason}")
+            if in_a_row >= REJECTIONS_IN_A_ROW:
+                raise TuneError(f"{in_a_row} candidates in a row were rejected before training; the space is "
+                                f"(nearly) all infeasible. Last: {candidate.rejection.reason}")
+            continue
+        in_a_row = 0
+        trial.set_user_attr("params", candidate.info.total_params)
+        trial.set_user_attr("macs", candidate.info.total_macs)
+        trial.set_user_attr("feasible", True)
+        if surplus(study, trial.number, options.trials):
+            trial.set_user_attr("surplus", f"the study already had {options.trials} trials in progress or done")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        runner.run(study, trial, candidate)
+        write_trials_csv(study, options.out / "trials.csv")
+    report = finish(study, space, runner, options)
+    return report
+
+
+def _suggest(trial: optuna.Trial, space: Space) -> dict:
+    from cnncompile.language.search import Choice, IntRange
+
+    values = {}
+    for dim in space.dimensions:
+        r = dim.range
+        if isinstance(r, Choice):
+            # Optuna's choices are scalars; lists (kernel_size: [3, 5]) travel as their YAML text.
+            labels = [_label(v) for v in r.choice]
+            picked = trial.suggest_categorical(dim.path, labels)
+            values[dim.path] = r.choice[labels.index(picked)]
+        elif isinstance(r, IntRange):
+            values[dim.path] = trial.suggest_int(dim.path, r.bounds[0], r.bounds[1], step=r.step)
+        else:
+            values[dim.path] = trial.suggest_float(dim.path, r.bounds[0], r.bounds[1], log=r.log)
+    return values
+
+
+def _label(value):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+class _Reporter(keras.callbacks.Callback):
+    """Reports the metric after every epoch; stops training when the pruner says so."""
+
+    def __init__(self, trial: optuna.Trial, metric: str):
+        super().__init__()
+        self.trial, self.metric, self.pruned_at = trial, metric, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.metric)
+        if value is None:
+            return
+        self.trial.report(float(value), epoch + 1)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.model.stop_training = True
+
+
+class _Runner:
+    """Trains candidates as ordinary run directories; keeps datasets loaded between trials."""
+
+    def __init__(self, space: Space, spec_path: Path, options: TuneOptions, fixed: dict, log):
+        self.space, self.spec_path, self.options, self.fixed, self.log = space, spec_path, options, fixed, log
+        self.datasets: dict[str, Dataset] = {}
+
+    def dataset(self, compiled) -> Dataset:
+        training = compiled.spec.training
+        key = repr((training.dataset, training.seed, compiled.spec.input.shape))
+        if key not in self.datasets:
+            self.datasets[key] = load_dataset(training.dataset, data_dir=self.options.data_dir,
+                                              spec_dir=compiled.path.parent, image_shape=tuple(compiled.spec.input.shape),
+                                              seed=training.seed)
+        return self.datasets[key]
+
+    def run(self, study: optuna.Study, trial: optuna.Trial, candidate: Candidate) -> None:
+        # A retried trial keeps its first run directory (the attribute is copied to the retry),
+        # so training resumes from that run's last epoch.
+        run_name = trial.user_attrs.get("run") or f"{trial.number:04d}"
+        trial.set_user_attr("run", run_name)
+        run = self.options.out / "trials" / run_name
+        spec_file = run / "spec.yaml"
+        if not spec_file.exists():
+            header = f"# candidate {run_name} of `cnncompile tune {self.spec_path}`\n"
+            write_bytes(spec_file, (header + spec_text(candidate.tree, self.spec_path, run)).encode())
+        # In the study too: any host sharing it can write best.yaml, wherever the trial ran.
+        trial.set_user_attr("spec", spec_text(candidate.tree, self.spec_path, self.options.out))
+        compiled = compile_file(spec_file)
+        training = compiled.spec.training
+        shown = ", ".join(f"{k}={_label(v)}" for k, v in candidate.values.items())
+        self.log(f"trial {trial.number}: training {shown} ({candidate.info.total_params:,} params, "
+                 f"{candidate.info.total_macs:,} MACs) in {run}")
+        started = time.perf_counter()
+        reporter = _Reporter(trial, self.space.search.metric)
+        with Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
+            train(compiled, self.dataset(compiled),
+                  TrainOptions(run, training.epochs, training.batch_size, training.seed, evaluate_test=False),
+                  log=self.log, progress=reporter)
+        seconds = time.perf_counter() - started
+        trial.set_user_attr("seconds", round(seconds, 3))
+        history = list(csv.DictReader(io.StringIO((run / "history.csv").read_text())))
+        value = float(history[-1][self.space.search.metric])
+        try:
+            if reporter.pruned_at is not None:
+                trial.set_user_attr("pruned", f"stopped by the median pruner after epoch {reporter.pruned_at}: "
+                                              f"{self.space.search.metric} {value:.4f}")
+                study.tell(trial, state=TrialState.PRUNED)
+                self.log(f"trial {trial.number}: {trial.user_attrs['pruned']} ({seconds:.1f} s)")
+                return
+            study.tell(trial, value)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            # Another process judged this trial lost (its heartbeat looked stale) and re-queued
+            # it; the retry decides the study's value. This run directory stays as it is.
+            self.log(f"trial {trial.number}: finished, but another process had already failed and re-queued it; "
+                     "its retry counts instead")
+            return
+        self.log(f"trial {trial.number}: {self.space.search.metric} {value:.4f} after {len(history)} epochs ({seconds:.1f} s)")
+
+
+def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOptions) -> StudyReport:
+    """trials.csv, plots, best.yaml and the best trial's test score; the study's totals."""
+    out = options.out
+    write_trials_csv(study, out / "trials.csv")
+    plot_study(study, out, space.search.metric)
+    trials = study.get_trials(deepcopy=False)
+    rejected = [t for t in trials if "rejected" in t.user_attrs]
+    trained = trained_trials(trials)
+    checks = [t.user_attrs["check_seconds"] for t in trials if "check_seconds" in t.user_attrs]
+    seconds = [t.user_attrs["seconds"] for t in trained if "seconds" in t.user_attrs]
+    reasons: dict[str, int] = {}
+    for t in rejected:
+        kind = t.user_attrs["rejected"].split(":", 1)[0]
+        reasons[kind] = reasons.get(kind, 0) + 1
+    report = StudyReport(len(trained), sum(t.state == TrialState.PRUNED for t in trained), len(rejected),
+                         sum(checks) / max(len(checks), 1), sum(seconds) / max(len(seconds), 1), reasons)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    if not complete:
+        return report
+    best = study.best_trial
+    run = out / "trials" / best.user_attrs["run"]
+    known = read_json(out / "best.json") if (out / "best.json").exists() else {}
+    if known.get("trial") != best.number or (known.get("test_accuracy") is None and (run / "model.keras").exists()):
+        header = (f"# best of study '{study.study_name}': trial {best.number}, {space.search.metric} {best.value:.4f}\n"
+                  f"# `cnncompile train` on this file trains it again, to the same weights (same seed)\n")
+        write_bytes(out / "best.yaml", (header + best.user_attrs["spec"]).encode())
+        known = {"trial": best.number, "run": str(run), space.search.metric: best.value, "params": best.params,
+                 "total_params": best.user_attrs.get("params"), "macs": best.user_attrs.get("macs"),
+                 "host": best.user_attrs.get("host"), "test_accuracy": None, "test_loss": None}
+        if (run / "model.keras").exists():  # else it ran on another host, whose tune directory has it
+            compiled = compile_file(run / "spec.yaml")
+            metrics = evaluate_test(compiled, runner.dataset(compiled), run)
+            known.update(test_accuracy=metrics["test_accuracy"], test_loss=metrics["test_loss"])
+        write_json(out / "best.json", known)
+    report.best = known
+    return report
+
+
