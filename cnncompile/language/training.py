@@ -228,6 +228,9 @@ def _allow_bare_names(schema: dict[str, Any]) -> None:
         schema["properties"][field] = {"anyOf": [{"type": "string", "enum": list(names)}, prop]}
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+
+
 class Training(Strict):
     """How `cnncompile train` fits the model."""
 
@@ -250,6 +253,10 @@ class Training(Strict):
     callbacks: list[Callback] = []
     augmentation: list[Augmentation] = Field([], description="Random image transforms applied during training only; never exported.")
     distribute: Distribute | None = Field(None, description="Train on several devices or machines (see Distributed training).")
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "float32", description="Compute dtype while training (Keras's dtype policies): mixed_* keep float32 weights "
+        "and the output layer in float32; auto picks mixed_bfloat16 on a CPU with AVX512_BF16 or AMX, mixed_float16 "
+        "on a GPU with tensor cores, else float32. Saved models and exports are float32 either way.")
 
     @model_validator(mode="after")
     def _config(self) -> Training:

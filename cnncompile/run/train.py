@@ -14,6 +14,7 @@ Run directory (atomic writes throughout, see cnncompile/files.py):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -32,7 +33,9 @@ import numpy as np
 
 from cnncompile.run import checkpoint as ckpt
 from cnncompile.backend import fitting as kt
-from cnncompile.backend.builder import adapt_normalization, build_model, cross_check
+from cnncompile.backend.builder import adapt_normalization, build_model, cross_check, dtype_policy
+from cnncompile.backend.precision import choose as choose_precision
+from cnncompile.backend.precision import float32_inference, loss_scaled
 from cnncompile.data.datasets import Dataset, load_dataset
 from cnncompile.data.formats import DataError
 from cnncompile.analysis.check import CompiledSpec
@@ -52,6 +55,9 @@ class TrainOptions:
     # `tune` ranks trials on validation data and scores only the best on the test set
     # (evaluate_test below); its trials skip the test set entirely.
     evaluate_test: bool = True
+    # A training.precision value overriding the spec's (None keeps it); `_train` resolves it
+    # (auto) to the Keras dtype policy it trains under.
+    precision: str | None = None
 
 
 @dataclass
@@ -74,7 +80,8 @@ def run_state(out: Path) -> str:
 
 def train_spec(compiled: CompiledSpec, *, out: Path | None = None, epochs: int | None = None,
                seed: int | None = None, batch_size: int | None = None, data_dir: Path | None = None,
-               force: bool = False, strategy: str | None = None, log: Callable[[str], None] = lambda message: None,
+               force: bool = False, strategy: str | None = None, precision: str | None = None,
+               log: Callable[[str], None] = lambda message: None,
                progress: keras.callbacks.Callback | None = None) -> RunResult:
     """`cnncompile train`: the spec's training section with these overrides (None keeps the
     spec's value), its dataset loaded, then `train`. RunError (located by `where`) if it cannot."""
@@ -91,7 +98,7 @@ def train_spec(compiled: CompiledSpec, *, out: Path | None = None, epochs: int |
         distribute = Distribute(strategy=strategy, **({"timeout_seconds": distribute.timeout_seconds}
                                                       if distribute else {}))
     options = TrainOptions(out or default_run_dir(compiled.spec.name), epochs or training.epochs,
-                           batch_size or training.batch_size, seed, force, distribute)
+                           batch_size or training.batch_size, seed, force, distribute, precision=precision)
     return train(compiled, dataset, options, log=log, progress=progress)
 
 
@@ -144,11 +151,14 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     """One process's part of a run: negotiate resume, build, fit, then write the artifacts."""
     if options.force and out.exists():
         _clear_run(out)
-    resume = _resume_point(compiled, out, cluster)
+    chosen = choose_precision(options.precision or compiled.spec.training.precision)
+    options = dataclasses.replace(options, precision=chosen.policy)
+    resume = _resume_point(compiled, out, cluster, options.precision)
     if resume.complete:
         metrics = read_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
         return RunResult(out, metrics, 0, already_complete=True)
 
+    log(chosen.describe())
     keras.utils.set_random_seed(options.seed)
     import tensorflow as tf
 
@@ -172,13 +182,19 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     return RunResult(out, metrics, resume.epoch)
 
 
-def _resume_point(compiled: CompiledSpec, out: Path, cluster) -> _Resume:
+def _resume_point(compiled: CompiledSpec, out: Path, cluster, precision: str) -> _Resume:
     """Read the run directory; under a cluster the chief's directory decides for everyone."""
     complete = run_state(out) == "complete"
     state = read_json(out / "checkpoint" / "state.json") if run_state(out) == "resumable" else None
     if state and state["spec_sha256"] != compiled.sha256:
         raise RunError(f"{out} holds an unfinished run of a different version of this spec; "
                        "use --force to start over or --out for a new run directory")
+    # The optimizer's state differs (float16 adds a loss scale) and the epochs so far were
+    # computed in the other precision: a resumed run would be neither one nor the other.
+    started = read_json(out / "run.json").get("precision", "float32") if state and (out / "run.json").exists() else None
+    if started and started != precision:
+        raise RunError(f"{out} holds an unfinished run trained in {started}, not {precision}; resume it with "
+                       f"--precision {started}, or use --force to start over or --out for a new run directory")
     saved, arrays = ckpt.read(out / "checkpoint" / state["checkpoint"]) if state else (None, {})
     if cluster is not None and cluster.workers > 1:
         from cnncompile.run.distributed import share_from_chief
@@ -223,14 +239,16 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
         # Resumed runs are rebuilt from the spec like fresh ones, then take the checkpoint's
         # values; under a multi-worker strategy every worker must create the same variables
         # in the same order anyway.
-        inference = build_model(spec)
+        with dtype_policy(options.precision):
+            inference = build_model(spec)
         cross_check(inference, compiled.info)
         if resume.epoch == 0:  # a resumed run takes the statistics from its checkpoint
             for name, count in adapt_normalization(inference, spec, dataset.x_train):
                 log(f"{name}: Normalization mean and variance adapted from {count:,} training images")
         model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
                                   *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
-        model.compile(optimizer=kt.optimizer(training, fit_data.steps_per_epoch * options.epochs),
+        model.compile(optimizer=loss_scaled(kt.optimizer(training, fit_data.steps_per_epoch * options.epochs),
+                                            options.precision),
                       loss=kt.loss(training), metrics=list(kt.metrics(training)))
         model.optimizer.build(model.trainable_variables)  # its slots exist before a checkpoint is read
     return inference, model
@@ -269,6 +287,7 @@ def _fit(compiled: CompiledSpec, model: keras.Model, fit_data: _FitData, options
 def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, inference: keras.Model,
             model: keras.Model, checkpoint: ckpt.Checkpoint, fit_data: _FitData, cluster) -> dict:
     """Test scores, curves, model.keras, the report, then metrics.json (last: it marks the run complete)."""
+    inference = float32_inference(inference, compiled.spec)  # what is saved and exported
     # Draw curves.png while TensorFlow evaluates (it releases the GIL): saves ~0.3 s a run.
     plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), compiled.spec.name))
     plotter.start()
@@ -285,6 +304,7 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
         "train_images": fit_data.count,
         "test_images": len(dataset.x_test),
         "total_params": compiled.info.total_params,
+        "precision": options.precision,
     }
     if cluster is not None:
         metrics["distribute"] = {"strategy": cluster.name, "workers": cluster.workers,
@@ -355,6 +375,7 @@ def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions,
 
     return {
         "spec": str(compiled.path), "spec_sha256": compiled.sha256, "seed": options.seed,
+        "precision": options.precision,
         "epochs": options.epochs, "batch_size": options.batch_size,
         "dataset": {"name": dataset.name, "source": dataset.source, "train_images": len(dataset.x_train),
                     "test_images": len(dataset.x_test), "files": dataset.files, "labels": list(dataset.labels)},
