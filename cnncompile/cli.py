@@ -191,8 +191,10 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
 @click.option("--storage", help="Study storage shared by processes and machines: an SQLAlchemy URL "
               "(postgresql://user:pw@host/db) or journal:PATH (default: SQLite in --out).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Look here first for built-in datasets.")
+@click.option("--timeout", type=click.FloatRange(min=0), help="Time budget in minutes: no new trial starts after it "
+              "(the one training finishes), whatever --trials says.")
 def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, storage: str | None,
-         data_dir: str | None) -> None:
+         data_dir: str | None, timeout: float | None) -> None:
     """Search SPEC's `search:` space with Optuna; write best.yaml, trials.csv and plots.
 
     Candidates that fail validation, shape inference or a budget are rejected in
@@ -215,7 +217,8 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
     from cnncompile.run.tune import TuneError, TuneOptions, tune as run_tune
 
     tune_dir = Path(out) if out else Path("runs") / f"{compiled.spec.name}-tune"
-    options = TuneOptions(tune_dir, trials or space.search.trials, epochs, storage, Path(data_dir) if data_dir else None)
+    options = TuneOptions(tune_dir, trials or space.search.trials, epochs, storage, Path(data_dir) if data_dir else None,
+                          timeout=None if timeout is None else timeout * 60)
     try:
         report = run_tune(space, compiled.path, compiled.sha256, options, log=click.echo)
     except TuneError as exc:

@@ -18,9 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_idx_dir, run_cli
+import numpy as np
+
+from tests.conftest import make_idx_dir, run_cli, write_idx
 
 pytestmark = pytest.mark.slow
+
+PRUNER_SEED = 4  # its sampler proposes the good learning rate first, then hopeless ones
 
 # kernel_size 29 never fits a 28x28 input; 8 filters put 13x13x8 inputs into Dense(10):
 # 13,610 params, over max_params. So a third of the space trains, the rest is rejected.
@@ -257,3 +261,35 @@ def test_four_processes_on_one_sqlite_study_never_fail_a_live_trial(project):
 
 def test_four_processes_on_one_postgresql_study_never_fail_a_live_trial(project, postgres):
     _stress(project, ["--storage", postgres])
+
+
+def learnable_mnist(folder: Path, n_train: int, n_test: int) -> None:
+    """IDX files whose digit is plain to see (brightness 20 x label, plus noise): a good learning
+    rate learns it in an epoch, a hopeless one stays at chance, so the two trials differ."""
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n)
+        images = np.clip(labels[:, None, None] * 20 + rng.integers(0, 40, (n, 28, 28)), 0, 255)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+
+
+@pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
+def test_multi_fidelity_pruner_stops_a_hopeless_trial_after_its_first_epoch(project, pruner):
+    learnable_mnist(project / "data" / "mnist", n_train=512, n_test=64)
+    (project / "tt.yaml").write_text(SPEC.replace("max_params: 8000", f"max_params: 8000\n  pruner: {pruner}\n  seed: {PRUNER_SEED}")
+                                     .replace("{float: [0.001, 0.01], log: true}", "{choice: [0.01, 0.0000001]}")
+                                     .replace("{choice: [3, 29]}", "{choice: [3]}").replace("{choice: [2, 4, 8]}", "{choice: [4]}"))
+    result = run(tune_command(project, "--trials", "4", "--epochs", "3"), project)
+    assert result.returncode == 0, result.stderr
+    table = trained(rows(project))
+    stopped = [r for r in table if r["state"] == "PRUNED"]
+    assert stopped, "the pruner never fired:\n" + result.stdout
+    for row in stopped:  # only hopeless candidates, and after one epoch of three
+        assert float(row["training.optimizer.learning_rate"]) < 1e-6
+        assert row["reason"].startswith(f"stopped by the {pruner} pruner after epoch 1: val_accuracy")
+        history = list(csv.DictReader(open(project / "tune" / "trials" / row["run"] / "history.csv")))
+        assert len(history) == 1
+    assert all(r["state"] == "COMPLETE" for r in table if float(r["training.optimizer.learning_rate"]) > 1e-3)
+    assert f"({len(stopped)} stopped early by the pruner)" in result.stdout

@@ -63,9 +63,25 @@ class TuneOptions:
     epochs: int | None = None  # overrides training.epochs in every candidate (and so in best.yaml)
     storage: str | None = None  # default: sqlite:///<out>/study.db
     data_dir: Path | None = None
+    timeout: float | None = None  # seconds: no new trial starts after this (the one training finishes)
 
 
-def open_study(name: str, direction: str, options: TuneOptions) -> optuna.Study:
+REDUCTION_FACTOR = 3  # successive halving and hyperband keep the best third at each rung
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """The search's pruner, with epochs as the resource (trials report once per epoch)."""
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION_FACTOR)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=REDUCTION_FACTOR)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(name: str, direction: str, options: TuneOptions,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """Create the study, or join it. Processes starting together race to create the tables and
     the study row; the loser sees a unique-key error and simply tries again."""
     problem = None
@@ -73,7 +89,7 @@ def open_study(name: str, direction: str, options: TuneOptions) -> optuna.Study:
         try:
             return optuna.create_study(study_name=name, storage=open_storage(options.storage, options.out),
                                        direction=direction, load_if_exists=True,
-                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+                                       pruner=pruner or make_pruner("median", 1))
         except TuneError as exc:
             problem = exc
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy and drivers fail in many ways

@@ -39,7 +39,8 @@ from cnncompile.analysis.space import Candidate, Space
 from cnncompile.data.datasets import Dataset, load_dataset
 from cnncompile.files import read_json, write_bytes, write_json
 from cnncompile.run.study import (HEARTBEAT_SECONDS, OWNER, Heartbeat, TuneError, TuneOptions, claim,
-                                  fail_lost_trials, finished_elsewhere, open_study, running_trials, surplus, take,
+                                  fail_lost_trials, finished_elsewhere, make_pruner, open_study, running_trials, surplus,
+                                  take,
                                   tell, trained_trials)
 from cnncompile.run.study_files import plot_study, spec_text, write_trials_csv
 from cnncompile.run.train import TrainOptions, evaluate_test, train
@@ -65,12 +66,16 @@ class StudyReport:
 def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
          log: Callable[[str], None] = lambda message: None) -> StudyReport:
     """Work on the study until it holds options.trials trained trials; then score the best."""
-    study = open_study(space.base_spec.name, space.search.goal, options)
+    epochs = options.epochs or space.base_spec.training.epochs
+    study = open_study(space.base_spec.name, space.search.goal, options, make_pruner(space.search.pruner, epochs))
     claim(study, spec_sha256, options)
     fixed = {("training", "epochs"): options.epochs} if options.epochs else {}
     runner = _Runner(space, spec_path, options, fixed, log)
-    in_a_row = 0
+    in_a_row, started = 0, time.monotonic()
     while True:
+        if options.timeout is not None and time.monotonic() - started > options.timeout:
+            log(f"time budget of {options.timeout:.0f} s reached: no new trials")
+            break
         fail_lost_trials(study)
         trials = study.get_trials(deepcopy=False)
         trained, running = trained_trials(trials), running_trials(trials)
@@ -207,7 +212,7 @@ class _Runner:
         value = float(history[-1][self.space.search.metric])
         attrs = {"seconds": round(seconds, 3)}
         if reporter.pruned_at is not None:
-            attrs["pruned"] = (f"stopped by the pruner after epoch {reporter.pruned_at}: "
+            attrs["pruned"] = (f"stopped by the {self.space.search.pruner} pruner after epoch {reporter.pruned_at}: "
                                f"{self.space.search.metric} {value:.4f}")
             if tell(study, trial, self.log, state=TrialState.PRUNED, attrs=attrs):
                 self.log(f"trial {trial.number}: {attrs['pruned']} ({seconds:.1f} s)")
