@@ -20,7 +20,7 @@ import pytest
 
 import numpy as np
 
-from tests.conftest import make_idx_dir, run_cli, write_idx
+from tests.conftest import ROOT, make_idx_dir, run_cli, write_idx
 
 pytestmark = pytest.mark.slow
 
@@ -293,3 +293,26 @@ def test_multi_fidelity_pruner_stops_a_hopeless_trial_after_its_first_epoch(proj
         assert len(history) == 1
     assert all(r["state"] == "COMPLETE" for r in table if float(r["training.optimizer.learning_rate"]) > 1e-3)
     assert f"({len(stopped)} stopped early by the pruner)" in result.stdout
+
+
+def test_only_a_complete_owner_record_of_a_dead_process_is_judged_lost(tmp_path):
+    """Issue 22's window, without timing: a trial just asked for (no owner yet) stays RUNNING
+    when another process looks; one whose owner record names a process that is gone is failed
+    and re-queued, without its owner."""
+    import optuna
+
+    from cnncompile.run.study import OWNER, open_storage, take
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = optuna.create_study(study_name="w", storage=open_storage(url, tmp_path))
+    asked, owned, dead = study.ask(), study.ask(), study.ask()
+    take(owned)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead.set_user_attr(OWNER, {**owned.user_attrs[OWNER], "pid": int(gone.stdout)})
+    judge = ("import optuna; from cnncompile.run.study import fail_lost_trials, open_storage; "
+             f"fail_lost_trials(optuna.load_study(study_name='w', storage=open_storage('{url}', None)))")
+    subprocess.run([sys.executable, "-c", judge], check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states == {asked.number: "RUNNING", owned.number: "RUNNING", dead.number: "FAIL", 3: "WAITING"}
+    retry = study.get_trials()[3]
+    assert OWNER not in retry.user_attrs
