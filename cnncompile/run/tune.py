@@ -12,7 +12,9 @@ Tune directory:
 Each process asks the study for candidates until it holds `trials` trained ones, so several
 processes (or machines, through one database) share a study. A candidate is checked
 statically first (analysis/space.py): one that is invalid or over budget is told PRUNED with the
-reason and costs milliseconds. A trial whose process died (SIGKILL, power loss) is failed and
+reason and costs milliseconds. A trained one reports its metric after every epoch, and the
+search's pruner (median, successive halving or hyperband: epochs are the resource) may stop
+it there. --timeout ends the study on a wall-clock budget instead of a trial count. A trial whose process died (SIGKILL, power loss) is failed and
 re-queued with the same values, and its run directory resumes from its last epoch:
 immediately when its process is seen to be gone on this host, else once its heartbeat is
 older than the grace period (RDB storages).
