@@ -358,5 +358,20 @@ def schema(fmt: str) -> None:
     click.echo(reference.json_schema_text() if fmt == "json" else reference.markdown(), nl=False)
 
 
+@main.command()
+def lsp() -> None:
+    """Run the language server on stdin/stdout, for editors: `check`'s diagnostics as you type,
+    shapes on hover and at the end of each layer's line, completion, go to definition.
+
+    Needs the lsp extra: pip install 'cnncompile[lsp]'. Setup for VS Code, Neovim and Helix:
+    docs/editors.md.
+    """
+    try:
+        from cnncompile.editor.server import serve
+    except ImportError as exc:
+        raise click.UsageError(f"`cnncompile lsp` needs pygls ({exc}); pip install 'cnncompile[lsp]'") from None
+    serve()
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

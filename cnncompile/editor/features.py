@@ -1,0 +1,527 @@
+"""The editor's questions answered from a Document, as LSP types.
+
+Diagnostics are `check`'s, range for range; hover, inlay hints and shapes come from the
+last version that compiled; definition, outline and completion scopes from the last that
+parsed; completion reads the current line itself, because while a value is being typed the
+YAML around it rarely parses. Lines and columns: LSP's are 0-based, the spec's 1-based.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import typing
+from typing import Any
+
+from lsprotocol import types as lsp
+
+from cnncompile.editor.document import TOP, Document, Snapshot, item_list, layer_item, node_of, scope_before
+from cnncompile.language.diagnostics import Diagnostic, Mark, Path
+
+SOURCE = "cnncompile"
+_SEVERITY = {"error": lsp.DiagnosticSeverity.Error, "warning": lsp.DiagnosticSeverity.Warning,
+             "note": lsp.DiagnosticSeverity.Information}
+# "unknown key 'filtrs'; did you mean 'filters'?", "no layer named 'x' is defined before this one;
+# did you mean 'y'?": the received word is the last one quoted before diagnostics.did_you_mean's hint.
+_DID_YOU_MEAN = re.compile(r"'([^']+)'[^';]*; did you mean '([^']+)'\?")
+_HOVER_ROWS = 40  # a block use of a big cell expands to dozens of layers: show the first ones
+
+
+# --- diagnostics ---------------------------------------------------------------------------
+
+def diagnostics(snapshot: Snapshot, uri: str) -> list[lsp.Diagnostic]:
+    """`check`'s diagnostics: same message and start; the range spans the token there."""
+    return [_diagnostic(d, snapshot.lines, uri) for d in snapshot.diagnostics]
+
+
+def _diagnostic(diagnostic: Diagnostic, lines: list[str], uri: str) -> lsp.Diagnostic:
+    related = [lsp.DiagnosticRelatedInformation(lsp.Location(uri, token_range(lines, note.mark)), note.message)
+               for note in diagnostic.notes if note.mark is not None]
+    return lsp.Diagnostic(range=token_range(lines, diagnostic.mark), message=diagnostic.message,
+                          severity=_SEVERITY[diagnostic.severity], source=SOURCE,
+                          related_information=related or None)
+
+
+_TOKEN = re.compile(r"[^\s,\[\]{}#:]+")
+
+
+def token_range(lines: list[str], mark: Mark | None) -> lsp.Range:
+    """The range of the key, scalar or opening bracket that starts at `mark`."""
+    if mark is None:
+        return lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0))
+    line, start = mark.line - 1, mark.column - 1
+    text = lines[line] if 0 <= line < len(lines) else ""
+    rest = text[start:]
+    if rest[:1] in ("'", '"'):
+        close = rest.find(rest[0], 1)
+        length = close + 1 if close > 0 else len(rest)
+    elif rest[:1] in ("{", "["):
+        length = _bracketed(rest)
+    else:
+        match = _TOKEN.match(rest)
+        length = match.end() if match else min(1, len(rest))
+    return lsp.Range(lsp.Position(line, start), lsp.Position(line, start + length))
+
+
+def _bracketed(text: str) -> int:
+    """Length of the flow collection opening `text`, up to its closing bracket on this line
+    (a whole layer written `{type: ...}`), else to the end of the line."""
+    depth = 0
+    for index, char in enumerate(text):
+        depth += char in "{[" and 1 or (-1 if char in "}]" else 0)
+        if depth == 0:
+            return index + 1
+    return len(text.rstrip())
+
+
+def _position(mark: Mark) -> lsp.Position:
+    return lsp.Position(mark.line - 1, mark.column - 1)
+
+
+# --- hover ---------------------------------------------------------------------------------
+
+def hover(document: Document, line: int, character: int) -> lsp.Hover | None:
+    """A key: its documentation and default. A layer: its shape, parameters, MACs and inputs;
+    a block use: the layers it expands to; a layer inside a block: each instance."""
+    parsed = document.parsed
+    if parsed is not None:
+        spot = parsed.locator.at(line + 1, character + 1)
+        if spot is not None and spot.on_key:
+            text = _key_doc(parsed.raw, spot.path)
+            if text:
+                return _markdown(text)
+    good = document.good
+    if good is None:
+        return None
+    spot = good.locator.at(line + 1, character + 1)
+    item = layer_item(spot.path) if spot else None
+    if item is None:
+        return None
+    text = _layer_doc(good, item)
+    return _markdown(text) if text else None
+
+
+def _markdown(text: str) -> lsp.Hover:
+    return lsp.Hover(lsp.MarkupContent(lsp.MarkupKind.Markdown, text))
+
+
+def _key_doc(raw: Any, path: Path) -> str | None:
+    """The documentation of the key at `path`, from the class that defines it."""
+    from cnncompile.language.reference import default_text
+
+    owner = _owner(raw, path[:-1])
+    key = path[-1]
+    if isinstance(owner, dict):  # a block use: the block's parameters, then BlockUse's fields
+        if key in owner:
+            return f"**{key}**: a parameter of this block (default `{owner[key]!r}`)" if owner[key] is not None \
+                else f"**{key}**: a parameter of this block (required)"
+        from cnncompile.language.blocks import BlockUse
+
+        owner = BlockUse
+    if owner is None or key not in owner.model_fields:
+        return None
+    field = owner.model_fields[key]
+    doc = (field.description or "").strip()
+    if key == "type":
+        doc = inspect.cleandoc(owner.__doc__ or "")
+    return f"**{key}** ({owner.__name__}): {doc}\n\ndefault: {default_text(field)}"
+
+
+def _owner(raw: Any, path: Path) -> Any:
+    """The class whose fields the mapping at `path` holds (a block use's parameters: a dict)."""
+    from cnncompile.language.blocks import BlockUse
+    from cnncompile.language.model import Input, ModelSpec
+    from cnncompile.language.training import Training
+
+    fixed = {(): ModelSpec, ("input",): Input, ("training",): Training}
+    if path in fixed:
+        return fixed[path]
+    if layer_item(path) != path:
+        return None
+    entry = node_of(raw, path)
+    if not isinstance(entry, dict):
+        return None
+    if "block" in entry:
+        params = node_of(raw, ("blocks", entry["block"], "params"))
+        return params if isinstance(params, dict) else BlockUse
+    return _layer_classes().get(entry.get("type"))
+
+
+@functools.cache
+def _layer_classes() -> dict[str, type]:
+    from cnncompile.language.layers import LAYER_NAMES, LAYER_TYPES
+
+    return dict(zip(LAYER_NAMES, LAYER_TYPES))
+
+
+def _layer_doc(good: Snapshot, item: Path) -> str | None:
+    from cnncompile.language.shapes import fmt
+
+    compiled = good.compiled
+    infos = {info.name: info for info in compiled.info.layers}
+    nodes = compiled.spec.graph()
+    own = [node for node in nodes if node.path == item]
+    if len(own) == 1 and not own[0].uses:
+        info = infos[own[0].name]
+        reads = ", ".join(f"`{name}`" for name in info.inputs)
+        return (f"**{info.type}** `{info.name}` → `{fmt(info.output_shape)}`\n\n"
+                f"params {info.params:,} (trainable {info.trainable_params:,}) · MACs {info.macs:,} · reads {reads}")
+    if own:  # a layer inside a block: one row per instance
+        rows = [f"| {node.name} | `{fmt(infos[node.name].output_shape)}` | {infos[node.name].params:,} |"
+                for node in own[:_HOVER_ROWS]]
+        return "\n".join([f"**{own[0].layer.type}** in block `{item[1]}`: {len(own)} "
+                          f"instance{'s' if len(own) != 1 else ''}", "",
+                          "| layer | output shape | params |", "| --- | --- | --- |", *rows, *_more(len(own))])
+    # A block use: the layers of its first instance (a use inside a block has one per use of that block).
+    instances: dict[str, list] = {}
+    for node in nodes:
+        use = next((use for use in node.uses if use.path == item), None)
+        if use is not None:
+            instances.setdefault(use.instance, []).append((use, infos[node.name]))
+    if not instances:
+        return None
+    first = next(iter(instances.values()))
+    use, expanded = first[0][0], [info for _, info in first]
+    rows = [f"| {info.name} | {info.type} | `{fmt(info.output_shape)}` | {info.params:,} |"
+            for info in expanded[:_HOVER_ROWS]]
+    also = f" (first of {len(instances)} instances)" if len(instances) > 1 else ""
+    return "\n".join([f"**block `{use.block}`** as `{use.instance}`{also} → `{fmt(expanded[-1].output_shape)}`: "
+                      f"{len(expanded)} layers, params {sum(i.params for i in expanded):,}, "
+                      f"MACs {sum(i.macs for i in expanded):,}", "",
+                      "| layer | type | output shape | params |", "| --- | --- | --- | --- |", *rows,
+                      *_more(len(expanded))])
+
+
+def _more(count: int) -> list[str]:
+    return [f"\n… {count - _HOVER_ROWS} more"] if count > _HOVER_ROWS else []
+
+
+# --- completion ----------------------------------------------------------------------------
+
+def completion(document: Document, line: int, character: int) -> list[lsp.CompletionItem]:
+    """What may be written at the cursor, read from the text of the current line and item."""
+    if document.latest is None:
+        return []
+    lines = document.latest.lines
+    if not 0 <= line < len(lines):
+        return []
+    prefix = lines[line][:character]
+    if re.search(r"\btype:\s*['\"]?\w*$", prefix):
+        return _layer_types()
+    if re.search(r"\bblock:\s*['\"]?\w*$", prefix):
+        return _block_names(document)
+    if re.search(r"\binputs:\s*\[[^\]]*$", prefix) or _in_block_style_inputs(lines, line, prefix):
+        return _readable_names(document, line, character)
+    start = _item_start(lines, line)
+    item_text = "\n".join(lines[start:line + 1]) if start is not None else lines[line]
+    value = re.search(r"\b(\w+):\s*['\"]?[\w.]*$", prefix)
+    if value:
+        return _values(value.group(1), item_text)
+    if start is not None and re.search(r"(^\s*(-\s+)?|[{,]\s*)\w*$", prefix):
+        return _keys(document, item_text)
+    return []
+
+
+def _item_start(lines: list[str], line: int) -> int | None:
+    """The line where the list item holding `line` begins (`- {type: ...` or `- type: ...`)."""
+    for index in range(line, -1, -1):
+        if re.match(r"\s*-\s+(\{|[\w\"']+\s*:)", lines[index]):
+            return index
+        if index < line and re.match(r"\S", lines[index]):  # a top-level key: no item
+            return None
+    return None
+
+
+def _in_block_style_inputs(lines: list[str], line: int, prefix: str) -> bool:
+    """`inputs:` followed by `- name` lines, the cursor on one of those."""
+    match = re.match(r"(\s*)-\s+[\w.\-]*$", prefix)
+    if not match:
+        return False
+    for index in range(line - 1, -1, -1):
+        text = lines[index]
+        if re.match(rf"{match.group(1)}-\s", text):
+            continue
+        return bool(re.match(r"\s*(-\s+)?inputs:\s*$", text))
+    return False
+
+
+def _layer_types() -> list[lsp.CompletionItem]:
+    return [lsp.CompletionItem(name, kind=lsp.CompletionItemKind.Class, detail=_first_line(cls.__doc__),
+                               documentation=_doc(f"{inspect.cleandoc(cls.__doc__ or '')}\n\n`{cls.example}`"))
+            for name, cls in _layer_classes().items()]
+
+
+def _first_line(text: str | None) -> str:
+    return inspect.cleandoc(text or "").split("\n", 1)[0]
+
+
+def _doc(text: str) -> lsp.MarkupContent:
+    return lsp.MarkupContent(lsp.MarkupKind.Markdown, text)
+
+
+def _blocks(document: Document) -> dict:
+    blocks = node_of(document.parsed.raw, ("blocks",)) if document.parsed else None
+    return blocks if isinstance(blocks, dict) else {}
+
+
+def _block_names(document: Document) -> list[lsp.CompletionItem]:
+    items = []
+    for name, block in _blocks(document).items():
+        params = block.get("params") if isinstance(block, dict) else None
+        shown = ", ".join(f"{k}: {'required' if v is None else v!r}" for k, v in params.items()) \
+            if isinstance(params, dict) else ""
+        items.append(lsp.CompletionItem(str(name), kind=lsp.CompletionItemKind.Module,
+                                        detail=f"block ({shown})" if shown else "block"))
+    return items
+
+
+def _readable_names(document: Document, line: int, character: int) -> list[lsp.CompletionItem]:
+    """The names a layer here may read: those defined before it in its list."""
+    parsed = document.parsed
+    if parsed is None:
+        return []
+    item, before = _enclosing_item(parsed, line + 1, character + 1)
+    names = dict(scope_before(parsed, item_list(item), before))
+    if item[0] == "layers":
+        names.update(_expanded_names(document, before))
+    return [lsp.CompletionItem(name, kind=lsp.CompletionItemKind.Variable, detail=_shape_of(document, name))
+            for name in names]
+
+
+def _enclosing_item(parsed: Snapshot, line: int, column: int) -> tuple[Path, tuple[int, int]]:
+    """The item the cursor is in (or, on a new line, the list it is being added to) and the
+    position before which a name must be defined to be readable from there."""
+    locator = parsed.locator
+    spot = locator.at(line, column)
+    item = layer_item(spot.path) if spot else None
+    if item is None:
+        return (*TOP, 0), (line, 0)
+    end = locator.end(item)
+    start = locator.start(item)
+    inside = end is None or (line, column) < end
+    return item, ((start.line, start.column) if inside and start.line <= line else (line, 0))
+
+
+def _expanded_names(document: Document, before: tuple[int, int]) -> dict[str, Path]:
+    """Top-level names made by block uses before `before` (from the last compiled version)."""
+    good = document.good
+    if good is None:
+        return {}
+    names: dict[str, Path] = {}
+    for node in good.compiled.spec.graph():
+        if node.uses:
+            use = node.uses[0]
+            mark = good.source.value(use.path)
+            if mark and (mark.line, mark.column) < before:
+                names.setdefault(use.instance, use.path)
+                names.setdefault(node.name, use.path)
+    return names
+
+
+def _shape_of(document: Document, name: str) -> str | None:
+    from cnncompile.language.shapes import fmt
+
+    if document.good is None:
+        return None
+    info = document.good.compiled.info
+    if name == "input":
+        return fmt(info.input_shape)
+    return next((fmt(layer.output_shape) for layer in info.layers if layer.name == name), None)
+
+
+def _item_keys(item_text: str) -> tuple[str | None, str | None, set[str]]:
+    kind = re.search(r"\btype:\s*['\"]?(\w+)", item_text)
+    block = re.search(r"\bblock:\s*['\"]?(\w+)", item_text)
+    present = set(re.findall(r"([\w]+)\s*:", item_text))
+    return kind and kind.group(1), block and block.group(1), present
+
+
+def _keys(document: Document, item_text: str) -> list[lsp.CompletionItem]:
+    """Argument names of the layer (or block use) being written, with defaults and docs."""
+    from cnncompile.language.blocks import BlockUse
+    from cnncompile.language.reference import default_text
+
+    kind, block, present = _item_keys(item_text)
+    items = []
+    if block is not None:
+        params = node_of(_blocks(document), (block, "params"))
+        for name, default in (params.items() if isinstance(params, dict) else []):
+            if name not in present:
+                items.append(lsp.CompletionItem(
+                    name, kind=lsp.CompletionItemKind.Property, insert_text=f"{name}: ",
+                    detail="required" if default is None else f"default {default!r}",
+                    documentation=_doc(f"a parameter of block `{block}`")))
+        owner: Any = BlockUse
+    else:
+        owner = _layer_classes().get(kind)
+    if owner is None:
+        return [lsp.CompletionItem(key, kind=lsp.CompletionItemKind.Property, insert_text=f"{key}: ")
+                for key in ("type", "block") if key not in present]
+    for name, field in owner.model_fields.items():
+        if name in present or name == "type":
+            continue
+        items.append(lsp.CompletionItem(name, kind=lsp.CompletionItemKind.Property, insert_text=f"{name}: ",
+                                        detail=f"default {default_text(field)}".replace("default **required**",
+                                                                                          "required"),
+                                        documentation=_doc(field.description or "")))
+    return items
+
+
+def _values(key: str, item_text: str) -> list[lsp.CompletionItem]:
+    """The values an enumerated argument takes (padding, activation, interpolation, ...)."""
+    kind, _, _ = _item_keys(item_text)
+    classes = _layer_classes()
+    owners = [classes[kind]] if kind in classes else list(classes.values())
+    for owner in owners:
+        field = owner.model_fields.get(key)
+        values = _choices(field.annotation) if field is not None else []
+        if values:
+            return [lsp.CompletionItem(str(v), kind=lsp.CompletionItemKind.EnumMember) for v in values]
+    return []
+
+
+def _choices(annotation: Any) -> list[Any]:
+    """The values of every Literal inside an annotation (through Optional, unions, Annotated)."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _choices(typing.get_args(annotation)[0])
+    return [v for arg in typing.get_args(annotation) for v in _choices(arg)]
+
+
+# --- definition ----------------------------------------------------------------------------
+
+def definition(document: Document, uri: str, line: int, character: int) -> lsp.Location | None:
+    """An `inputs:` name -> the layer it names (in a block, the block's layer or input);
+    a `block:` name -> the block."""
+    parsed = document.parsed
+    if parsed is None:
+        return None
+    spot = parsed.locator.at(line + 1, character + 1)
+    if spot is None or spot.on_key:
+        return None
+    path = spot.path
+    item = layer_item(path)
+    value = node_of(parsed.raw, path)
+    if item is None or not isinstance(value, str):
+        return None
+    target: Path | None = None
+    if path == (*item, "block"):
+        target = ("blocks", value) if value in _blocks(document) else None
+    elif path[len(item):len(item) + 1] == ("inputs",):
+        start = parsed.locator.start(item)
+        names = scope_before(parsed, item_list(item), (start.line, start.column))
+        if item[0] == "layers":
+            names = {**_expanded_names(document, (start.line, start.column)), **names}
+        target = names.get(value)
+    if target is None:
+        return None
+    return lsp.Location(uri, token_range(parsed.lines, parsed.locator.start(target)))
+
+
+# --- outline -------------------------------------------------------------------------------
+
+def symbols(document: Document) -> list[lsp.DocumentSymbol]:
+    """Blocks (with their layers) and the model's layers, each with its type and shape."""
+    parsed = document.parsed
+    if parsed is None:
+        return []
+    out = []
+    for name, block in _blocks(document).items():
+        path = ("blocks", name)
+        layers = node_of(block, ("layers",))
+        children = _layer_symbols(document, (*path, "layers"), layers) if isinstance(layers, list) else []
+        out.append(_symbol(parsed, path, str(name), "block", lsp.SymbolKind.Module, children))
+    layers = node_of(parsed.raw, TOP)
+    if isinstance(layers, list):
+        out.extend(_layer_symbols(document, TOP, layers))
+    return out
+
+
+def _layer_symbols(document: Document, at: Path, layers: list) -> list[lsp.DocumentSymbol]:
+    parsed = document.parsed
+    names = {path: name for name, path in scope_before(parsed, at, (10**9, 0)).items()}
+    out = []
+    for index, entry in enumerate(layers):
+        path = (*at, index)
+        if not isinstance(entry, dict):
+            continue
+        if "block" in entry:
+            name, detail, kind = str(entry.get("name") or entry["block"]), f"block {entry['block']}", \
+                lsp.SymbolKind.Module
+        else:
+            name, detail, kind = names.get(path, "?"), str(entry.get("type")), lsp.SymbolKind.Class
+            shape = _shape_of(document, name) if at == TOP else None
+            detail += f" → {shape}" if shape else ""
+        out.append(_symbol(parsed, path, name, detail, kind, []))
+    return out
+
+
+def _symbol(parsed: Snapshot, path: Path, name: str, detail: str, kind: lsp.SymbolKind,
+            children: list[lsp.DocumentSymbol]) -> lsp.DocumentSymbol:
+    start = parsed.locator.start(path)
+    selection = token_range(parsed.lines, start)
+    end = _end_of(parsed, path, selection.end)
+    return lsp.DocumentSymbol(name=name, detail=detail, kind=kind, range=lsp.Range(_position(start), end),
+                              selection_range=selection, children=children or None)
+
+
+def _end_of(parsed: Snapshot, path: Path, at_least: lsp.Position) -> lsp.Position:
+    """The end of the last written line of `path`: before the next node outside it."""
+    following = parsed.locator.end(path)
+    lines = parsed.lines
+    start = parsed.locator.start(path)
+    if following is not None and following[0] == start.line:
+        return lsp.Position(start.line - 1, max(following[1] - 1, at_least.character))
+    last = (following[0] - 1 if following else len(lines)) - 1  # 0-based, the line before
+    while last > start.line - 1 and not lines[last].split("#", 1)[0].strip():
+        last -= 1
+    position = lsp.Position(last, len(lines[last]))
+    return position if (position.line, position.character) >= (at_least.line, at_least.character) else at_least
+
+
+# --- inlay hints ---------------------------------------------------------------------------
+
+def inlay_hints(document: Document, first: int, last: int) -> list[lsp.InlayHint]:
+    """Each top-level layer's output shape at the end of its line (a block use: its output's)."""
+    from cnncompile.language.shapes import fmt
+
+    good, latest = document.good, document.latest
+    if good is None or latest is None:
+        return []
+    infos = {info.name: info for info in good.compiled.info.layers}
+    shapes: dict[Path, Any] = {}
+    for node in good.compiled.spec.graph():
+        shapes[node.uses[0].path if node.uses else node.path] = infos[node.name].output_shape  # the last wins
+    hints = []
+    for path, shape in shapes.items():
+        mark = good.source.value(path)
+        line = mark.line - 1 if mark else -1
+        if first <= line <= last and line < len(latest.lines):
+            hints.append(lsp.InlayHint(lsp.Position(line, len(latest.lines[line].rstrip())), fmt(shape),
+                                       kind=lsp.InlayHintKind.Type, padding_left=True))
+    return hints
+
+
+# --- code actions --------------------------------------------------------------------------
+
+def code_actions(document: Document, uri: str, diagnostics_here: list[lsp.Diagnostic]) -> list[lsp.CodeAction]:
+    """Apply a did-you-mean: replace the received word (quoted first in the message) with the
+    suggestion, where it is written at or after the diagnostic's start."""
+    lines = document.latest.lines if document.latest else []
+    actions = []
+    for diagnostic in diagnostics_here:
+        match = _DID_YOU_MEAN.search(diagnostic.message)
+        start = diagnostic.range.start
+        if not match or start.line >= len(lines):
+            continue
+        received, suggestion = match.groups()
+        column = lines[start.line].find(received, start.character)
+        if column < 0:
+            continue
+        where = lsp.Range(lsp.Position(start.line, column), lsp.Position(start.line, column + len(received)))
+        edit = lsp.WorkspaceEdit(changes={uri: [lsp.TextEdit(where, suggestion)]})
+        actions.append(lsp.CodeAction(f"Replace '{received}' with '{suggestion}'", kind=lsp.CodeActionKind.QuickFix,
+                                      diagnostics=[diagnostic], edit=edit, is_preferred=True))
+    return actions

@@ -1,0 +1,229 @@
+"""`cnncompile lsp` end to end: a real LSP client (pytest-lsp) drives the server in a
+subprocess over stdio, as an editor does. Expected values come from `check` itself."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_lsp
+from click.testing import CliRunner
+from lsprotocol import types as lsp
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from cnncompile.cli import main
+from tests.conftest import ROOT, spec_text
+from tests.test_blocks import BOTTLENECK
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+MNIST = (ROOT / "examples" / "mnist_cnn.yaml").read_text()
+NASNET = (ROOT / "examples" / "zoo" / "nasnet_mobile.yaml").read_text()
+# Errors of every stage at once: a misspelled key and type, an unknown input, and (inside a
+# block, so with an expansion note) a kernel that does not fit, plus a dead-branch warning.
+BROKEN = spec_text("""
+    {type: Conv2D, filtrs: 8, kernel_size: 3}
+    {type: MaxPoolin2D}
+    {type: Dense, units: 10, inputs: [conv2dd]}
+""")
+SHAPES = """name: m
+input: {shape: [8, 8, 1]}
+blocks:
+  pair:
+    params: {kernel: 3}
+    layers:
+      - {type: Conv2D, filters: 4, kernel_size: "${kernel}"}
+layers:
+  - {type: Conv2D, filters: 4, kernel_size: 3}
+  - {type: Conv2D, name: unused, filters: 4, kernel_size: 1}
+  - {block: pair, kernel: 9, inputs: [conv2d]}
+  - {type: Flatten}
+"""
+
+
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=[sys.executable, "-m", "cnncompile", "lsp"]))
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(lsp.InitializeParams(capabilities=lsp.ClientCapabilities()))
+    yield
+    await lsp_client.shutdown_session()
+
+
+_versions: dict[str, int] = {}
+
+
+async def edit(client: LanguageClient, name: str, text: str) -> list[lsp.Diagnostic]:
+    """Open (first time) or replace the document `name`; the diagnostics published for it."""
+    uri = f"file:///work/{name}"
+    version = _versions.get(uri, 0) + 1
+    _versions[uri] = version
+    if version == 1:
+        client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri, "yaml", version, text)))
+    else:
+        client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+            lsp.VersionedTextDocumentIdentifier(version, uri), [lsp.TextDocumentContentChangeWholeDocument(text)]))
+    while True:
+        published = await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+        if published.uri == uri and published.version == version:
+            return list(published.diagnostics)
+
+
+def doc(name: str) -> lsp.TextDocumentIdentifier:
+    return lsp.TextDocumentIdentifier(f"file:///work/{name}")
+
+
+def check_lines(tmp_path: Path, text: str, *args: str) -> list[str]:
+    """`check`'s output lines for `text`, the file named m.yaml."""
+    spec = tmp_path / "m.yaml"
+    spec.write_text(text)
+    output = CliRunner().invoke(main, ["check", str(spec), *args]).output
+    return output.replace(str(spec), "m.yaml").splitlines()
+
+
+def at(text: str, needle: str, occurrence: int = 0, offset: int = 0) -> lsp.Position:
+    """The position of the `occurrence`-th `needle` in `text`, plus `offset` characters."""
+    index = [m.start() for m in re.finditer(re.escape(needle), text)][occurrence] + offset
+    line = text.count("\n", 0, index)
+    return lsp.Position(line, index - (text.rfind("\n", 0, index) + 1))
+
+
+def labels(items) -> list[str]:
+    return [item.label for item in items.items] if items else []
+
+
+async def test_diagnostics_are_checks_at_the_same_places_and_clear_when_fixed(client, tmp_path):
+    found = {}
+    for name, text in (("broken", BROKEN), ("shapes", SHAPES), ("dead", SHAPES.replace("kernel: 9", "kernel: 3"))):
+        found[name] = await edit(client, "broken.yaml", text)
+        expected = [line for line in check_lines(tmp_path, text) if re.match(r"m\.yaml:\d+:\d+: (error|warning)", line)]
+        ours = [f"m.yaml:{d.range.start.line + 1}:{d.range.start.character + 1}: "
+                f"{'error' if d.severity == lsp.DiagnosticSeverity.Error else 'warning'}: {d.message}"
+                for d in found[name]]
+        assert ours == expected and ours
+    # The kernel inside the block: the range spans the value, the note points at the use.
+    (inside,) = found["shapes"]
+    assert "kernel 9x9" in inside.message
+    assert inside.range.start == at(SHAPES, '"${kernel}"') and inside.range.end == at(SHAPES, '"${kernel}"', offset=11)
+    (note,) = inside.related_information
+    assert "in expansion of block 'pair'" in note.message and note.location.range.start == at(SHAPES, "{block: pair")
+    (warning,) = found["dead"]
+    assert warning.severity == lsp.DiagnosticSeverity.Warning and "'unused'" in warning.message
+    assert await edit(client, "broken.yaml", MNIST) == []
+
+
+async def test_did_you_mean_is_a_quick_fix_that_clears_the_error(client):
+    text = MNIST.replace("activation: relu}", "activation: rleu}", 1).replace("pool_size", "pool_sise", 1)
+    found = await edit(client, "typo.yaml", text)
+    actions = await client.text_document_code_action_async(lsp.CodeActionParams(
+        doc("typo.yaml"), lsp.Range(lsp.Position(0, 0), lsp.Position(30, 0)), lsp.CodeActionContext(found)))
+    assert sorted(a.title for a in actions) == ["Replace 'pool_sise' with 'pool_size'", "Replace 'rleu' with 'relu'"]
+    lines = text.split("\n")
+    for action in actions:
+        (change,) = action.edit.changes["file:///work/typo.yaml"]
+        line = lines[change.range.start.line]
+        lines[change.range.start.line] = line[:change.range.start.character] + change.new_text + line[change.range.end.character:]
+    assert await edit(client, "typo.yaml", "\n".join(lines)) == []
+
+
+async def test_hover_shows_shape_parameters_and_docs(client):
+    await edit(client, "hover.yaml", MNIST)
+    layer = await client.text_document_hover_async(lsp.HoverParams(doc("hover.yaml"), at(MNIST, "filters: 64", offset=9)))
+    assert "`(None, 11, 11, 64)`" in layer.contents.value and "params 18,496" in layer.contents.value
+    assert "reads `max_pooling2d`" in layer.contents.value
+    key = await client.text_document_hover_async(lsp.HoverParams(doc("hover.yaml"), at(MNIST, "pool_size", offset=2)))
+    assert "pool_size" in key.contents.value and "default: `[2, 2]`" in key.contents.value
+    # While the text is broken, hover answers from the last version that compiled.
+    await edit(client, "hover.yaml", MNIST.replace("{type: Flatten}", "{type: Flatten"))
+    again = await client.text_document_hover_async(lsp.HoverParams(doc("hover.yaml"), at(MNIST, "filters: 64", offset=9)))
+    assert again.contents.value == layer.contents.value
+
+
+async def test_hover_on_a_block_use_lists_its_layers(client):
+    await edit(client, "blocks.yaml", BOTTLENECK)
+    use = await client.text_document_hover_async(lsp.HoverParams(doc("blocks.yaml"), at(BOTTLENECK, "{block: stage", offset=10)))
+    assert "**block `stage`** as `conv2`" in use.contents.value
+    assert "| conv2_block1_1_conv | Conv2D | `(None, 8, 8, 4)` |" in use.contents.value
+
+
+async def test_completion_offers_what_fits_each_position(client):
+    text = BOTTLENECK.replace("  - {type: Dense, units: 10}", "  - {type: Conv2D, padding: , inputs: [], \n  - {block: , \n  - {block: stage, repeat: 2, \n  - {type: ")
+    await edit(client, "complete.yaml", BOTTLENECK)  # typed into a valid file: the scopes come from it
+    await edit(client, "complete.yaml", text)
+
+    async def complete(position):
+        return labels(await client.text_document_completion_async(lsp.CompletionParams(doc("complete.yaml"), position)))
+
+    assert {"Conv2D", "MaxPooling2D", "Add"} <= set(await complete(at(text, "{type: ", -1, offset=7)))
+    assert await complete(at(text, "padding: ,", offset=9)) == ["valid", "same"]
+    keys = await complete(at(text, "padding: , ", offset=11))
+    assert {"filters", "kernel_size", "strides", "name"} <= set(keys) and not {"type", "padding"} & set(keys)
+    names = await complete(at(text, "inputs: [], ", offset=9))
+    assert {"input", "stem", "conv2", "conv2_block2_out", "global_average_pooling2d"} <= set(names)
+    assert await complete(at(text, "{block: , ", offset=8)) == ["bottleneck", "stage"]
+    # Inside a block: its input and the layers before, not those after.
+    inside = await complete(at(text, "inputs: [0_bn", offset=9))
+    assert set(inside) == {"input", "0_conv", "0_bn", "1_conv", "2_conv"}
+    use_keys = await complete(at(text, "repeat: 2, ", offset=11))
+    assert {"filters", "count", "name", "inputs"} <= set(use_keys) and not {"block", "repeat"} & set(use_keys)
+
+
+async def test_definition_jumps_to_the_layer_or_block(client):
+    await edit(client, "definition.yaml", BOTTLENECK)
+
+    async def target(position):
+        location = await client.text_document_definition_async(lsp.DefinitionParams(doc("definition.yaml"), position))
+        return location.range.start if location else None
+
+    assert await target(at(BOTTLENECK, "[0_bn", offset=2)) == at(BOTTLENECK, "{type: BatchNormalization, name: 0_bn")
+    assert await target(at(BOTTLENECK, "{block: bottleneck", offset=10)) == at(BOTTLENECK, "bottleneck:")
+    assert await target(at(BOTTLENECK, "[conv2_block2_out]", offset=3)) == at(BOTTLENECK, "{block: stage")
+
+
+async def test_inlay_hints_are_check_json_shapes_and_the_outline_lists_layers(client, tmp_path):
+    await edit(client, "inlay.yaml", MNIST)
+    hints = await client.text_document_inlay_hint_async(lsp.InlayHintParams(
+        doc("inlay.yaml"), lsp.Range(lsp.Position(0, 0), lsp.Position(100, 0))))
+    summary = json.loads("\n".join(check_lines(tmp_path, MNIST, "--json")))
+    expected = [(layer["line"] - 1, "(" + ", ".join(str(d) for d in layer["output_shape"]) + ")")
+                for layer in summary["layers"]]
+    assert [(h.position.line, h.label) for h in hints] == expected
+    assert all(h.position.character == len(MNIST.split("\n")[h.position.line].rstrip()) for h in hints)
+    symbols = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(doc("inlay.yaml")))
+    assert [s.name for s in symbols] == [layer["name"] for layer in summary["layers"]]
+    assert symbols[0].detail == "Conv2D → (None, 26, 26, 32)"
+
+
+async def test_hostile_documents_as_edits_never_crash_the_server(client):
+    """Every broken or hostile spec the suite already has, and a zoo file cut mid-token, sent as
+    edits of one document; the server answers every request after each one."""
+    from tests import test_blocks, test_graph, test_spec_errors
+
+    texts = [row[0] for row in _parametrized(test_spec_errors.test_loader_errors)]
+    texts += [value for module in (test_spec_errors, test_blocks, test_graph) for fn in vars(module).values()
+              for row in _parametrized(fn) for value in row if isinstance(value, str) and "\n" in value]
+    texts += [NASNET[:cut] for cut in range(97, len(NASNET), 1531)]
+    assert len(texts) > 30
+    await edit(client, "hostile.yaml", NASNET)
+    for text in texts:
+        found = await edit(client, "hostile.yaml", text)
+        assert all(d.range.start.line >= 0 for d in found)
+        middle = lsp.Position(text.count("\n") // 2, 3)
+        await client.text_document_hover_async(lsp.HoverParams(doc("hostile.yaml"), middle))
+        await client.text_document_completion_async(lsp.CompletionParams(doc("hostile.yaml"), middle))
+        await client.text_document_definition_async(lsp.DefinitionParams(doc("hostile.yaml"), middle))
+        await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(doc("hostile.yaml")))
+        await client.text_document_inlay_hint_async(lsp.InlayHintParams(
+            doc("hostile.yaml"), lsp.Range(lsp.Position(0, 0), lsp.Position(200, 0))))
+    failures = [m.message for m in client.log_messages if m.type == lsp.MessageType.Error]
+    assert failures == []
+    assert await edit(client, "hostile.yaml", MNIST) == []
+
+
+def _parametrized(fn) -> list[tuple]:
+    rows = []
+    for mark in getattr(fn, "pytestmark", []):
+        if mark.name == "parametrize":
+            rows += [tuple(getattr(row, "values", row if isinstance(row, tuple) else (row,))) for row in mark.args[1]]
+    return rows
