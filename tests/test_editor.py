@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from cnncompile.cli import main
 from tests.conftest import ROOT, spec_text
 from tests.test_blocks import BOTTLENECK
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+in_session = pytest.mark.asyncio(loop_scope="module")  # the tests share one server (the fixture's scope)
 
 MNIST = (ROOT / "examples" / "mnist_cnn.yaml").read_text()
 NASNET = (ROOT / "examples" / "zoo" / "nasnet_mobile.yaml").read_text()
@@ -93,6 +94,7 @@ def labels(items) -> list[str]:
     return [item.label for item in items.items] if items else []
 
 
+@in_session
 async def test_diagnostics_are_checks_at_the_same_places_and_clear_when_fixed(client, tmp_path):
     found = {}
     for name, text in (("broken", BROKEN), ("shapes", SHAPES), ("dead", SHAPES.replace("kernel: 9", "kernel: 3"))):
@@ -113,6 +115,7 @@ async def test_diagnostics_are_checks_at_the_same_places_and_clear_when_fixed(cl
     assert await edit(client, "broken.yaml", MNIST) == []
 
 
+@in_session
 async def test_did_you_mean_is_a_quick_fix_that_clears_the_error(client):
     text = MNIST.replace("activation: relu}", "activation: rleu}", 1).replace("pool_size", "pool_sise", 1)
     found = await edit(client, "typo.yaml", text)
@@ -127,6 +130,7 @@ async def test_did_you_mean_is_a_quick_fix_that_clears_the_error(client):
     assert await edit(client, "typo.yaml", "\n".join(lines)) == []
 
 
+@in_session
 async def test_hover_shows_shape_parameters_and_docs(client):
     await edit(client, "hover.yaml", MNIST)
     layer = await client.text_document_hover_async(lsp.HoverParams(doc("hover.yaml"), at(MNIST, "filters: 64", offset=9)))
@@ -140,6 +144,7 @@ async def test_hover_shows_shape_parameters_and_docs(client):
     assert again.contents.value == layer.contents.value
 
 
+@in_session
 async def test_hover_on_a_block_use_lists_its_layers(client):
     await edit(client, "blocks.yaml", BOTTLENECK)
     use = await client.text_document_hover_async(lsp.HoverParams(doc("blocks.yaml"), at(BOTTLENECK, "{block: stage", offset=10)))
@@ -147,6 +152,7 @@ async def test_hover_on_a_block_use_lists_its_layers(client):
     assert "| conv2_block1_1_conv | Conv2D | `(None, 8, 8, 4)` |" in use.contents.value
 
 
+@in_session
 async def test_completion_offers_what_fits_each_position(client):
     text = BOTTLENECK.replace("  - {type: Dense, units: 10}", "  - {type: Conv2D, padding: , inputs: [], \n  - {block: , \n  - {block: stage, repeat: 2, \n  - {type: ")
     await edit(client, "complete.yaml", BOTTLENECK)  # typed into a valid file: the scopes come from it
@@ -169,6 +175,7 @@ async def test_completion_offers_what_fits_each_position(client):
     assert {"filters", "count", "name", "inputs"} <= set(use_keys) and not {"block", "repeat"} & set(use_keys)
 
 
+@in_session
 async def test_definition_jumps_to_the_layer_or_block(client):
     await edit(client, "definition.yaml", BOTTLENECK)
 
@@ -181,6 +188,7 @@ async def test_definition_jumps_to_the_layer_or_block(client):
     assert await target(at(BOTTLENECK, "[conv2_block2_out]", offset=3)) == at(BOTTLENECK, "{block: stage")
 
 
+@in_session
 async def test_inlay_hints_are_check_json_shapes_and_the_outline_lists_layers(client, tmp_path):
     await edit(client, "inlay.yaml", MNIST)
     hints = await client.text_document_inlay_hint_async(lsp.InlayHintParams(
@@ -195,6 +203,7 @@ async def test_inlay_hints_are_check_json_shapes_and_the_outline_lists_layers(cl
     assert symbols[0].detail == "Conv2D → (None, 26, 26, 32)"
 
 
+@in_session
 async def test_hostile_documents_as_edits_never_crash_the_server(client):
     """Every broken or hostile spec the suite already has, and a zoo file cut mid-token, sent as
     edits of one document; the server answers every request after each one."""
@@ -227,3 +236,14 @@ def _parametrized(fn) -> list[tuple]:
         if mark.name == "parametrize":
             rows += [tuple(getattr(row, "values", row if isinstance(row, tuple) else (row,))) for row in mark.args[1]]
     return rows
+
+
+def test_the_server_starts_without_the_language_or_any_framework():
+    """Start-up imports pygls and the CLI only; pydantic and the layer classes load with the
+    first document, and no framework ever (the import contract proves the static side)."""
+    code = ("import sys; import cnncompile.cli, cnncompile.editor.server; "
+            "print(' '.join(m for m in sys.modules if m.split('.')[0] in {'pydantic', 'yaml', 'numpy', "
+            "'tensorflow', 'keras', 'onnx', 'onnxruntime', 'optuna', 'torch'} or m == 'cnncompile.language.layers'))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == []
