@@ -116,6 +116,18 @@ async def test_diagnostics_are_checks_at_the_same_places_and_clear_when_fixed(cl
 
 
 @in_session
+async def test_columns_are_counted_in_utf16_code_units_as_lsp_says(client, tmp_path):
+    text = MNIST.replace("dataset: mnist", 'dataset: {path: "\U0001F642.npz", test_split: 2}')
+    (found,) = await edit(client, "emoji.yaml", text)
+    (line,) = [line for line in check_lines(tmp_path, text) if ": error: " in line]
+    _, row, col, _ = line.split(":", 3)
+    assert "test_split" in found.message
+    # check's column counts characters; the smiley before the value is two UTF-16 code units.
+    assert found.range.start == lsp.Position(int(row) - 1, int(col) - 1 + 1)
+    assert found.range.end.character == found.range.start.character + 1
+
+
+@in_session
 async def test_did_you_mean_is_a_quick_fix_that_clears_the_error(client):
     text = MNIST.replace("activation: relu}", "activation: rleu}", 1).replace("pool_size", "pool_sise", 1)
     found = await edit(client, "typo.yaml", text)

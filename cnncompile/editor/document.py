@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any
@@ -63,8 +64,9 @@ def analyse(text: str, path: FilePath) -> Snapshot:
 class Document:
     """The analyses of one open file: the latest, the last that parsed, the last that compiled."""
 
-    def __init__(self, path: FilePath):
+    def __init__(self, path: FilePath, units: Callable[[str], int] = len):
         self.path = path
+        self.units = units  # a text's length in the editor's position units (UTF-16 code units, usually)
         self.latest: Snapshot | None = None
         self.parsed: Snapshot | None = None
         self.good: Snapshot | None = None

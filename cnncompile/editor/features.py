@@ -3,7 +3,9 @@
 Diagnostics are `check`'s, range for range; hover, inlay hints and shapes come from the
 last version that compiled; definition, outline and completion scopes from the last that
 parsed; completion reads the current line itself, because while a value is being typed the
-YAML around it rarely parses. Lines and columns: LSP's are 0-based, the spec's 1-based.
+YAML around it rarely parses. Lines and columns: LSP's are 0-based, the spec's 1-based; a
+column the editor sends or receives counts the code units it negotiated (UTF-16 by default),
+ours count characters, and `units` (pygls's codec) converts between them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import functools
 import inspect
 import re
 import typing
+from collections.abc import Callable
 from typing import Any
 
 from lsprotocol import types as lsp
@@ -25,20 +28,21 @@ _SEVERITY = {"error": lsp.DiagnosticSeverity.Error, "warning": lsp.DiagnosticSev
 # "unknown key 'filtrs'; did you mean 'filters'?", "no layer named 'x' is defined before this one;
 # did you mean 'y'?": the received word is the last one quoted before diagnostics.did_you_mean's hint.
 _DID_YOU_MEAN = re.compile(r"'([^']+)'[^';]*; did you mean '([^']+)'\?")
+Units = Callable[[str], int]  # a text's length in the editor's code units
 _HOVER_ROWS = 40  # a block use of a big cell expands to dozens of layers: show the first ones
 
 
 # --- diagnostics ---------------------------------------------------------------------------
 
-def diagnostics(snapshot: Snapshot, uri: str) -> list[lsp.Diagnostic]:
+def diagnostics(snapshot: Snapshot, uri: str, units: Units = len) -> list[lsp.Diagnostic]:
     """`check`'s diagnostics: same message and start; the range spans the token there."""
-    return [_diagnostic(d, snapshot.lines, uri) for d in snapshot.diagnostics]
+    return [_diagnostic(d, snapshot.lines, uri, units) for d in snapshot.diagnostics]
 
 
-def _diagnostic(diagnostic: Diagnostic, lines: list[str], uri: str) -> lsp.Diagnostic:
-    related = [lsp.DiagnosticRelatedInformation(lsp.Location(uri, token_range(lines, note.mark)), note.message)
+def _diagnostic(diagnostic: Diagnostic, lines: list[str], uri: str, units: Units) -> lsp.Diagnostic:
+    related = [lsp.DiagnosticRelatedInformation(lsp.Location(uri, token_range(lines, note.mark, units)), note.message)
                for note in diagnostic.notes if note.mark is not None]
-    return lsp.Diagnostic(range=token_range(lines, diagnostic.mark), message=diagnostic.message,
+    return lsp.Diagnostic(range=token_range(lines, diagnostic.mark, units), message=diagnostic.message,
                           severity=_SEVERITY[diagnostic.severity], source=SOURCE,
                           related_information=related or None)
 
@@ -46,7 +50,7 @@ def _diagnostic(diagnostic: Diagnostic, lines: list[str], uri: str) -> lsp.Diagn
 _TOKEN = re.compile(r"[^\s,\[\]{}#:]+")
 
 
-def token_range(lines: list[str], mark: Mark | None) -> lsp.Range:
+def token_range(lines: list[str], mark: Mark | None, units: Units = len) -> lsp.Range:
     """The range of the key, scalar or opening bracket that starts at `mark`."""
     if mark is None:
         return lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0))
@@ -61,7 +65,7 @@ def token_range(lines: list[str], mark: Mark | None) -> lsp.Range:
     else:
         match = _TOKEN.match(rest)
         length = match.end() if match else min(1, len(rest))
-    return lsp.Range(lsp.Position(line, start), lsp.Position(line, start + length))
+    return lsp.Range(position(lines, line, start, units), position(lines, line, start + length, units))
 
 
 def _bracketed(text: str) -> int:
@@ -75,8 +79,26 @@ def _bracketed(text: str) -> int:
     return len(text.rstrip())
 
 
-def _position(mark: Mark) -> lsp.Position:
-    return lsp.Position(mark.line - 1, mark.column - 1)
+def position(lines: list[str], line: int, index: int, units: Units) -> lsp.Position:
+    """The editor's position of a 0-based line and character index."""
+    text = lines[line] if 0 <= line < len(lines) else ""
+    return lsp.Position(line, units(text[:index]))
+
+
+def column(lines: list[str], line: int, character: int, units: Units) -> int:
+    """The character index of an editor's position (the inverse of `position`)."""
+    text = lines[line] if 0 <= line < len(lines) else ""
+    count = 0
+    for index, char in enumerate(text):
+        if count >= character:
+            return index
+        count += units(char)
+    return len(text)
+
+
+def _here(document: Document, line: int, character: int) -> int:
+    """The character column of the editor's cursor, in the current text."""
+    return column(document.latest.lines, line, character, document.units) if document.latest else character
 
 
 # --- hover ---------------------------------------------------------------------------------
@@ -84,6 +106,7 @@ def _position(mark: Mark) -> lsp.Position:
 def hover(document: Document, line: int, character: int) -> lsp.Hover | None:
     """A key: its documentation and default. A layer: its shape, parameters, MACs and inputs;
     a block use: the layers it expands to; a layer inside a block: each instance."""
+    character = _here(document, line, character)
     parsed = document.parsed
     if parsed is not None:
         spot = parsed.locator.at(line + 1, character + 1)
@@ -206,6 +229,7 @@ def completion(document: Document, line: int, character: int) -> list[lsp.Comple
     lines = document.latest.lines
     if not 0 <= line < len(lines):
         return []
+    character = _here(document, line, character)
     prefix = lines[line][:character]
     if re.search(r"\btype:\s*['\"]?\w*$", prefix):
         return _layer_types()
@@ -398,7 +422,7 @@ def definition(document: Document, uri: str, line: int, character: int) -> lsp.L
     parsed = document.parsed
     if parsed is None:
         return None
-    spot = parsed.locator.at(line + 1, character + 1)
+    spot = parsed.locator.at(line + 1, _here(document, line, character) + 1)
     if spot is None or spot.on_key:
         return None
     path = spot.path
@@ -417,7 +441,7 @@ def definition(document: Document, uri: str, line: int, character: int) -> lsp.L
         target = names.get(value)
     if target is None:
         return None
-    return lsp.Location(uri, token_range(parsed.lines, parsed.locator.start(target)))
+    return lsp.Location(uri, token_range(parsed.lines, parsed.locator.start(target), document.units))
 
 
 # --- outline -------------------------------------------------------------------------------
@@ -432,7 +456,7 @@ def symbols(document: Document) -> list[lsp.DocumentSymbol]:
         path = ("blocks", name)
         layers = node_of(block, ("layers",))
         children = _layer_symbols(document, (*path, "layers"), layers) if isinstance(layers, list) else []
-        out.append(_symbol(parsed, path, str(name), "block", lsp.SymbolKind.Module, children))
+        out.append(_symbol(parsed, path, str(name), "block", lsp.SymbolKind.Module, children, document.units))
     layers = node_of(parsed.raw, TOP)
     if isinstance(layers, list):
         out.extend(_layer_symbols(document, TOP, layers))
@@ -454,31 +478,32 @@ def _layer_symbols(document: Document, at: Path, layers: list) -> list[lsp.Docum
             name, detail, kind = names.get(path, "?"), str(entry.get("type")), lsp.SymbolKind.Class
             shape = _shape_of(document, name) if at == TOP else None
             detail += f" → {shape}" if shape else ""
-        out.append(_symbol(parsed, path, name, detail, kind, []))
+        out.append(_symbol(parsed, path, name, detail, kind, [], document.units))
     return out
 
 
 def _symbol(parsed: Snapshot, path: Path, name: str, detail: str, kind: lsp.SymbolKind,
-            children: list[lsp.DocumentSymbol]) -> lsp.DocumentSymbol:
+            children: list[lsp.DocumentSymbol], units: Units) -> lsp.DocumentSymbol:
     start = parsed.locator.start(path)
-    selection = token_range(parsed.lines, start)
-    end = _end_of(parsed, path, selection.end)
-    return lsp.DocumentSymbol(name=name, detail=detail, kind=kind, range=lsp.Range(_position(start), end),
+    selection = token_range(parsed.lines, start, units)
+    end = _end_of(parsed, path, selection.end, units)
+    return lsp.DocumentSymbol(name=name, detail=detail, kind=kind, range=lsp.Range(selection.start, end),
                               selection_range=selection, children=children or None)
 
 
-def _end_of(parsed: Snapshot, path: Path, at_least: lsp.Position) -> lsp.Position:
+def _end_of(parsed: Snapshot, path: Path, at_least: lsp.Position, units: Units) -> lsp.Position:
     """The end of the last written line of `path`: before the next node outside it."""
     following = parsed.locator.end(path)
     lines = parsed.lines
     start = parsed.locator.start(path)
     if following is not None and following[0] == start.line:
-        return lsp.Position(start.line - 1, max(following[1] - 1, at_least.character))
+        end = position(lines, start.line - 1, following[1] - 1, units)
+        return end if end.character >= at_least.character else at_least
     last = (following[0] - 1 if following else len(lines)) - 1  # 0-based, the line before
     while last > start.line - 1 and not lines[last].split("#", 1)[0].strip():
         last -= 1
-    position = lsp.Position(last, len(lines[last]))
-    return position if (position.line, position.character) >= (at_least.line, at_least.character) else at_least
+    end = lsp.Position(last, units(lines[last]))
+    return end if (end.line, end.character) >= (at_least.line, at_least.character) else at_least
 
 
 # --- inlay hints ---------------------------------------------------------------------------
@@ -499,7 +524,8 @@ def inlay_hints(document: Document, first: int, last: int) -> list[lsp.InlayHint
         mark = good.source.value(path)
         line = mark.line - 1 if mark else -1
         if first <= line <= last and line < len(latest.lines):
-            hints.append(lsp.InlayHint(lsp.Position(line, len(latest.lines[line].rstrip())), fmt(shape),
+            end = position(latest.lines, line, len(latest.lines[line].rstrip()), document.units)
+            hints.append(lsp.InlayHint(end, fmt(shape),
                                        kind=lsp.InlayHintKind.Type, padding_left=True))
     return hints
 
@@ -517,10 +543,11 @@ def code_actions(document: Document, uri: str, diagnostics_here: list[lsp.Diagno
         if not match or start.line >= len(lines):
             continue
         received, suggestion = match.groups()
-        column = lines[start.line].find(received, start.character)
-        if column < 0:
+        at = lines[start.line].find(received, column(lines, start.line, start.character, document.units))
+        if at < 0:
             continue
-        where = lsp.Range(lsp.Position(start.line, column), lsp.Position(start.line, column + len(received)))
+        where = lsp.Range(position(lines, start.line, at, document.units),
+                          position(lines, start.line, at + len(received), document.units))
         edit = lsp.WorkspaceEdit(changes={uri: [lsp.TextEdit(where, suggestion)]})
         actions.append(lsp.CodeAction(f"Replace '{received}' with '{suggestion}'", kind=lsp.CodeActionKind.QuickFix,
                                       diagnostics=[diagnostic], edit=edit, is_preferred=True))

@@ -34,7 +34,8 @@ class SpecServer(LanguageServer):
 
     def document(self, uri: str) -> Document:
         if uri not in self.documents:
-            self.documents[uri] = Document(Path(to_fs_path(uri) or "spec.yaml"))
+            self.documents[uri] = Document(Path(to_fs_path(uri) or "spec.yaml"),
+                                           self.workspace.position_codec.client_num_units)
         return self.documents[uri]
 
     def refresh(self, uri: str) -> Document:
@@ -57,7 +58,7 @@ class SpecServer(LanguageServer):
     def publish_one(self, uri: str) -> None:
         try:
             snapshot = self.refresh(uri).latest
-            found = features.diagnostics(snapshot, uri)
+            found = features.diagnostics(snapshot, uri, self.document(uri).units)
         except Exception:  # noqa: BLE001 - see the module docstring
             self.log_failure("diagnostics")
             return
