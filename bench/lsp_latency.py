@@ -24,10 +24,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lsprotocol import types as lsp  # noqa: E402
-from pytest_lsp import make_test_lsp_client  # noqa: E402
+from lsprotocol import types as lsp
+from pytest_lsp import make_test_lsp_client
 
-from cnncompile.deploy.int8 import int8_capability  # noqa: E402
+from cnncompile.deploy.int8 import int8_capability
 
 # file, the text an edit toggles (to the second and back: the spec stays valid), what hovers point at
 CASES = {

@@ -256,6 +256,7 @@ def test_the_server_starts_without_the_language_or_any_framework():
     code = ("import sys; import cnncompile.cli, cnncompile.editor.server; "
             "print(' '.join(m for m in sys.modules if m.split('.')[0] in {'pydantic', 'yaml', 'numpy', "
             "'tensorflow', 'keras', 'onnx', 'onnxruntime', 'optuna', 'torch'} or m == 'cnncompile.language.layers'))")
-    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            check=False)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.split() == []

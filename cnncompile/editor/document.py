@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path as FilePath
 from typing import Any
 
-from cnncompile.language.diagnostics import Diagnostic, Mark, Path, SourceMap, SpecError
+from cnncompile.language.diagnostics import (
+    Diagnostic,
+    Mark,
+    Path,
+    SourceMap,
+    SpecError,
+    value_at,
+)
 
 # A layer item: ('layers', i) at the top level, ('blocks', NAME, 'layers', i) inside a block.
 TOP = ("layers",)
@@ -146,15 +153,6 @@ def item_list(item: Path) -> Path:
     return item[:-1]
 
 
-def node_of(raw: Any, path: Path) -> Any:
-    for step in path:
-        try:
-            raw = raw[step]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return raw
-
-
 def scope_before(snapshot: Snapshot, items_at: Path, before: tuple[int, int]) -> dict[str, Path]:
     """The names a layer of the list at `items_at` may read if it starts at `before` (1-based
     line, column): name -> where it is defined. At the top level `input` and the layers and
@@ -163,7 +161,7 @@ def scope_before(snapshot: Snapshot, items_at: Path, before: tuple[int, int]) ->
     from cnncompile.language.layers import MODEL_INPUT
 
     raw, source = snapshot.raw, snapshot.source
-    items = node_of(raw, items_at)
+    items = value_at(raw, items_at)
     if not isinstance(items, list):
         return {}
     block = items_at[1] if items_at[0] == "blocks" else None
@@ -171,7 +169,7 @@ def scope_before(snapshot: Snapshot, items_at: Path, before: tuple[int, int]) ->
     if block is None:
         names[MODEL_INPUT] = ("input",)
     else:
-        inputs = node_of(raw, ("blocks", block, "inputs"))
+        inputs = value_at(raw, ("blocks", block, "inputs"))
         if isinstance(inputs, list):
             names.update((str(name), ("blocks", block, "inputs", k)) for k, name in enumerate(inputs))
         else:

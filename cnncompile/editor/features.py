@@ -19,8 +19,15 @@ from typing import Any
 
 from lsprotocol import types as lsp
 
-from cnncompile.editor.document import TOP, Document, Snapshot, item_list, layer_item, node_of, scope_before
-from cnncompile.language.diagnostics import Diagnostic, Mark, Path
+from cnncompile.editor.document import (
+    TOP,
+    Document,
+    Snapshot,
+    item_list,
+    layer_item,
+    scope_before,
+)
+from cnncompile.language.diagnostics import Diagnostic, Mark, Path, value_at
 
 SOURCE = "cnncompile"
 _SEVERITY = {"error": lsp.DiagnosticSeverity.Error, "warning": lsp.DiagnosticSeverity.Warning,
@@ -162,11 +169,11 @@ def _owner(raw: Any, path: Path) -> Any:
         return fixed[path]
     if layer_item(path) != path:
         return None
-    entry = node_of(raw, path)
+    entry = value_at(raw, path)
     if not isinstance(entry, dict):
         return None
     if "block" in entry:
-        params = node_of(raw, ("blocks", entry["block"], "params"))
+        params = value_at(raw, ("blocks", entry["block"], "params"))
         return params if isinstance(params, dict) else BlockUse
     return _layer_classes().get(entry.get("type"))
 
@@ -193,8 +200,8 @@ def _layer_doc(good: Snapshot, item: Path) -> str | None:
     if own:  # a layer inside a block: one row per instance
         rows = [f"| {node.name} | `{fmt(infos[node.name].output_shape)}` | {infos[node.name].params:,} |"
                 for node in own[:_HOVER_ROWS]]
-        return "\n".join([f"**{own[0].layer.type}** in block `{item[1]}`: {len(own)} "
-                          f"instance{'s' if len(own) != 1 else ''}", "",
+        return "\n".join([(f"**{own[0].layer.type}** in block `{item[1]}`: {len(own)} "
+                           f"instance{'s' if len(own) != 1 else ''}"), "",
                           "| layer | output shape | params |", "| --- | --- | --- |", *rows, *_more(len(own))])
     # A block use: the layers of its first instance (a use inside a block has one per use of that block).
     instances: dict[str, list] = {}
@@ -209,9 +216,9 @@ def _layer_doc(good: Snapshot, item: Path) -> str | None:
     rows = [f"| {info.name} | {info.type} | `{fmt(info.output_shape)}` | {info.params:,} |"
             for info in expanded[:_HOVER_ROWS]]
     also = f" (first of {len(instances)} instances)" if len(instances) > 1 else ""
-    return "\n".join([f"**block `{use.block}`** as `{use.instance}`{also} → `{fmt(expanded[-1].output_shape)}`: "
-                      f"{len(expanded)} layers, params {sum(i.params for i in expanded):,}, "
-                      f"MACs {sum(i.macs for i in expanded):,}", "",
+    return "\n".join([(f"**block `{use.block}`** as `{use.instance}`{also} → `{fmt(expanded[-1].output_shape)}`: "
+                       f"{len(expanded)} layers, params {sum(i.params for i in expanded):,}, "
+                       f"MACs {sum(i.macs for i in expanded):,}"), "",
                       "| layer | type | output shape | params |", "| --- | --- | --- | --- |", *rows,
                       *_more(len(expanded))])
 
@@ -285,7 +292,7 @@ def _doc(text: str) -> lsp.MarkupContent:
 
 
 def _blocks(document: Document) -> dict:
-    blocks = node_of(document.parsed.raw, ("blocks",)) if document.parsed else None
+    blocks = value_at(document.parsed.raw, ("blocks",)) if document.parsed else None
     return blocks if isinstance(blocks, dict) else {}
 
 
@@ -369,7 +376,7 @@ def _keys(document: Document, item_text: str) -> list[lsp.CompletionItem]:
     kind, block, present = _item_keys(item_text)
     items = []
     if block is not None:
-        params = node_of(_blocks(document), (block, "params"))
+        params = value_at(_blocks(document), (block, "params"))
         for name, default in (params.items() if isinstance(params, dict) else []):
             if name not in present:
                 items.append(lsp.CompletionItem(
@@ -427,7 +434,7 @@ def definition(document: Document, uri: str, line: int, character: int) -> lsp.L
         return None
     path = spot.path
     item = layer_item(path)
-    value = node_of(parsed.raw, path)
+    value = value_at(parsed.raw, path)
     if item is None or not isinstance(value, str):
         return None
     target: Path | None = None
@@ -454,10 +461,10 @@ def symbols(document: Document) -> list[lsp.DocumentSymbol]:
     out = []
     for name, block in _blocks(document).items():
         path = ("blocks", name)
-        layers = node_of(block, ("layers",))
+        layers = value_at(block, ("layers",))
         children = _layer_symbols(document, (*path, "layers"), layers) if isinstance(layers, list) else []
         out.append(_symbol(parsed, path, str(name), "block", lsp.SymbolKind.Module, children, document.units))
-    layers = node_of(parsed.raw, TOP)
+    layers = value_at(parsed.raw, TOP)
     if isinstance(layers, list):
         out.extend(_layer_symbols(document, TOP, layers))
     return out
