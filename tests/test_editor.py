@@ -3,6 +3,7 @@ subprocess over stdio, as an editor does. Expected values come from `check` itse
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
@@ -16,7 +17,7 @@ from lsprotocol import types as lsp
 from pytest_lsp import ClientServerConfig, LanguageClient
 
 from cnncompile.cli import main
-from tests.conftest import ROOT, spec_text
+from tests.conftest import EXAMPLES, ROOT, spec_text
 from tests.test_blocks import BOTTLENECK
 
 in_session = pytest.mark.asyncio(loop_scope="module")  # the tests share one server (the fixture's scope)
@@ -65,8 +66,8 @@ async def edit(client: LanguageClient, name: str, text: str) -> list[lsp.Diagnos
     else:
         client.text_document_did_change(lsp.DidChangeTextDocumentParams(
             lsp.VersionedTextDocumentIdentifier(version, uri), [lsp.TextDocumentContentChangeWholeDocument(text)]))
-    while True:
-        published = await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
+    while True:  # a server that never answers fails the test instead of hanging it
+        published = await asyncio.wait_for(client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS), 60)
         if published.uri == uri and published.version == version:
             return list(published.diagnostics)
 
@@ -113,6 +114,16 @@ async def test_diagnostics_are_checks_at_the_same_places_and_clear_when_fixed(cl
     (warning,) = found["dead"]
     assert warning.severity == lsp.DiagnosticSeverity.Warning and "'unused'" in warning.message
     assert await edit(client, "broken.yaml", MNIST) == []
+
+
+@in_session
+async def test_every_example_shows_what_check_prints(client, tmp_path):
+    for example in EXAMPLES:
+        text = example.read_text()
+        found = await edit(client, example.name, text)
+        expected = [line for line in check_lines(tmp_path, text) if re.match(r"m\.yaml:\d+:\d+: ", line)]
+        assert [f"m.yaml:{d.range.start.line + 1}:{d.range.start.character + 1}: warning: {d.message}"
+                for d in found] == expected, example.name
 
 
 @in_session
@@ -166,7 +177,7 @@ async def test_hover_on_a_block_use_lists_its_layers(client):
 
 @in_session
 async def test_completion_offers_what_fits_each_position(client):
-    text = BOTTLENECK.replace("  - {type: Dense, units: 10}", "  - {type: Conv2D, padding: , inputs: [], \n  - {block: , \n  - {block: stage, repeat: 2, \n  - {type: ")
+    text = BOTTLENECK.replace("  - {type: Dense, units: 10}", "  - {type: Conv2D, padding: , inputs: [], use_bias: \n  - {block: , \n  - {block: stage, repeat: 2, \n  - {type: ")
     await edit(client, "complete.yaml", BOTTLENECK)  # typed into a valid file: the scopes come from it
     await edit(client, "complete.yaml", text)
 
@@ -175,6 +186,8 @@ async def test_completion_offers_what_fits_each_position(client):
 
     assert {"Conv2D", "MaxPooling2D", "Add"} <= set(await complete(at(text, "{type: ", -1, offset=7)))
     assert await complete(at(text, "padding: ,", offset=9)) == ["valid", "same"]
+    assert await complete(at(text, "padding: same}", offset=9)) == ["valid", "same"]  # at a written value too
+    assert await complete(at(text, "use_bias: ", offset=10)) == ["true", "false"]
     keys = await complete(at(text, "padding: , ", offset=11))
     assert {"filters", "kernel_size", "strides", "name"} <= set(keys) and not {"type", "padding"} & set(keys)
     names = await complete(at(text, "inputs: [], ", offset=9))

@@ -62,7 +62,7 @@ def analyse(text: str, path: FilePath) -> Snapshot:
         if compiled.spec.search is not None:  # `check` validates the search space too
             from cnncompile.analysis.space import compile_space
 
-            compile_space(compiled)
+            compile_space(compiled, data)
     except SpecError as exc:
         return Snapshot(text, tuple(exc.diagnostics), raw, source)
     return Snapshot(text, compiled.info.warnings, raw, source, compiled)

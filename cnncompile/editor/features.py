@@ -408,12 +408,16 @@ def _values(key: str, item_text: str) -> list[lsp.CompletionItem]:
         field = owner.model_fields.get(key)
         values = _choices(field.annotation) if field is not None else []
         if values:
-            return [lsp.CompletionItem(str(v), kind=lsp.CompletionItemKind.EnumMember) for v in values]
+            return [lsp.CompletionItem(str(v).lower() if isinstance(v, bool) else str(v),
+                                       kind=lsp.CompletionItemKind.EnumMember) for v in values]
     return []
 
 
 def _choices(annotation: Any) -> list[Any]:
-    """The values of every Literal inside an annotation (through Optional, unions, Annotated)."""
+    """The values of every Literal inside an annotation (through Optional, unions, Annotated),
+    and true/false for a boolean."""
+    if annotation is bool:
+        return [True, False]
     if typing.get_origin(annotation) is typing.Literal:
         return list(typing.get_args(annotation))
     if typing.get_origin(annotation) is typing.Annotated:

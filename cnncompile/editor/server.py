@@ -59,9 +59,12 @@ class SpecServer(LanguageServer):
         try:
             snapshot = self.refresh(uri).latest
             found = features.diagnostics(snapshot, uri, self.document(uri).units)
-        except Exception:  # noqa: BLE001 - see the module docstring
+        except Exception as exc:  # noqa: BLE001 - see the module docstring
             self.log_failure("diagnostics")
-            return
+            # Say so where the user looks, rather than leave the last version's diagnostics up.
+            found = [lsp.Diagnostic(lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)), severity=lsp.DiagnosticSeverity.Error,
+                                    source=features.SOURCE, message=f"cnncompile lsp failed on this file ({type(exc).__name__}: "
+                                    f"{exc}); the traceback is in the editor's LSP log. Please report it.")]
         version_ = self.workspace.get_text_document(uri).version
         self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, found, version_))
 
