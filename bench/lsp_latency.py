@@ -5,7 +5,8 @@
 For the seed model (examples/mnist_cnn.yaml) and the biggest zoo file
 (examples/zoo/nasnet_mobile.yaml, 770 expanded layers): the time from sending a one-character
 edit (didChange, incremental) to receiving its diagnostics (publishDiagnostics of that
-version), and the round trip of a hover on a layer and on a block use. Every edit keeps the
+version); the same from the last of 10 keys typed 10 ms apart (with how many of the 10
+versions were analysed); and the round trip of a hover on a layer and on a block use. Every edit keeps the
 spec valid, so each one is a full `check` (parse, validate, expand, infer). Medians and the
 slowest round; the CPU and the load average are printed, since the machine may be shared.
 Needs the test extra (pytest-lsp's client): pip install -e '.[test]'.
@@ -25,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lsprotocol import types as lsp
-from pytest_lsp import make_test_lsp_client
 
 from cnncompile.deploy.int8 import int8_capability
+from tests.lsp_client import diagnostics_of, recording_client, versions_published
 
 # file, the text an edit toggles (to the second and back: the spec stays valid), what hovers point at
 CASES = {
@@ -47,7 +48,7 @@ async def measure(client, name: str, path: Path, toggle: tuple[str, str], hovers
     text = path.read_text()
     uri = path.as_uri()
     client.text_document_did_open(lsp.DidOpenTextDocumentParams(lsp.TextDocumentItem(uri, "yaml", 1, text)))
-    await published(client, uri, 1)
+    await diagnostics_of(client, uri, 1)
     at = position(text, toggle[0], 0)
     end = lsp.Position(at.line, at.character + len(toggle[0]))
     edits = []
@@ -57,10 +58,27 @@ async def measure(client, name: str, path: Path, toggle: tuple[str, str], hovers
         client.text_document_did_change(lsp.DidChangeTextDocumentParams(
             lsp.VersionedTextDocumentIdentifier(version, uri), [lsp.TextDocumentContentChangePartial(
                 lsp.Range(at, end), new)]))
-        diagnostics = await published(client, uri, version)
+        diagnostics = await diagnostics_of(client, uri, version)
         edits.append(time.perf_counter() - started)
         assert diagnostics == [], diagnostics  # the edit kept the spec valid: a full check ran
     result = {"diagnostics after an edit": edits}
+    # Typing: 10 keys 10 ms apart; from the last key to its diagnostics, and how many versions were analysed.
+    bursts, analysed = [], []
+    version = 2 * rounds + 1
+    for _ in range(rounds):
+        before = len(versions_published(client, uri))
+        for _ in range(10):
+            version += 1
+            client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+                lsp.VersionedTextDocumentIdentifier(version, uri), [lsp.TextDocumentContentChangePartial(
+                    lsp.Range(at, end), toggle[version % 2])]))
+            started = time.perf_counter()
+            await asyncio.sleep(0.01)
+        await diagnostics_of(client, uri, version)
+        bursts.append(time.perf_counter() - started)
+        analysed.append(len(versions_published(client, uri)) - before)
+    result["diagnostics after typing 10 keys at 100/s (from the last key)"] = bursts
+    print(f"({name}: typing 10 keys at 100/s, {statistics.median(analysed):.0f} versions analysed, median)")
     for what, needle in hovers.items():
         times = []
         for _ in range(2 * rounds):
@@ -73,20 +91,13 @@ async def measure(client, name: str, path: Path, toggle: tuple[str, str], hovers
     return result
 
 
-async def published(client, uri: str, version: int) -> list:
-    while True:
-        params = await client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
-        if params.uri == uri and params.version == version:
-            return list(params.diagnostics)
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15, help="edits (and twice as many hovers) per file")
     args = parser.parse_args()
     print(f"CPU: {int8_capability().describe()}; {os.cpu_count()} cores; load average "
           f"{os.getloadavg()[0]:.1f} (the machine may be shared)", flush=True)
-    client = make_test_lsp_client()
+    client = recording_client()
     started = time.perf_counter()
     await client.start_io(sys.executable, "-m", "cnncompile", "lsp")
     await client.initialize_session(lsp.InitializeParams(capabilities=lsp.ClientCapabilities()))

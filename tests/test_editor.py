@@ -3,7 +3,6 @@ subprocess over stdio, as an editor does. Expected values come from `check` itse
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import subprocess
@@ -18,6 +17,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 
 from cnncompile.cli import main
 from tests.conftest import EXAMPLES, ROOT, spec_text
+from tests.lsp_client import diagnostics_of, recording_client, versions_published
 from tests.test_blocks import BOTTLENECK
 
 in_session = pytest.mark.asyncio(loop_scope="module")  # the tests share one server (the fixture's scope)
@@ -46,7 +46,8 @@ layers:
 """
 
 
-@pytest_lsp.fixture(scope="module", config=ClientServerConfig(server_command=[sys.executable, "-m", "cnncompile", "lsp"]))
+@pytest_lsp.fixture(scope="module", config=ClientServerConfig(
+    server_command=[sys.executable, "-m", "cnncompile", "lsp"], client_factory=recording_client))
 async def client(lsp_client: LanguageClient):
     await lsp_client.initialize_session(lsp.InitializeParams(capabilities=lsp.ClientCapabilities()))
     yield
@@ -66,10 +67,7 @@ async def edit(client: LanguageClient, name: str, text: str) -> list[lsp.Diagnos
     else:
         client.text_document_did_change(lsp.DidChangeTextDocumentParams(
             lsp.VersionedTextDocumentIdentifier(version, uri), [lsp.TextDocumentContentChangeWholeDocument(text)]))
-    while True:  # a server that never answers fails the test instead of hanging it
-        published = await asyncio.wait_for(client.wait_for_notification(lsp.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS), 60)
-        if published.uri == uri and published.version == version:
-            return list(published.diagnostics)
+    return await diagnostics_of(client, uri, version)
 
 
 def doc(name: str) -> lsp.TextDocumentIdentifier:
@@ -136,6 +134,24 @@ async def test_columns_are_counted_in_utf16_code_units_as_lsp_says(client, tmp_p
     # check's column counts characters; the smiley before the value is two UTF-16 code units.
     assert found.range.start == lsp.Position(int(row) - 1, int(col) - 1 + 1)
     assert found.range.end.character == found.range.start.character + 1
+
+
+@in_session
+async def test_a_burst_of_edits_ends_with_the_last_texts_diagnostics(client):
+    """Keys typed while an analysis runs are analysed together, newest text only: the last
+    version published is the last one sent, and its diagnostics are that text's."""
+    await edit(client, "burst.yaml", NASNET)
+    uri, first = "file:///work/burst.yaml", _versions["file:///work/burst.yaml"]
+    versions = range(first + 1, first + 11)
+    for version in versions:  # the last edit breaks the Dense layer; the others add a comment
+        text = NASNET + "#" * version if version != versions[-1] else NASNET.replace("units: 1000", "units: 0")
+        client.text_document_did_change(lsp.DidChangeTextDocumentParams(
+            lsp.VersionedTextDocumentIdentifier(version, uri), [lsp.TextDocumentContentChangeWholeDocument(text)]))
+    _versions[uri] = versions[-1]
+    (error,) = await diagnostics_of(client, uri, versions[-1])
+    assert "units: must be >= 1, received 0" in error.message
+    published = versions_published(client, uri)
+    assert published == sorted(published) and published[-1] == versions[-1]
 
 
 @in_session

@@ -1,7 +1,7 @@
 """One open spec: every version analysed as `check` would, and what a cursor points at.
 
 A document being typed is invalid most of the time (half a key, an unclosed bracket), so
-a Document keeps three analyses: the latest (its diagnostics are what the editor shows),
+a Document keeps, beside the current text, three analyses: the latest (its diagnostics are what the editor shows),
 the last that parsed as YAML (its tree and positions drive definition, outline and the
 scope of completions) and the last that compiled (its shapes drive hover and inlay hints).
 """
@@ -69,16 +69,25 @@ def analyse(text: str, path: FilePath) -> Snapshot:
 
 
 class Document:
-    """The analyses of one open file: the latest, the last that parsed, the last that compiled."""
+    """One open file: the editor's current text, and the analyses of the versions before it
+    (the latest, the last that parsed, the last that compiled), which lag behind the text
+    while an analysis runs."""
 
     def __init__(self, path: FilePath, units: Callable[[str], int] = len):
         self.path = path
         self.units = units  # a text's length in the editor's position units (UTF-16 code units, usually)
+        self.text = ""
         self.latest: Snapshot | None = None
         self.parsed: Snapshot | None = None
         self.good: Snapshot | None = None
 
+    @property
+    def lines(self) -> list[str]:
+        """The current text's lines."""
+        return self.text.split("\n")
+
     def update(self, text: str) -> Snapshot:
+        """Analyse `text` (unless it is the latest analysed) and keep the result."""
         if self.latest is not None and self.latest.text == text:
             return self.latest
         snapshot = analyse(text, self.path)

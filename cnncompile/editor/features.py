@@ -105,7 +105,7 @@ def column(lines: list[str], line: int, character: int, units: Units) -> int:
 
 def _here(document: Document, line: int, character: int) -> int:
     """The character column of the editor's cursor, in the current text."""
-    return column(document.latest.lines, line, character, document.units) if document.latest else character
+    return column(document.lines, line, character, document.units)
 
 
 # --- hover ---------------------------------------------------------------------------------
@@ -231,9 +231,7 @@ def _more(count: int) -> list[str]:
 
 def completion(document: Document, line: int, character: int) -> list[lsp.CompletionItem]:
     """What may be written at the cursor, read from the text of the current line and item."""
-    if document.latest is None:
-        return []
-    lines = document.latest.lines
+    lines = document.lines
     if not 0 <= line < len(lines):
         return []
     character = _here(document, line, character)
@@ -523,8 +521,8 @@ def inlay_hints(document: Document, first: int, last: int) -> list[lsp.InlayHint
     """Each top-level layer's output shape at the end of its line (a block use: its output's)."""
     from cnncompile.language.shapes import fmt
 
-    good, latest = document.good, document.latest
-    if good is None or latest is None:
+    good, lines = document.good, document.lines
+    if good is None:
         return []
     infos = {info.name: info for info in good.compiled.info.layers}
     shapes: dict[Path, Any] = {}
@@ -534,8 +532,8 @@ def inlay_hints(document: Document, first: int, last: int) -> list[lsp.InlayHint
     for path, shape in shapes.items():
         mark = good.source.value(path)
         line = mark.line - 1 if mark else -1
-        if first <= line <= last and line < len(latest.lines):
-            end = position(latest.lines, line, len(latest.lines[line].rstrip()), document.units)
+        if first <= line <= last and line < len(lines):
+            end = position(lines, line, len(lines[line].rstrip()), document.units)
             hints.append(lsp.InlayHint(end, fmt(shape),
                                        kind=lsp.InlayHintKind.Type, padding_left=True))
     return hints
@@ -546,7 +544,7 @@ def inlay_hints(document: Document, first: int, last: int) -> list[lsp.InlayHint
 def code_actions(document: Document, uri: str, diagnostics_here: list[lsp.Diagnostic]) -> list[lsp.CodeAction]:
     """Apply a did-you-mean: replace the received word (quoted first in the message) with the
     suggestion, where it is written at or after the diagnostic's start."""
-    lines = document.latest.lines if document.latest else []
+    lines = document.lines
     actions = []
     for diagnostic in diagnostics_here:
         match = _DID_YOU_MEAN.search(diagnostic.message)

@@ -1,9 +1,12 @@
 """`cnncompile lsp`: the features wired to pygls, over stdin/stdout.
 
-Every change is analysed once the messages already received are handled, so a burst of
-keystrokes costs one analysis, of the newest text. A handler that fails logs the traceback
-to the editor (window/logMessage) and answers nothing: a bug, or a file no one foresaw,
-must not take the server down while someone types.
+Analyses run one at a time in a worker thread, so the server keeps reading while one runs
+(300 ms on the biggest zoo file): keystrokes that arrive meanwhile only update the text, and
+the next analysis takes the newest one. A burst of typing costs one analysis per analysis
+time, not one per key. Requests answer from the analyses made so far, at once.
+
+A handler that fails logs the traceback to the editor (window/logMessage) and answers
+nothing: a bug, or a file no one foresaw, must not take the server down while someone types.
 """
 
 from __future__ import annotations
@@ -30,43 +33,45 @@ class SpecServer(LanguageServer):
             release = "0"
         super().__init__("cnncompile", release)
         self.documents: dict[str, Document] = {}
-        self.pending: set[str] = set()
+        self.pending: dict[str, None] = {}  # documents whose text changed since their last analysis, in order
+        self.worker: asyncio.Task | None = None
 
-    def document(self, uri: str) -> Document:
+    def opened(self, uri: str) -> Document:
+        """The document, its text brought up to the editor's; analysed soon."""
         if uri not in self.documents:
             self.documents[uri] = Document(Path(to_fs_path(uri) or "spec.yaml"),
                                            self.workspace.position_codec.client_num_units)
-        return self.documents[uri]
-
-    def refresh(self, uri: str) -> Document:
-        """Analyse the document's current text (if it changed) and return it."""
-        document = self.document(uri)
-        document.update(self.workspace.get_text_document(uri).source)
+        document = self.documents[uri]
+        document.text = self.workspace.get_text_document(uri).source
+        self.pending[uri] = None
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.ensure_future(self.analyse_pending())
         return document
 
-    def schedule(self, uri: str) -> None:
-        if not self.pending:
-            asyncio.get_running_loop().call_soon(self.publish)
-        self.pending.add(uri)
+    def document(self, uri: str) -> Document:
+        return self.documents.get(uri) or Document(Path("spec.yaml"))  # never opened: nothing known
 
-    def publish(self) -> None:
-        uris, self.pending = self.pending, set()
-        for uri in uris:
+    async def analyse_pending(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.pending:
+            uri = next(iter(self.pending))
+            del self.pending[uri]
+            document = self.documents.get(uri)
+            if document is None:  # closed meanwhile
+                continue
+            text, version_ = document.text, self.workspace.get_text_document(uri).version
+            try:
+                snapshot = await loop.run_in_executor(None, document.update, text)
+                found = features.diagnostics(snapshot, uri, document.units)
+            except Exception as exc:  # noqa: BLE001 - see the module docstring
+                self.log_failure("diagnostics")
+                # Say so where the user looks, rather than leave the last version's diagnostics up.
+                found = [lsp.Diagnostic(lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)),
+                                        severity=lsp.DiagnosticSeverity.Error, source=features.SOURCE,
+                                        message=f"cnncompile lsp failed on this file ({type(exc).__name__}: {exc}); "
+                                        "the traceback is in the editor's LSP log. Please report it.")]
             if uri in self.documents:
-                self.publish_one(uri)
-
-    def publish_one(self, uri: str) -> None:
-        try:
-            snapshot = self.refresh(uri).latest
-            found = features.diagnostics(snapshot, uri, self.document(uri).units)
-        except Exception as exc:  # noqa: BLE001 - see the module docstring
-            self.log_failure("diagnostics")
-            # Say so where the user looks, rather than leave the last version's diagnostics up.
-            found = [lsp.Diagnostic(lsp.Range(lsp.Position(0, 0), lsp.Position(0, 0)), severity=lsp.DiagnosticSeverity.Error,
-                                    source=features.SOURCE, message=f"cnncompile lsp failed on this file ({type(exc).__name__}: "
-                                    f"{exc}); the traceback is in the editor's LSP log. Please report it.")]
-        version_ = self.workspace.get_text_document(uri).version
-        self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, found, version_))
+                self.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, found, version_))
 
     def log_failure(self, what: str) -> None:
         self.window_log_message(lsp.LogMessageParams(lsp.MessageType.Error,
@@ -90,27 +95,26 @@ def _guarded(handler):
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
 def did_open(ls: SpecServer, params: lsp.DidOpenTextDocumentParams) -> None:
-    ls.document(params.text_document.uri)
-    ls.schedule(params.text_document.uri)
+    ls.opened(params.text_document.uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
 def did_change(ls: SpecServer, params: lsp.DidChangeTextDocumentParams) -> None:
-    ls.schedule(params.text_document.uri)
+    ls.opened(params.text_document.uri)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: SpecServer, params: lsp.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
     ls.documents.pop(uri, None)
-    ls.pending.discard(uri)
+    ls.pending.pop(uri, None)
     ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri, []))
 
 
 @server.feature(lsp.TEXT_DOCUMENT_HOVER)
 @_guarded
 def hover(ls: SpecServer, params: lsp.HoverParams) -> lsp.Hover | None:
-    document = ls.refresh(params.text_document.uri)
+    document = ls.document(params.text_document.uri)
     return features.hover(document, params.position.line, params.position.character)
 
 
@@ -118,7 +122,7 @@ def hover(ls: SpecServer, params: lsp.HoverParams) -> lsp.Hover | None:
                 lsp.CompletionOptions(trigger_characters=[":", " ", "[", ",", "{"]))
 @_guarded
 def completion(ls: SpecServer, params: lsp.CompletionParams) -> lsp.CompletionList | None:
-    document = ls.refresh(params.text_document.uri)
+    document = ls.document(params.text_document.uri)
     items = features.completion(document, params.position.line, params.position.character)
     return lsp.CompletionList(is_incomplete=False, items=items)
 
@@ -127,19 +131,19 @@ def completion(ls: SpecServer, params: lsp.CompletionParams) -> lsp.CompletionLi
 @_guarded
 def definition(ls: SpecServer, params: lsp.DefinitionParams) -> lsp.Location | None:
     uri = params.text_document.uri
-    return features.definition(ls.refresh(uri), uri, params.position.line, params.position.character)
+    return features.definition(ls.document(uri), uri, params.position.line, params.position.character)
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
 @_guarded
 def document_symbol(ls: SpecServer, params: lsp.DocumentSymbolParams) -> list[lsp.DocumentSymbol] | None:
-    return features.symbols(ls.refresh(params.text_document.uri))
+    return features.symbols(ls.document(params.text_document.uri))
 
 
 @server.feature(lsp.TEXT_DOCUMENT_INLAY_HINT)
 @_guarded
 def inlay_hint(ls: SpecServer, params: lsp.InlayHintParams) -> list[lsp.InlayHint] | None:
-    document = ls.refresh(params.text_document.uri)
+    document = ls.document(params.text_document.uri)
     return features.inlay_hints(document, params.range.start.line, params.range.end.line)
 
 
@@ -148,7 +152,7 @@ def inlay_hint(ls: SpecServer, params: lsp.InlayHintParams) -> list[lsp.InlayHin
 @_guarded
 def code_action(ls: SpecServer, params: lsp.CodeActionParams) -> list[lsp.CodeAction] | None:
     uri = params.text_document.uri
-    return features.code_actions(ls.refresh(uri), uri, list(params.context.diagnostics))
+    return features.code_actions(ls.document(uri), uri, list(params.context.diagnostics))
 
 
 def serve() -> None:
