@@ -139,9 +139,9 @@ class Locator:
     def end(self, path: Path) -> tuple[int, int] | None:
         """Where the next node outside `path` starts (1-based), or None at the end of the file."""
         index = self.paths.index(path)
-        for other in self.paths[index + 1:]:
-            if other[:len(path)] != path:
-                return self.keys[self.paths.index(other)]
+        for later in range(index + 1, len(self.paths)):
+            if self.paths[later][:len(path)] != path:
+                return self.keys[later]
         return None
 
     def start(self, path: Path) -> Mark:

@@ -27,7 +27,7 @@ from cnncompile.editor.document import (
     layer_item,
     scope_before,
 )
-from cnncompile.language.diagnostics import Diagnostic, Mark, Path, value_at
+from cnncompile.language.diagnostics import Diagnostic, Mark, Path, show, value_at
 
 SOURCE = "cnncompile"
 _SEVERITY = {"error": lsp.DiagnosticSeverity.Error, "warning": lsp.DiagnosticSeverity.Warning,
@@ -80,7 +80,10 @@ def _bracketed(text: str) -> int:
     (a whole layer written `{type: ...}`), else to the end of the line."""
     depth = 0
     for index, char in enumerate(text):
-        depth += char in "{[" and 1 or (-1 if char in "}]" else 0)
+        if char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth -= 1
         if depth == 0:
             return index + 1
     return len(text.rstrip())
@@ -144,8 +147,8 @@ def _key_doc(raw: Any, path: Path) -> str | None:
     key = path[-1]
     if isinstance(owner, dict):  # a block use: the block's parameters, then BlockUse's fields
         if key in owner:
-            return f"**{key}**: a parameter of this block (default `{owner[key]!r}`)" if owner[key] is not None \
-                else f"**{key}**: a parameter of this block (required)"
+            default = "required" if owner[key] is None else f"default `{show(owner[key])}`"
+            return f"**{key}**: a parameter of this block ({default})"
         from cnncompile.language.blocks import BlockUse
 
         owner = BlockUse
@@ -298,7 +301,7 @@ def _block_names(document: Document) -> list[lsp.CompletionItem]:
     items = []
     for name, block in _blocks(document).items():
         params = block.get("params") if isinstance(block, dict) else None
-        shown = ", ".join(f"{k}: {'required' if v is None else v!r}" for k, v in params.items()) \
+        shown = ", ".join(f"{k}: {'required' if v is None else show(v)}" for k, v in params.items()) \
             if isinstance(params, dict) else ""
         items.append(lsp.CompletionItem(str(name), kind=lsp.CompletionItemKind.Module,
                                         detail=f"block ({shown})" if shown else "block"))
@@ -314,8 +317,8 @@ def _readable_names(document: Document, line: int, character: int) -> list[lsp.C
     names = dict(scope_before(parsed, item_list(item), before))
     if item[0] == "layers":
         names.update(_expanded_names(document, before))
-    return [lsp.CompletionItem(name, kind=lsp.CompletionItemKind.Variable, detail=_shape_of(document, name))
-            for name in names]
+    shapes = _shapes(document)
+    return [lsp.CompletionItem(name, kind=lsp.CompletionItemKind.Variable, detail=shapes.get(name)) for name in names]
 
 
 def _enclosing_item(parsed: Snapshot, line: int, column: int) -> tuple[Path, tuple[int, int]]:
@@ -348,15 +351,15 @@ def _expanded_names(document: Document, before: tuple[int, int]) -> dict[str, Pa
     return names
 
 
-def _shape_of(document: Document, name: str) -> str | None:
+def _shapes(document: Document) -> dict[str, str]:
+    """Every name's output shape in the last compiled version, `input` included."""
+    from cnncompile.language.layers import MODEL_INPUT
     from cnncompile.language.shapes import fmt
 
     if document.good is None:
-        return None
+        return {}
     info = document.good.compiled.info
-    if name == "input":
-        return fmt(info.input_shape)
-    return next((fmt(layer.output_shape) for layer in info.layers if layer.name == name), None)
+    return {MODEL_INPUT: fmt(info.input_shape), **{layer.name: fmt(layer.output_shape) for layer in info.layers}}
 
 
 def _item_keys(item_text: str) -> tuple[str | None, str | None, set[str]]:
@@ -379,7 +382,7 @@ def _keys(document: Document, item_text: str) -> list[lsp.CompletionItem]:
             if name not in present:
                 items.append(lsp.CompletionItem(
                     name, kind=lsp.CompletionItemKind.Property, insert_text=f"{name}: ",
-                    detail="required" if default is None else f"default {default!r}",
+                    detail="required" if default is None else f"default {show(default)}",
                     documentation=_doc(f"a parameter of block `{block}`")))
         owner: Any = BlockUse
     else:
@@ -390,10 +393,9 @@ def _keys(document: Document, item_text: str) -> list[lsp.CompletionItem]:
     for name, field in owner.model_fields.items():
         if name in present or name == "type":
             continue
+        detail = "required" if field.is_required() else "default " + default_text(field).strip("`")
         items.append(lsp.CompletionItem(name, kind=lsp.CompletionItemKind.Property, insert_text=f"{name}: ",
-                                        detail=f"default {default_text(field)}".replace("default **required**",
-                                                                                          "required"),
-                                        documentation=_doc(field.description or "")))
+                                        detail=detail, documentation=_doc(field.description or "")))
     return items
 
 
@@ -475,6 +477,7 @@ def symbols(document: Document) -> list[lsp.DocumentSymbol]:
 def _layer_symbols(document: Document, at: Path, layers: list) -> list[lsp.DocumentSymbol]:
     parsed = document.parsed
     names = {path: name for name, path in scope_before(parsed, at, (10**9, 0)).items()}
+    shapes = _shapes(document) if at == TOP else {}  # inside a block a layer has one shape per use
     out = []
     for index, entry in enumerate(layers):
         path = (*at, index)
@@ -485,8 +488,7 @@ def _layer_symbols(document: Document, at: Path, layers: list) -> list[lsp.Docum
                 lsp.SymbolKind.Module
         else:
             name, detail, kind = names.get(path, "?"), str(entry.get("type")), lsp.SymbolKind.Class
-            shape = _shape_of(document, name) if at == TOP else None
-            detail += f" → {shape}" if shape else ""
+            detail += f" → {shapes[name]}" if name in shapes else ""
         out.append(_symbol(parsed, path, name, detail, kind, [], document.units))
     return out
 
