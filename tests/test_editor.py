@@ -184,6 +184,31 @@ async def test_hover_shows_shape_parameters_and_docs(client):
 
 
 @in_session
+async def test_shapes_follow_their_lines_while_the_file_is_broken(client):
+    """Lines typed above the layers (here, invalid YAML) shift them: their inlay hints and
+    hovers, from the last version that compiled, move with them; a changed line has none."""
+    def hints_of(found):
+        return [(h.position.line, h.label) for h in found]
+
+    async def hints():
+        return hints_of(await client.text_document_inlay_hint_async(lsp.InlayHintParams(
+            doc("shift.yaml"), lsp.Range(lsp.Position(0, 0), lsp.Position(100, 0)))))
+
+    await edit(client, "shift.yaml", MNIST)
+    before = await hints()
+    broken = MNIST.replace("layers:\n", "layers:\n  - {type: Conv2D, filters: [\n  # a comment\n", 1)
+    assert await edit(client, "shift.yaml", broken)  # invalid YAML: an error
+    after = await hints()
+    assert after == [(line + 2, label) for line, label in before]
+    broken = broken.replace("{type: MaxPooling2D, pool_size: [2, 2]}", "{type: MaxPooling2D, pool_size: [2, 2]", 1)
+    await edit(client, "shift.yaml", broken)
+    changed = at(broken, "{type: MaxPooling2D, pool_size: [2, 2]\n").line
+    assert await hints() == [hint for hint in after if hint[0] != changed]
+    layer = await client.text_document_hover_async(lsp.HoverParams(doc("shift.yaml"), at(broken, "filters: 64", offset=9)))
+    assert "`(None, 11, 11, 64)`" in layer.contents.value
+
+
+@in_session
 async def test_hover_on_a_block_use_lists_its_layers(client):
     await edit(client, "blocks.yaml", BOTTLENECK)
     use = await client.text_document_hover_async(lsp.HoverParams(doc("blocks.yaml"), at(BOTTLENECK, "{block: stage", offset=10)))

@@ -9,6 +9,7 @@ scope of completions) and the last that compiled (its shapes drive hover and inl
 from __future__ import annotations
 
 import bisect
+import difflib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,11 +81,25 @@ class Document:
         self.latest: Snapshot | None = None
         self.parsed: Snapshot | None = None
         self.good: Snapshot | None = None
+        self._unchanged: tuple[tuple[str, str], dict[int, int]] = (("", ""), {})
 
     @property
     def lines(self) -> list[str]:
         """The current text's lines."""
         return self.text.split("\n")
+
+    def unchanged_lines(self, snapshot: Snapshot) -> dict[int, int]:
+        """Current line -> the same line in `snapshot`, for every line unchanged since that
+        version (0-based). Typing above a layer shifts it; its hover and hint follow it."""
+        key = (snapshot.text, self.text)
+        if self._unchanged[0] != key:
+            if snapshot.text == self.text:
+                mapping = {line: line for line in range(len(self.lines))}
+            else:
+                matcher = difflib.SequenceMatcher(None, snapshot.lines, self.lines, autojunk=False)
+                mapping = {now + k: then + k for then, now, size in matcher.get_matching_blocks() for k in range(size)}
+            self._unchanged = (key, mapping)
+        return self._unchanged[1]
 
     def update(self, text: str) -> Snapshot:
         """Analyse `text` (unless it is the latest analysed) and keep the result."""

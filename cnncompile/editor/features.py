@@ -23,6 +23,7 @@ from cnncompile.editor.document import (
     TOP,
     Document,
     Snapshot,
+    Spot,
     item_list,
     layer_item,
     scope_before,
@@ -118,21 +119,26 @@ def hover(document: Document, line: int, character: int) -> lsp.Hover | None:
     a block use: the layers it expands to; a layer inside a block: each instance."""
     character = _here(document, line, character)
     parsed = document.parsed
-    if parsed is not None:
-        spot = parsed.locator.at(line + 1, character + 1)
-        if spot is not None and spot.on_key:
-            text = _key_doc(parsed.raw, spot.path)
-            if text:
-                return _markdown(text)
+    spot = _spot(document, parsed, line, character)
+    if spot is not None and spot.on_key:
+        text = _key_doc(parsed.raw, spot.path)
+        if text:
+            return _markdown(text)
     good = document.good
-    if good is None:
+    spot = _spot(document, good, line, character)
+    if spot is None:
         return None
-    spot = good.locator.at(line + 1, character + 1)
-    item = layer_item(spot.path) if spot else None
+    item = layer_item(spot.path)
     if item is None:
         return None
     text = _layer_doc(good, item)
     return _markdown(text) if text else None
+
+
+def _spot(document: Document, snapshot: Snapshot | None, line: int, character: int) -> Spot | None:
+    """What the cursor points at in `snapshot`, if its line is unchanged since that version."""
+    then = document.unchanged_lines(snapshot).get(line) if snapshot is not None else None
+    return snapshot.locator.at(then + 1, character + 1) if then is not None else None
 
 
 def _markdown(text: str) -> lsp.Hover:
@@ -313,7 +319,7 @@ def _readable_names(document: Document, line: int, character: int) -> list[lsp.C
     parsed = document.parsed
     if parsed is None:
         return []
-    item, before = _enclosing_item(parsed, line + 1, character + 1)
+    item, before = _enclosing_item(document, parsed, line, character)
     names = dict(scope_before(parsed, item_list(item), before))
     if item[0] == "layers":
         names.update(_expanded_names(document, before))
@@ -321,18 +327,22 @@ def _readable_names(document: Document, line: int, character: int) -> list[lsp.C
     return [lsp.CompletionItem(name, kind=lsp.CompletionItemKind.Variable, detail=shapes.get(name)) for name in names]
 
 
-def _enclosing_item(parsed: Snapshot, line: int, column: int) -> tuple[Path, tuple[int, int]]:
-    """The item the cursor is in (or, on a new line, the list it is being added to) and the
-    position before which a name must be defined to be readable from there."""
-    locator = parsed.locator
-    spot = locator.at(line, column)
+def _enclosing_item(document: Document, parsed: Snapshot, line: int, character: int) -> tuple[Path, tuple[int, int]]:
+    """The item the cursor is in (or, on a line typed since `parsed`, the item above it) and
+    the position in `parsed` (1-based) before which a name must be defined to be readable."""
+    locator, unchanged = parsed.locator, document.unchanged_lines(parsed)
+    if line not in unchanged:  # a new line: everything up to the last unchanged line above is readable
+        above = next((unchanged[earlier] for earlier in range(line - 1, -1, -1) if earlier in unchanged), None)
+        spot = locator.at(above + 1, 10**9) if above is not None else None
+        item = layer_item(spot.path) if spot else None
+        return item or (*TOP, 0), ((above + 2, 0) if above is not None else (1, 0))
+    spot = locator.at(unchanged[line] + 1, character + 1)
     item = layer_item(spot.path) if spot else None
     if item is None:
-        return (*TOP, 0), (line, 0)
-    end = locator.end(item)
-    start = locator.start(item)
-    inside = end is None or (line, column) < end
-    return item, ((start.line, start.column) if inside and start.line <= line else (line, 0))
+        return (*TOP, 0), (unchanged[line] + 1, 0)
+    end, start = locator.end(item), locator.start(item)
+    inside = end is None or (unchanged[line] + 1, character + 1) < end
+    return item, ((start.line, start.column) if inside else (unchanged[line] + 1, 0))
 
 
 def _expanded_names(document: Document, before: tuple[int, int]) -> dict[str, Path]:
@@ -433,7 +443,7 @@ def definition(document: Document, uri: str, line: int, character: int) -> lsp.L
     parsed = document.parsed
     if parsed is None:
         return None
-    spot = parsed.locator.at(line + 1, _here(document, line, character) + 1)
+    spot = _spot(document, parsed, line, _here(document, line, character))
     if spot is None or spot.on_key:
         return None
     path = spot.path
@@ -452,7 +462,11 @@ def definition(document: Document, uri: str, line: int, character: int) -> lsp.L
         target = names.get(value)
     if target is None:
         return None
-    return lsp.Location(uri, token_range(parsed.lines, parsed.locator.start(target), document.units))
+    mark = parsed.locator.start(target)
+    now = {then: now for now, then in document.unchanged_lines(parsed).items()}.get(mark.line - 1)
+    if now is None:  # the line it is on has changed since
+        return None
+    return lsp.Location(uri, token_range(document.lines, Mark(now + 1, mark.column), document.units))
 
 
 # --- outline -------------------------------------------------------------------------------
@@ -530,11 +544,12 @@ def inlay_hints(document: Document, first: int, last: int) -> list[lsp.InlayHint
     shapes: dict[Path, Any] = {}
     for node in good.compiled.spec.graph():
         shapes[node.uses[0].path if node.uses else node.path] = infos[node.name].output_shape  # the last wins
+    now = {then: now for now, then in document.unchanged_lines(good).items()}
     hints = []
     for path, shape in shapes.items():
         mark = good.source.value(path)
-        line = mark.line - 1 if mark else -1
-        if first <= line <= last and line < len(lines):
+        line = now.get(mark.line - 1, -1) if mark else -1  # -1: its line has changed since
+        if first <= line <= last:
             end = position(lines, line, len(lines[line].rstrip()), document.units)
             hints.append(lsp.InlayHint(end, fmt(shape),
                                        kind=lsp.InlayHintKind.Type, padding_left=True))
