@@ -1,9 +1,10 @@
 """One open spec: every version analysed as `check` would, and what a cursor points at.
 
 A document being typed is invalid most of the time (half a key, an unclosed bracket), so
-a Document keeps, beside the current text, three analyses: the latest (its diagnostics are what the editor shows),
-the last that parsed as YAML (its tree and positions drive definition, outline and the
-scope of completions) and the last that compiled (its shapes drive hover and inlay hints).
+a Document keeps, beside the current text, three analyses: the latest (its diagnostics are
+what the editor shows), the last that parsed as YAML (its tree and positions drive
+definition, outline and the scope of completions) and the last that compiled (its shapes
+drive hover and inlay hints).
 """
 
 from __future__ import annotations
@@ -135,14 +136,14 @@ class Locator:
         starts = [(self._start(path), path) for path in source.values]
         starts.sort(key=lambda item: (item[0].line, item[0].column, len(item[1])))
         self.paths = [path for _, path in starts]
-        self.keys = [(mark.line, mark.column) for mark, _ in starts]
+        self.starts = [(mark.line, mark.column) for mark, _ in starts]
 
     def _start(self, path: Path) -> Mark:
         return self.source.keys.get(path) or self.source.values[path]
 
     def at(self, line: int, column: int) -> Spot | None:
         """The spot at a 1-based line and column."""
-        index = bisect.bisect_right(self.keys, (line, column)) - 1
+        index = bisect.bisect_right(self.starts, (line, column)) - 1
         if index < 0:
             return None
         path = self.paths[index]
@@ -156,7 +157,7 @@ class Locator:
         index = self.paths.index(path)
         for later in range(index + 1, len(self.paths)):
             if self.paths[later][:len(path)] != path:
-                return self.keys[later]
+                return self.starts[later]
         return None
 
     def start(self, path: Path) -> Mark:
