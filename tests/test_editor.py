@@ -314,3 +314,11 @@ def test_the_server_starts_without_the_language_or_any_framework():
                             check=False)
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.split() == []
+
+
+def test_without_the_lsp_extra_the_command_says_what_to_install():
+    code = "import sys; sys.modules['pygls'] = None; from cnncompile.cli import main; main(['lsp'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                            check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "pip install 'cnncompile[lsp]'" in result.stderr
