@@ -155,18 +155,23 @@ async def test_a_burst_of_edits_ends_with_the_last_texts_diagnostics(client):
 
 
 @in_session
-async def test_did_you_mean_is_a_quick_fix_that_clears_the_error(client):
-    text = MNIST.replace("activation: relu}", "activation: rleu}", 1).replace("pool_size", "pool_sise", 1)
-    found = await edit(client, "typo.yaml", text)
+@pytest.mark.parametrize("name, text, fixes", [
+    ("typo.yaml", MNIST.replace("activation: relu}", "activation: rleu}", 1).replace("pool_size", "pool_sise", 1),
+     ["Replace 'pool_sise' with 'pool_size'", "Replace 'rleu' with 'relu'"]),
+    # The error is at the parameter's value; the misspelled word is its key.
+    ("typo_block.yaml", BOTTLENECK.replace("count: 2}", "cont: 2}"), ["Replace 'cont' with 'count'"]),
+])
+async def test_did_you_mean_is_a_quick_fix_that_clears_the_error(client, name, text, fixes):
+    found = await edit(client, name, text)
     actions = await client.text_document_code_action_async(lsp.CodeActionParams(
-        doc("typo.yaml"), lsp.Range(lsp.Position(0, 0), lsp.Position(30, 0)), lsp.CodeActionContext(found)))
-    assert sorted(a.title for a in actions) == ["Replace 'pool_sise' with 'pool_size'", "Replace 'rleu' with 'relu'"]
+        doc(name), lsp.Range(lsp.Position(0, 0), lsp.Position(40, 0)), lsp.CodeActionContext(found)))
+    assert sorted(a.title for a in actions) == fixes
     lines = text.split("\n")
     for action in actions:
-        (change,) = action.edit.changes["file:///work/typo.yaml"]
+        (change,) = action.edit.changes[f"file:///work/{name}"]
         line = lines[change.range.start.line]
         lines[change.range.start.line] = line[:change.range.start.character] + change.new_text + line[change.range.end.character:]
-    assert await edit(client, "typo.yaml", "\n".join(lines)) == []
+    assert await edit(client, name, "\n".join(lines)) == []
 
 
 @in_session

@@ -559,8 +559,8 @@ def inlay_hints(document: Document, first: int, last: int) -> list[lsp.InlayHint
 # --- code actions --------------------------------------------------------------------------
 
 def code_actions(document: Document, uri: str, diagnostics_here: list[lsp.Diagnostic]) -> list[lsp.CodeAction]:
-    """Apply a did-you-mean: replace the received word (quoted first in the message) with the
-    suggestion, where it is written at or after the diagnostic's start."""
+    """Apply a did-you-mean: replace the received word (quoted last before the hint) with the
+    suggestion, where it is written on the diagnostic's line."""
     lines = document.lines
     actions = []
     for diagnostic in diagnostics_here:
@@ -569,7 +569,10 @@ def code_actions(document: Document, uri: str, diagnostics_here: list[lsp.Diagno
         if not match or start.line >= len(lines):
             continue
         received, suggestion = match.groups()
-        at = lines[start.line].find(received, column(lines, start.line, start.character, document.units))
+        text, since = lines[start.line], column(lines, start.line, start.character, document.units)
+        # After the diagnostic's start (a value), else the nearest before it (the key of a value).
+        at = text.find(received, since)
+        at = at if at >= 0 else text.rfind(received, 0, since)
         if at < 0:
             continue
         where = lsp.Range(position(lines, start.line, at, document.units),
