@@ -24,13 +24,15 @@ in_session = pytest.mark.asyncio(loop_scope="module")  # the tests share one ser
 
 MNIST = (ROOT / "examples" / "mnist_cnn.yaml").read_text()
 NASNET = (ROOT / "examples" / "zoo" / "nasnet_mobile.yaml").read_text()
-# Errors of every stage at once: a misspelled key and type, an unknown input, and (inside a
-# block, so with an expansion note) a kernel that does not fit, plus a dead-branch warning.
+# A misspelled key and layer type and an unknown input: the tests compare with whatever `check`
+# reports of them (more at once as the language recovers from errors).
 BROKEN = spec_text("""
     {type: Conv2D, filtrs: 8, kernel_size: 3}
     {type: MaxPoolin2D}
     {type: Dense, units: 10, inputs: [conv2dd]}
 """)
+# A kernel that does not fit, inside a block (so with an expansion note), and, once it fits, a
+# dead branch (a warning).
 SHAPES = """name: m
 input: {shape: [8, 8, 1]}
 blocks:
