@@ -224,6 +224,11 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     if result.already_complete:
         click.echo(f"{result.out} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")
         return
+    from cnncompile.run.report import drawing_problem
+
+    if problem := drawing_problem():
+        click.echo(f"note: {result.out / 'report.html'} has no architecture drawing: {problem}; "
+                   f"then `cnncompile report {result.out}` adds it", err=True)
     click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {_count(m['epochs'], 'epoch')}; "
                f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {result.out}/")
 
@@ -255,13 +260,14 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
         space = compile_space(compiled)
     except SpecError as exc:
         _fail(exc, spec)
-    for line in describe(space, space.survey()):
+    trials = trials or space.search.trials
+    for line in describe(space, space.survey(), trials):
         click.echo(line)
     from cnncompile.data.formats import DataError
     from cnncompile.run.tune import TuneError, TuneOptions, tune as run_tune
 
     tune_dir = Path(out) if out else Path("runs") / f"{compiled.spec.name}-tune"
-    options = TuneOptions(tune_dir, trials or space.search.trials, epochs, storage, Path(data_dir) if data_dir else None)
+    options = TuneOptions(tune_dir, trials, epochs, storage, Path(data_dir) if data_dir else None)
     try:
         report = run_tune(space, compiled.path, compiled.sha256, options, log=click.echo)
     except TuneError as exc:
