@@ -1,6 +1,6 @@
 """A command that needs an optional extra, run without it, says which extra and the pip command
 in one line and exits 1: no traceback. Each case hides packages from a real `cnncompile`
-process with an import blocker, as if they were not installed."""
+process with an import blocker (tests/hiding.py), as if they were not installed."""
 
 from __future__ import annotations
 
@@ -15,26 +15,10 @@ import pytest
 
 from cnncompile.cli import EXTRAS
 from tests.conftest import ROOT
-
-# Run cnncompile with the modules named in argv[1] (comma-separated) impossible to import.
-HIDING = """
-import runpy, sys
-hidden = set(sys.argv.pop(1).split(","))
-
-class Hide:
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in hidden:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
-
-sys.meta_path.insert(0, Hide())
-sys.argv[0] = "cnncompile"
-runpy.run_module("cnncompile", run_name="__main__")
-"""
-
+from tests.hiding import Hide
 
 def run_hiding(hidden: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", HIDING, hidden, *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tests.hiding", hidden, *args], cwd=cwd, capture_output=True, text=True, check=False,
                           env={**os.environ, "NO_COLOR": "1"}, timeout=300)
 
 
@@ -68,7 +52,7 @@ def test_a_module_only_some_paths_import_is_caught_when_it_fails(tmp_path):
     def tune():
         import psycopg2  # noqa: F401
 
-    sys.meta_path.insert(0, _Hide({hidden}))
+    sys.meta_path.insert(0, Hide({hidden}))
     try:
         with pytest.raises(SystemExit) as stop:
             sys.modules.pop(hidden, None)
@@ -76,16 +60,6 @@ def test_a_module_only_some_paths_import_is_caught_when_it_fails(tmp_path):
     finally:
         sys.meta_path.pop(0)
     assert stop.value.code == 1
-
-
-class _Hide:
-    def __init__(self, names):
-        self.names = names
-
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in self.names:
-            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-        return None
 
 
 def test_core_commands_need_no_extra(tmp_path):

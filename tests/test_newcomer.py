@@ -3,10 +3,6 @@ the run report's confusion matrix, F1 bars and architecture card."""
 
 from __future__ import annotations
 
-import textwrap
-
-import pytest
-
 from tests.conftest import run_cli
 
 TUNE_SPEC = """\

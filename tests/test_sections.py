@@ -10,7 +10,8 @@ import typing
 
 import pytest
 
-from cnncompile.language import search, training as t
+from cnncompile.language import search
+from cnncompile.language import training as t
 from cnncompile.language.reference import json_schema, markdown
 from cnncompile.language.types import Strict
 

@@ -263,11 +263,11 @@ def markdown() -> str:
     out += _kinds(training.OPTIMIZER_TYPES)
     out += ["### Learning-rate schedules", "", "Any optimizer's `learning_rate` may be a schedule:", ""]
     out += _kinds(training.SCHEDULE_TYPES)
-    out += ["### Losses", "", "`loss: sparse_categorical_crossentropy` means that loss with Keras's defaults; "
-            "a mapping sets arguments.", ""]
+    out += ["### Losses", "", ("`loss: sparse_categorical_crossentropy` means that loss with Keras's defaults; "
+                               "a mapping sets arguments."), ""]
     out += _kinds(training.LOSS_TYPES)
-    out += ["### Metrics", "", "Logged every epoch on the training (and validation) images and reported on the "
-            "test set; `accuracy` always is.", ""]
+    out += ["### Metrics", "", ("Logged every epoch on the training (and validation) images and reported on the "
+                                "test set; `accuracy` always is."), ""]
     out += _kinds(training.METRIC_TYPES)
     out += ["### Callbacks", ""]
     out += _kinds(training.CALLBACK_TYPES)
