@@ -121,8 +121,15 @@ def test_train_builds_every_class_as_its_keras_class_with_its_arguments(tmp_path
                 if isinstance(got, (tuple, list)) and not isinstance(value, (tuple, list)):
                     value = (-value, value)  # Keras stores a symmetric factor f as (-f, f)
                 assert got == pytest.approx(value), f"{cls.__name__}.{name}: spec {value!r}, Keras {got!r}"
+            for name, value in FROM_THE_RUN.get(cls, {}).items():  # what the spec cannot say
+                got = config.get(name, getattr(obj, name, None))
+                assert got == (str(tmp_path) if value == "RUN_DIR" else value), f"{cls.__name__}.{name}: {got!r}"
             checked.append(cls)
     assert checked == [c for types in KERAS_SECTIONS.values() for c in types]
+
+
+# Arguments that come from the run (100 steps, the run's tensorboard directory), not the spec.
+FROM_THE_RUN = {t.CosineDecay: {"decay_steps": 100}, t.TensorBoard: {"log_dir": "RUN_DIR"}}
 
 
 @pytest.mark.parametrize("cls", search.RANGE_TYPES, ids=_ids(search.RANGE_TYPES))
