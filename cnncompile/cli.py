@@ -270,7 +270,7 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
         raise click.UsageError("choose one export format: --onnx or --tflite")
     compiled = _compile(spec)
     from cnncompile.deploy.export import ExportRequest, export as run_export
-    from cnncompile.deploy.onnx_export import ExportError
+    from cnncompile.deploy.pipeline import ExportError
 
     request = ExportRequest("onnx" if to_onnx else "tflite", Path(run) if run else Path("runs") / compiled.spec.name,
                             int8=int8, output=Path(output) if output else None, opset=opset, untrained=untrained,

@@ -170,7 +170,7 @@ def test_tflite_float_and_int8_carry_metadata_and_int8_tensors(project, exports)
     assert json.loads(int8_meta["cnncompile.quantization"])["calibration_images"] == 200
     checked = exports["model.int8.tflite"].accuracy
     assert json.loads(int8_meta["cnncompile.accuracy"]) == json.loads(checked.as_metadata())
-    assert (checked.reference, checked.images, checked.source) == ("Keras", TEST_IMAGES, "digits test images")
+    assert (checked.reference, checked.images, checked.source) == ("float TFLite", TEST_IMAGES, "digits test images")
     assert checked.drop_points <= 0.5 and exports["model.int8.tflite"].comparison.int8_bytes == \
         (run / "model.int8.tflite").stat().st_size
 
@@ -225,13 +225,13 @@ def test_predict_reads_every_format_without_tensorflow(project, exports, tmp_pat
             assert accuracy == pytest.approx(json.loads((run / "metrics.json").read_text())["test_accuracy"], abs=1e-6), name
 
 
-@pytest.mark.parametrize("fmt, reference", [("onnx", "float ONNX"), ("tflite", "Keras")])
+@pytest.mark.parametrize("fmt, reference", [("onnx", "float ONNX"), ("tflite", "float TFLite")])
 def test_int8_refused_when_accuracy_drops_more_than_allowed(project, tmp_path, fmt, reference):
     """Calibrating on a single image clips every other image's activations: the check must see
     the loss (about 3 points here) and write nothing at all. (The CLI's exit 1 for an
     ExportError is tested below.)"""
     from cnncompile.deploy.export import ExportRequest, export
-    from cnncompile.deploy.onnx_export import ExportError
+    from cnncompile.deploy.pipeline import ExportError
     from cnncompile.analysis.check import compile_file
     from cnncompile.deploy.int8 import Int8Options
 
@@ -262,7 +262,7 @@ def test_int8_without_the_dataset_is_refused(tmp_path):
 def test_export_policy_is_in_the_library(project):
     """Library callers of export get the same images the CLI uses: real test images for parity,
     a seeded sample of training images (never test images) for calibration."""
-    from cnncompile.deploy.onnx_export import PARITY_IMAGES, calibration_sample, export_data
+    from cnncompile.deploy.pipeline import PARITY_IMAGES, calibration_sample, export_data
     from cnncompile.analysis.check import compile_file
 
     data = export_data(compile_file(project / "tiny.yaml"))
@@ -302,12 +302,11 @@ def test_every_example_exports_to_int8_onnx_and_tflite(path, tmp_path):
     """The mechanics on every example (graph models included, as they arrive): nothing walks
     layers, so whatever converts to float ONNX/TFLite must also quantize and run. Untrained
     weights and random labels: accuracy is not the point here, so the limit is wide open."""
-    from cnncompile.deploy.onnx_export import ExportData, fresh_model
     from cnncompile.analysis.check import compile_file
+    from cnncompile.deploy.export import export_format
     from cnncompile.deploy.int8 import Int8Options
+    from cnncompile.deploy.pipeline import ExportData, export_model, fresh_model
     from cnncompile.deploy.predict import open_classifier
-    from cnncompile.deploy.onnx_int8 import export_onnx_int8
-    from cnncompile.deploy.tflite_export import export_tflite
 
     compiled = compile_file(path)
     rng = np.random.default_rng(0)
@@ -317,8 +316,9 @@ def test_every_example_exports_to_int8_onnx_and_tflite(path, tmp_path):
                       images[:200], "random")
     options = Int8Options(calibration_images=64, max_accuracy_drop=100, measure_rounds=1)
     model = fresh_model(compiled)
-    results = [export_onnx_int8(compiled, model, tmp_path / "m.int8.onnx", data, opset=17, options=options),
-               export_tflite(compiled, model, tmp_path / "m.tflite", data)]
+    results = [export_model(compiled, model, export_format("onnx"), tmp_path / "m.int8.onnx", data, int8=True,
+                            options=options),
+               export_model(compiled, model, export_format("tflite"), tmp_path / "m.tflite", data)]
     assert results[1].verification.max_abs_diff <= 1e-4
     for result in results:
         classifier = open_classifier(result.path)
