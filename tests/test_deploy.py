@@ -127,6 +127,14 @@ def test_onnx_int8_reports_measured_accuracy_size_and_speed(project, exports):
     assert settings["weights"] == "int8, per channel" and settings["reduce_range"] == (not cpu.vnni)
     assert (settings["calibration_images"], settings["calibration_seed"], settings["calibration_source"]) == \
         (200, 0, "digits training images")
+    # Whether int8 paid here is said in the output and recorded in the file, from the same rates.
+    rates = json.loads(meta["cnncompile.measured"])
+    slower = [int(b) for b, r in rates["images_per_second"].items() if r["int8"] < r["float"]]
+    assert rates["int8_slower_at_batches"] == slower
+    assert ("note: int8 is slower than the float file on this CPU" in out) == bool(slower)
+    assert (rates["verdict"] is None) == (not slower)
+    with np.load(project / "digits.npz") as digits:  # for predict's light-on-dark hint
+        assert float(meta["cnncompile.training_mean_pixel"]) == pytest.approx(digits["x_train"].mean(), abs=0.05)
     measured = json.loads(meta["cnncompile.accuracy"])
     assert (measured["test_images"], measured["reference"]) == (TEST_IMAGES, "float ONNX")
     assert f"{measured['accuracy']:.4f}" == accuracy[1] and f"{measured['reference_accuracy']:.4f}" == accuracy[2]
@@ -274,6 +282,26 @@ def test_export_policy_is_in_the_library(project):
         assert not np.array_equal(sample, calibration_sample(data.train_images, 50, seed=1))
         train = {image.tobytes() for image in digits["x_train"]}
         assert len(sample) == 50 and all(image.tobytes() in train for image in sample)
+
+
+def test_speed_verdict_names_each_batch_where_int8_is_slower():
+    from cnncompile.deploy.pipeline import SizeAndSpeed, speed_verdict
+
+    speeds = {1: {"float": 1000.0, "int8": 1200.0}, 64: {"float": 1000.0, "int8": 940.0}}
+    assert speed_verdict(speeds) == ("int8 is slower than the float file on this CPU (0.94x at batch 64): it pays "
+                                     "in size here, not in speed; keep the float file where speed matters")
+    assert speed_verdict({1: {"float": 1.0, "int8": 2.0}}) is None
+    lines = SizeAndSpeed(int8_capability(), 400, 100, speeds).lines()
+    assert lines[-1] == f"note: {speed_verdict(speeds)}" and "(1.20x, faster;" in lines[2]
+
+
+def test_every_format_is_one_row_of_the_pipeline():
+    from cnncompile.deploy.export import FORMAT_MODULES, export_format
+    from cnncompile.deploy.pipeline import ExportFormat
+
+    rows = {name: export_format(name) for name in FORMAT_MODULES}
+    assert all(isinstance(row, ExportFormat) for row in rows.values())
+    assert [row.name for row in rows.values()] == ["ONNX", "TFLite"] and rows["onnx"].has_opset
 
 
 CPUINFO_X86 = "processor\t: 0\nmodel name\t: Test Xeon\nflags\t\t: fpu sse4_1 avx2 avx512f avx512bw {extra}\n\n"
