@@ -10,9 +10,9 @@ images. On CPUs without VNNI the weights use 7 bits (`reduce_range`): there the 
 kernels multiply with VPMADDUBSW, whose 16-bit intermediate sums saturate with full-range
 weights (onnxruntime's quantization FAQ); VNNI accumulates in 32 bits and needs no such cut.
 
-Nothing is written unless the int8 model's top-1 accuracy on the labeled test set is within
-the allowed drop of the float model's. Size and throughput against the float file are
-measured here and reported as measured, with the CPU's int8 features named.
+These settings were the fastest of onnxruntime's options for the seed model on an AMD EPYC
+with AVX512_VNNI (QOperator, U8S8, per-tensor weights, the first convolution kept in float,
+lower session optimization levels: bench/int8_options.py, table in docs/deploy.md).
 """
 
 from __future__ import annotations
