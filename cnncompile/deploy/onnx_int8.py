@@ -10,9 +10,10 @@ images. On CPUs without VNNI the weights use 7 bits (`reduce_range`): there the 
 kernels multiply with VPMADDUBSW, whose 16-bit intermediate sums saturate with full-range
 weights (onnxruntime's quantization FAQ); VNNI accumulates in 32 bits and needs no such cut.
 
-These settings were the fastest of onnxruntime's options for the seed model on an AMD EPYC
-with AVX512_VNNI (QOperator, U8S8, per-tensor weights, the first convolution kept in float,
-lower session optimization levels: bench/int8_options.py, table in docs/deploy.md).
+For the seed model on an AMD EPYC with AVX512_VNNI these settings were 1.4x the float file
+at batch 64, and none of onnxruntime's other options (QOperator, U8S8, per-tensor weights,
+the first convolution kept in float, lower session optimization levels) beat them by more
+than the run-to-run spread (bench/int8_options.py; the table is in docs/deploy.md).
 """
 
 from __future__ import annotations
