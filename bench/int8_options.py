@@ -21,6 +21,7 @@ optimization level.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -79,6 +80,10 @@ def session(content: bytes, level: str, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(content, options, providers=["CPUExecutionProvider"])
 
 
+def run(model: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
+    return model.run(None, {"image": batch})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", type=Path)
@@ -109,7 +114,7 @@ def main() -> None:
                                    first_float, cpu.reduce_range)
     sessions = {"float": session(float_bytes, "all", args.threads)}
     sessions |= {name: session(files[name], spec[4], args.threads) for name, spec in VARIANTS.items()}
-    runners = {name: (lambda s: lambda batch: s.run(None, {"image": batch}))(s) for name, s in sessions.items()}
+    runners = {name: functools.partial(run, s) for name, s in sessions.items()}
     accuracy = {name: float((np.concatenate([runners[name](x[i:i + 500])[0] for i in range(0, len(x), 500)])
                              .argmax(1) == labels).mean()) for name in runners}
     rounds = interleaved_throughput(runners, x, (1, 64), args.rounds, args.budget, args.clock)

@@ -214,6 +214,10 @@ def test_dark_on_light_digit_gets_a_hint_and_invert_reads_it(model, tmp_path):
     top = lambda result: json.loads(result.stdout)["predictions"][0]["top"]  # noqa: E731
     assert top(inverted) == top(screen) != top(plain)
     assert set(json.loads(plain.stdout)) == {"predictions"}  # no "accuracy": {} for unlabelled images
+    needless = predict(str(model), str(tmp_path / "screen.png"), "--invert")
+    assert needless.exit_code == 0 and needless.stderr == (
+        f"note: {tmp_path / 'screen.png'}: mostly light after --invert (mean pixel 234 of 255), but the model was "
+        f"trained on dark images (mean pixel 33); this image may not need --invert\n")
 
 
 def test_idx_sets_are_held_to_the_pixel_limit_before_inflating(model, tmp_path, monkeypatch):

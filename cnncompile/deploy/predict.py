@@ -209,8 +209,8 @@ def _polarity_hint(classifier: Classifier, path: Path, image: np.ndarray, invert
     trained_mean, mean = float(trained), float(image.mean())
     if (mean > 127.5) == (trained_mean > 127.5):
         return []
-    light = "light" if mean > 127.5 else "dark"
-    fix = "drop --invert" if inverted else "pass --invert"
-    return [f"{path}: mostly {light} (mean pixel {mean:.0f} of 255{' after --invert' if inverted else ''}), but the "
-            f"model was trained on {'dark' if trained_mean <= 127.5 else 'light'} images (mean pixel "
-            f"{trained_mean:.0f}); if the digit is {'dark on light' if light == 'light' else 'light on dark'}, {fix}"]
+    light, trained_light = ("light" if m > 127.5 else "dark" for m in (mean, trained_mean))
+    fix = ("this image may not need --invert" if inverted else
+           f"if the digit is {'dark on light' if light == 'light' else 'light on dark'}, pass --invert")
+    return [f"{path}: mostly {light}{' after --invert' if inverted else ''} (mean pixel {mean:.0f} of 255), but the "
+            f"model was trained on {trained_light} images (mean pixel {trained_mean:.0f}); {fix}"]
