@@ -295,6 +295,29 @@ def test_speed_verdict_names_each_batch_where_int8_is_slower():
     assert lines[-1] == f"note: {speed_verdict(speeds)}" and "(1.20x, faster;" in lines[2]
 
 
+def test_int8_slower_than_float_is_said_in_the_output_and_the_file(project, tmp_path, monkeypatch):
+    """Where int8 does not pay (no VNNI, a tiny model), export must say so, not just print ratios.
+    The rates are fixed here: this CPU may well be faster in int8."""
+    from cnncompile.analysis.check import compile_file
+    from cnncompile.deploy import pipeline
+    from cnncompile.deploy.export import ExportRequest, export
+    from cnncompile.deploy.int8 import Int8Options
+
+    speeds = {1: {"float": 1000.0, "int8": 1200.0}, 64: {"float": 1000.0, "int8": 940.0}}
+    monkeypatch.setattr(pipeline, "interleaved_throughput", lambda runners, *args: {
+        batch: {name: rates[name] for name in runners} for batch, rates in speeds.items()})
+    out = tmp_path / "m.int8.onnx"
+    result = export(compile_file(project / "tiny.yaml"),
+                    ExportRequest("onnx", project / "runs" / "deploy_tiny", int8=True, output=out,
+                                  int8_options=Int8Options(calibration_images=50)))
+    verdict = ("int8 is slower than the float file on this CPU (0.94x at batch 64): it pays in size here, not in "
+               "speed; keep the float file where speed matters")
+    assert result.comparison.lines()[-1] == f"note: {verdict}"
+    measured = json.loads(onnx_metadata(out)["cnncompile.measured"])
+    assert (measured["int8_slower_at_batches"], measured["verdict"]) == ([64], verdict)
+    assert result.comparison.int8_bytes == out.stat().st_size  # the written file, not an earlier draft
+
+
 def test_every_format_is_one_row_of_the_pipeline():
     from cnncompile.deploy.export import FORMAT_MODULES, export_format
     from cnncompile.deploy.pipeline import ExportFormat
