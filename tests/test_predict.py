@@ -200,6 +200,24 @@ def test_sixteen_bit_and_transparent_images_read_as_they_look(tmp_path):
     assert any("transparency composited onto white" in note for note in decoded.notes)
 
 
+@pytest.mark.parametrize("name, save", [
+    ("progressive.jpg", lambda image, path: image.convert("RGB").save(path, progressive=True, quality=95)),
+    ("cmyk.jpg", lambda image, path: image.convert("CMYK").save(path, quality=95)),
+    ("exif.jpg", lambda image, path: image.save(path, exif=b"Exif\x00\x00" + bytes(4000), quality=95)),
+    ("palette.png", lambda image, path: image.convert("P").save(path)),
+    ("one_bit.png", lambda image, path: image.convert("1").save(path)),
+    ("rgb.png", lambda image, path: image.convert("RGB").save(path)),
+])
+def test_valid_variants_pass_the_header_check_and_read_alike(tmp_path, name, save):
+    """The header reader walks JPEG segments (APPn, progressive SOF2, CMYK) and PNG IHDR without
+    refusing anything Pillow would read; each variant decodes to the same digit."""
+    save(Image.fromarray(digit()), tmp_path / name)
+    decoded = decode_image(tmp_path / name, (28, 28), 1)
+    assert decoded.original_size == (28, 28)
+    tolerance = 40 if name.endswith(".jpg") else 0  # JPEG is lossy at the stroke's edges
+    assert np.abs(decoded.pixels[..., 0].astype(int) - digit()).max() <= tolerance
+
+
 def test_dark_on_light_digit_gets_a_hint_and_invert_reads_it(model, tmp_path):
     Image.fromarray(digit(dark_on_light=True)).save(tmp_path / "paper.png")
     Image.fromarray(digit()).save(tmp_path / "screen.png")
