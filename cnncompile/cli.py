@@ -326,7 +326,7 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
         raise click.UsageError("choose one export format: --onnx or --tflite")
     compiled = _compile(spec)
     from cnncompile.deploy.export import ExportRequest, export as run_export
-    from cnncompile.deploy.onnx_export import ExportError
+    from cnncompile.deploy.pipeline import ExportError
 
     request = ExportRequest("onnx" if to_onnx else "tflite", Path(run) if run else Path("runs") / compiled.spec.name,
                             int8=int8, output=Path(output) if output else None, opset=opset, untrained=untrained,
@@ -352,38 +352,50 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("-k", "--top-k", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
+@click.option("--invert", is_flag=True, help="Use 255 - pixel: for dark digits on a light background, when the model "
+                                              "was trained on light on dark (MNIST).")
+@click.option("--json", "as_json", is_flag=True, help="Print predictions (and errors) as JSON.")
 @needs("predict")
-def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
+def predict(model: str, images: tuple[str, ...], top_k: int, invert: bool, as_json: bool) -> None:
     """Classify PNG/JPEG or IDX IMAGES with an exported MODEL (.onnx or .tflite), without TensorFlow.
 
-    For an IDX image file whose labels file sits beside it, also prints the accuracy.
+    For an IDX image file whose labels file sits beside it, also prints the accuracy. A file
+    that cannot be read gets one error line and exit status 1; the other files are still
+    classified. Images above 50 M pixels are refused unless $CNNCOMPILE_MAX_IMAGE_PIXELS allows more.
     """
     from cnncompile.data.formats import DataError
     from cnncompile.deploy.predict import predict as run_predict
 
     try:
-        report = run_predict(Path(model), [Path(i) for i in images], top_k)
+        report = run_predict(Path(model), [Path(i) for i in images], top_k, invert=invert)
     except DataError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
+    for error in report.errors:
+        click.echo(f"error: {error.message}", err=True)
     if as_json:
-        click.echo(json.dumps({"predictions": [{"source": p.source, "top": [{"label": l, "probability": round(q, 6)}
-                                                                           for l, q in p.top]}
-                                               for p in report.predictions],
-                               "accuracy": report.accuracy}, indent=2))
-        return
-    shown = report.predictions if len(report.predictions) <= 20 else report.predictions[:20]
-    for p in shown:
-        click.echo(f"{p.source}: " + ", ".join(f"{label} {q:.3f}" for label, q in p.top))
-    if len(report.predictions) > len(shown):
-        click.echo(f"... {len(report.predictions) - len(shown):,} more (use --json for all)")
-    for path, accuracy in report.accuracy.items():
-        click.echo(f"{path}: accuracy {accuracy:.4f}")
+        answer: dict = {"predictions": [{"source": p.source, "top": [{"label": l, "probability": round(q, 6)}
+                                                                    for l, q in p.top]}
+                                        for p in report.predictions]}
+        if report.accuracy:
+            answer["accuracy"] = report.accuracy
+        if report.errors:
+            answer["errors"] = [{"source": e.source, "error": e.message} for e in report.errors]
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        shown = report.predictions if len(report.predictions) <= 20 else report.predictions[:20]
+        for p in shown:
+            click.echo(f"{p.source}: " + ", ".join(f"{label} {q:.3f}" for label, q in p.top))
+        if len(report.predictions) > len(shown):
+            click.echo(f"... {len(report.predictions) - len(shown):,} more (use --json for all)")
+        for path, accuracy in report.accuracy.items():
+            click.echo(f"{path}: accuracy {accuracy:.4f}")
+    if report.errors:
+        raise SystemExit(EXIT_INVALID)
 
 
 @main.command()
