@@ -322,10 +322,3 @@ def test_the_server_starts_without_the_language_or_any_framework():
     assert loaded.returncode == 0, loaded.stderr
     assert loaded.stdout.split() == []
 
-
-def test_without_the_lsp_extra_the_command_says_what_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, "pygls", None)  # as if not installed: importing it fails
-    monkeypatch.delitem(sys.modules, "cnncompile.editor.server", raising=False)
-    result = CliRunner().invoke(main, ["lsp"])
-    assert result.exit_code == 2, result.output  # a usage error, not a traceback (exit 1)
-    assert "pip install 'cnncompile[lsp]'" in result.output
