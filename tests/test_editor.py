@@ -201,12 +201,17 @@ async def test_shapes_follow_their_lines_while_the_file_is_broken(client):
         return hints_of(await client.text_document_inlay_hint_async(lsp.InlayHintParams(
             doc("shift.yaml"), lsp.Range(lsp.Position(0, 0), lsp.Position(100, 0)))))
 
+    async def outline():
+        found = await client.text_document_document_symbol_async(lsp.DocumentSymbolParams(doc("shift.yaml")))
+        return [(s.name, s.range.start.line, s.range.end.line, s.selection_range.start.line) for s in found]
+
     await edit(client, "shift.yaml", MNIST)
-    before = await hints()
+    before, listed = await hints(), await outline()
     broken = MNIST.replace("layers:\n", "layers:\n  - {type: Conv2D, filters: [\n  # a comment\n", 1)
     assert await edit(client, "shift.yaml", broken)  # invalid YAML: an error
     after = await hints()
     assert after == [(line + 2, label) for line, label in before]
+    assert await outline() == [(name, start + 2, end + 2, selected + 2) for name, start, end, selected in listed]
     broken = broken.replace("{type: MaxPooling2D, pool_size: [2, 2]}", "{type: MaxPooling2D, pool_size: [2, 2]", 1)
     await edit(client, "shift.yaml", broken)
     changed = at(broken, "{type: MaxPooling2D, pool_size: [2, 2]\n").line

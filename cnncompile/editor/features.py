@@ -485,7 +485,31 @@ def symbols(document: Document) -> list[lsp.DocumentSymbol]:
     layers = value_at(parsed.raw, TOP)
     if isinstance(layers, list):
         out.extend(_layer_symbols(document, TOP, layers))
-    return out
+    if parsed.text == document.text:
+        return out
+    now = {then: now for now, then in document.unchanged_lines(parsed).items()}
+    return _follow(out, now)
+
+
+def _follow(symbols: list[lsp.DocumentSymbol], now: dict[int, int]) -> list[lsp.DocumentSymbol]:
+    """Symbols of an earlier version moved to the lines they are on now (unchanged lines keep
+    their columns); one whose first line has changed is left out."""
+    kept = []
+    for symbol in symbols:
+        line = now.get(symbol.range.start.line)
+        if line is None:
+            continue
+        selection = symbol.selection_range
+        end = now.get(symbol.range.end.line)
+        kept.append(lsp.DocumentSymbol(
+            name=symbol.name, detail=symbol.detail, kind=symbol.kind,
+            range=lsp.Range(lsp.Position(line, symbol.range.start.character),
+                            lsp.Position(end, symbol.range.end.character) if end is not None and end >= line
+                            else lsp.Position(line, selection.end.character)),
+            selection_range=lsp.Range(lsp.Position(line, selection.start.character),
+                                      lsp.Position(line, selection.end.character)),
+            children=_follow(symbol.children or [], now) or None))
+    return kept
 
 
 def _layer_symbols(document: Document, at: Path, layers: list) -> list[lsp.DocumentSymbol]:
