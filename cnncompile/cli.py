@@ -28,6 +28,7 @@ EXTRAS = {
     "tune": ("tensorflow", "keras", "numpy", "matplotlib", "PIL", "optuna"),
     "export": ("tensorflow", "keras", "numpy", "PIL", "tf2onnx", "onnx", "onnxruntime"),
     "predict": ("numpy", "PIL", "onnxruntime"),
+    "lsp": ("pygls", "lsprotocol"),
 }
 # Imported only on some paths (a .tflite file, a PostgreSQL study, int8): caught when they fail.
 OPTIONAL_MODULES = {name for names in EXTRAS.values() for name in names} | {"ai_edge_litert", "sympy", "psycopg2"}
@@ -425,6 +426,19 @@ def schema(fmt: str) -> None:
     from cnncompile.language import reference
 
     click.echo(reference.json_schema_text() if fmt == "json" else reference.markdown(), nl=False)
+
+
+@main.command()
+@needs("lsp")
+def lsp() -> None:
+    """Run the language server on stdin/stdout, for editors: `check`'s diagnostics as you type,
+    shapes on hover and at the end of each layer's line, completion, go to definition.
+
+    Setup for VS Code, Neovim and Helix: docs/editors.md.
+    """
+    from cnncompile.editor.server import serve
+
+    serve()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,6 +29,7 @@ def run_hiding(hidden: str, *args: str, cwd=ROOT) -> subprocess.CompletedProcess
     ("tf2onnx", ["export", "examples/mnist_cnn.yaml", "--onnx"], "export"),
     ("onnxruntime", ["predict", "MODEL", "IMAGE"], "predict"),
     ("PIL", ["predict", "MODEL", "IMAGE"], "predict"),
+    ("pygls", ["lsp"], "lsp"),
 ])
 def test_a_missing_extra_is_one_line_naming_it(hidden, args, extra, tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"not read")

@@ -152,16 +152,17 @@ class PathError(ValueError):
     """A path that cannot be followed through the tree (into a number, a list, ...)."""
 
 
-def compile_space(compiled: CompiledSpec) -> Space:
+def compile_space(compiled: CompiledSpec, data: bytes | None = None) -> Space:
     """The search space of a checked spec that has `search:`; SpecError (located) if it is wrong.
 
     Every path must lead somewhere, and every value a range can produce at its ends (every
     value of a choice) must be accepted by its field: `filters: {choice: [16, "32"]}` fails
-    here, not at trial 7.
+    here, not at trial 7. `data` is the spec's text when it is not the file on disk (an
+    editor's unsaved buffer).
     """
     search = compiled.spec.search
     assert search is not None, "compile_space needs a spec with search:"
-    data = compiled.path.read_bytes()
+    data = compiled.path.read_bytes() if data is None else data
     tree, source = load_yaml(decode(data))
     base = {key: value for key, value in tree.items() if key != "search"}
     problems = []

@@ -86,7 +86,8 @@ def _type_text(prop: dict[str, Any], defs: dict[str, Any]) -> str:
             "null": "null", "layer": "[layer](#layers)"}.get(kind, "any") + suffix
 
 
-def _default_text(field: Any) -> str:
+def default_text(field: Any) -> str:
+    """A field's default as the reference shows it (Markdown): `valid`, 1/255, **required**."""
     if field.is_required():
         return "**required**"
     value = field.default_factory() if field.default_factory else field.default
@@ -113,7 +114,7 @@ def _fields_table(cls: type[BaseModel], skip: tuple[str, ...] = ("type",)) -> li
         if name == "layers":
             prop = {"type": "array", "items": {"type": "layer"}}
         description = (field.description or "").replace("|", "\\|")
-        lines.append(f"| `{name}` | {_type_text(prop, defs)} | {_default_text(field)} | {description} |")
+        lines.append(f"| `{name}` | {_type_text(prop, defs)} | {default_text(field)} | {description} |")
     return lines
 
 
