@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cnncompile.language.diagnostics import SourceMap
 from cnncompile.analysis.inference import ModelInfo, infer
+from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import ModelSpec
-from cnncompile.language.validate import parse_spec
+from cnncompile.language.validate import validate_tree
 
 
 @dataclass(frozen=True)
@@ -28,5 +30,12 @@ def compile_file(path: str | Path) -> CompiledSpec:
     """Read, validate and infer a spec file. Raises SpecError (located) or OSError."""
     path = Path(path)
     data = path.read_bytes()
-    spec, source = parse_spec(data)
+    raw, source = load_yaml(decode(data))
+    return compile_tree(raw, source, data, path)
+
+
+def compile_tree(raw: Any, source: SourceMap, data: bytes, path: Path) -> CompiledSpec:
+    """compile_file's work on a tree already loaded from `data` (the editor loads every edit's
+    tree itself, keeping the last one that parsed). Raises SpecError (located)."""
+    spec = validate_tree(raw, source)
     return CompiledSpec(path, spec, source, infer(spec, source), hashlib.sha256(data).hexdigest())

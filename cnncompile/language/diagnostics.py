@@ -70,6 +70,16 @@ class SourceMap:
         return self.keys.get(tuple(path)) or self.value(path)
 
 
+def value_at(tree: Any, path: Path) -> Any:
+    """The value at `path` in a loaded YAML tree, or None where the path leads nowhere."""
+    for step in path:
+        try:
+            tree = tree[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return tree
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean `Conv2D`?)' for the closest choice, case-insensitively, or ''."""
     choices = list(choices)

@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cnncompile.language.diagnostics import Diagnostic, Path, SourceMap, SpecError, did_you_mean, kind_of, show
+from cnncompile.language.diagnostics import (Diagnostic, Path, SourceMap, SpecError, did_you_mean, kind_of, show,
+                                               value_at)
 from cnncompile.language.graph import default_names
 from cnncompile.language.layers import LAYER_NAMES, LAYER_TYPES, MODEL_INPUT
 from cnncompile.language.loader import decode, load_yaml
@@ -21,7 +22,7 @@ from cnncompile.language.training import Training
 
 # Which names a discriminated union chooses among, by the key that holds it.
 _KINDS = {"layers": "layer type", "optimizer": "optimizer", "learning_rate": "learning-rate schedule",
-          "callbacks": "callback", "augmentation": "augmentation"}
+          "loss": "loss", "metrics": "metric", "callbacks": "callback", "augmentation": "augmentation"}
 
 # What a type error's value should have been, by pydantic's error type.
 _WANTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
@@ -164,7 +165,7 @@ def _describe(error: dict, path: Path, raw: Any) -> tuple[str, bool]:
         owner, key = _field(path[:-1]), str(path[-1])
         if kind == "missing":
             return f"{owner}missing required key '{key}'", True
-        choices = _allowed_keys(_node(raw, path[:-1]), path[:-1])
+        choices = _allowed_keys(value_at(raw, path[:-1]), path[:-1])
         return f"{owner}unknown key '{key}'{did_you_mean(key, choices)}", True
     if kind == "union_tag_invalid":
         what = _KINDS.get(_container(path), "type")
@@ -187,7 +188,9 @@ def _describe(error: dict, path: Path, raw: Any) -> tuple[str, bool]:
             return f"{field}unknown value {show(received)}{hint}", False
         return f"{field}expected {ctx.get('expected')}, received {show(received)}", False
     if kind in ("value_error", "assertion_error"):
-        return str(error["msg"]).removeprefix("Value error, "), False
+        # A search range's own complaint names its path (several ranges sit side by side).
+        where = _field(path[:3]) if path[:1] == ("search",) else ""
+        return where + str(error["msg"]).removeprefix("Value error, "), False
     if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
               "less_than_equal": "<="}[kind]
@@ -214,7 +217,7 @@ def _subject(path: Path, raw: Any) -> str:
     too), else ''. The name is the layer's effective one; a layer whose type is unknown gets
     neither type nor name (Keras would not build it, so it has no default name)."""
     if len(path) >= 2 and path[0] == "layers" and isinstance(path[1], int):
-        layer = _node(raw, path[:2])
+        layer = value_at(raw, path[:2])
         label = f"layers[{path[1]}]"
         if isinstance(layer, dict) and isinstance(layer.get("type"), str) and layer["type"] in LAYER_NAMES:
             label += f" {layer['type']} '{_effective_names(raw['layers'])[path[1]]}'"
@@ -277,11 +280,3 @@ def _container(path: Path) -> str:
 def _literal_choices(expected: str) -> list[str]:
     return [part.strip(" '") for part in expected.replace(" or ", ",").split(",") if part.strip(" '")]
 
-
-def _node(raw: Any, path: Path) -> Any:
-    for step in path:
-        try:
-            raw = raw[step]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return raw
