@@ -47,7 +47,7 @@ def test_check_json_has_the_documented_shape():
     assert data["input_shape"] == [None, 28, 28, 1]
     assert data["layers"][0] == {"name": "conv2d", "type": "Conv2D", "output_shape": [None, 26, 26, 32],
                                  "params": 320, "trainable_params": 320, "macs": 194688, "line": 7,
-                                 "inputs": ["input"], "block": []}
+                                 "inputs": ["input"], "block": [], "dead": False}
     assert (data["total_params"], data["trainable_params"], data["non_trainable_params"],
             data["total_macs"]) == (93322, 93322, 0, 2794240)
 

@@ -139,7 +139,8 @@ def test_duplicate_layer_names(write_spec):
         {type: Flatten, name: a}
         {type: Dense, units: 10, name: a}
     """))
-    assert found == ["m.yaml:6:36: error: layers[1] Dense 'a': duplicate layer name 'a' (also layers[0] at line 5)"]
+    assert found == ["m.yaml:6:36: error: layers[1] Dense 'a': duplicate name 'a' (also layers[0] at line 5)\n"
+                     "m.yaml:5:27: note: 'a' is first defined here"]
 
 
 def test_default_names_follow_keras_and_avoid_explicit_ones():

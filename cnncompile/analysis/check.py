@@ -9,10 +9,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnncompile.language.diagnostics import SourceMap
 from cnncompile.analysis.inference import ModelInfo, infer
+from cnncompile.language.diagnostics import SourceMap, SpecError, in_file_order
+from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import ModelSpec
-from cnncompile.language.validate import parse_spec
+from cnncompile.language.validate import recover_tree
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,16 @@ class CompiledSpec:
 
 
 def compile_file(path: str | Path) -> CompiledSpec:
-    """Read, validate and infer a spec file. Raises SpecError (located) or OSError."""
+    """Read, validate and infer a spec file. Raises SpecError (located) or OSError.
+
+    Every stage runs whatever the one before found (error recovery): a layer that fails
+    validation or wiring only hides what reads it, so schema, wiring and shape errors are
+    all reported in one run, each once, in file order."""
     path = Path(path)
     data = path.read_bytes()
-    spec, source = parse_spec(data)
-    return CompiledSpec(path, spec, source, infer(spec, source), hashlib.sha256(data).hexdigest())
+    raw, source = load_yaml(decode(data))
+    partial = recover_tree(raw, source)
+    if not partial.input_known:  # no shapes to infer from: report what validation found
+        raise SpecError(in_file_order(partial.problems))
+    info = infer(partial.spec, source, partial.problems)
+    return CompiledSpec(path, partial.spec, source, info, hashlib.sha256(data).hexdigest())

@@ -10,10 +10,10 @@ one run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TypeVar
 
-from cnncompile.language.diagnostics import Diagnostic, SourceMap, SpecError
+from cnncompile.language.diagnostics import Diagnostic, SourceMap, SpecError, in_file_order
 from cnncompile.language.shapes import Shape, ShapeError, fmt
 from cnncompile.language.graph import Node, first_of_each
 from cnncompile.language.layers import MODEL_INPUT
@@ -35,6 +35,9 @@ class LayerInfo:
     line: int | None
     inputs: tuple[str, ...] = ()  # the layers it reads; "input" is the model input
     block: tuple[str, ...] = ()  # the block instances it was expanded from, outermost first
+    dead: bool = False
+    """Its output never reaches the model's output: Keras leaves it out of the model, so the
+    totals do too."""
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,12 @@ class ModelInfo:
 
     @property
     def total_params(self) -> int:
-        return sum(layer.params for layer in self.layers)
+        """The built model's count: dead layers are not in it."""
+        return sum(layer.params for layer in self.layers if not layer.dead)
 
     @property
     def trainable_params(self) -> int:
-        return sum(layer.trainable_params for layer in self.layers)
+        return sum(layer.trainable_params for layer in self.layers if not layer.dead)
 
     @property
     def non_trainable_params(self) -> int:
@@ -58,7 +62,7 @@ class ModelInfo:
 
     @property
     def total_macs(self) -> int:
-        return sum(layer.macs for layer in self.layers)
+        return sum(layer.macs for layer in self.layers if not layer.dead)
 
     @property
     def output_shape(self) -> tuple[int | None, ...]:
@@ -82,8 +86,12 @@ class ModelInfo:
         }
 
 
-def infer(spec: ModelSpec, source: SourceMap | None = None) -> ModelInfo:
-    """Shapes, parameters and MACs of every layer; SpecError with located problems otherwise."""
+def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[Diagnostic] = ()) -> ModelInfo:
+    """Shapes, parameters and MACs of every layer; SpecError with located problems otherwise.
+
+    `problems` are those validation and wiring found (a Partial's): the graph then holds the
+    layers they did not touch, which are all still checked, and SpecError lists every problem
+    in file order."""
     source = source or SourceMap()
     nodes = spec.graph(source)
     shapes: dict[str, Shape] = {MODEL_INPUT: tuple(spec.input.shape)}
@@ -104,8 +112,10 @@ def infer(spec: ModelSpec, source: SourceMap | None = None) -> ModelInfo:
         mark = source.value(node.path)
         infos.append(LayerInfo(node.name, node.layer.type, (None, *out), trainable + frozen, trainable, macs,
                                mark.line if mark else None, node.inputs, node.block))
-    if errors:
-        raise SpecError(first_of_each(errors))
+    if errors or problems:
+        raise SpecError(in_file_order([*problems, *first_of_each(errors)]))
+    live = {node.name for node in _ancestors(nodes)}
+    infos = [replace(info, dead=info.name not in live) for info in infos]
     model = ModelInfo(spec.name, (None, *spec.input.shape), tuple(infos))
     errors, warnings = check_against_training(spec, model, source)
     warnings = _dead_branches(nodes, source) + warnings
@@ -140,7 +150,8 @@ def _dead_branches(nodes: list[Node], source: SourceMap) -> list[Diagnostic]:
     output = nodes[-1].name
     # One warning per dead branch: at its end, the layer nobody reads.
     return [Diagnostic("warning", f"{node.label}: its output is never used (the model's output is "
-                       f"'{output}', the last layer); a dead branch is usually a wiring mistake",
+                       f"'{output}', the last layer); a dead branch is usually a wiring mistake, and "
+                       "Keras leaves it out of the model (and the totals)",
                        source.value(node.path))
             for node in nodes if node.name not in live and node.name not in read]
 

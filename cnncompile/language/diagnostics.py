@@ -45,6 +45,11 @@ class SpecError(Exception):
         super().__init__("\n".join(d.render("<spec>") for d in self.diagnostics))
 
 
+def in_file_order(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """By line and column, unlocated first (a stable sort: the order on one line is kept)."""
+    return sorted(diagnostics, key=lambda d: (d.mark.line, d.mark.column) if d.mark else (0, 0))
+
+
 @dataclass
 class SourceMap:
     """Where each value of a loaded YAML document sits in the file.

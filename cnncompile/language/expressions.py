@@ -60,7 +60,7 @@ def substitute(value: Any, names: dict[str, Any], path: tuple = ()) -> Any:
         whole = WHOLE.match(value)
         if whole and "${" not in whole.group(1):
             return evaluate(whole.group(1), names, path)
-        return PART.sub(lambda m: _text(evaluate(m.group(1), names, path)), value)
+        return PART.sub(lambda m: text_of(evaluate(m.group(1), names, path)), value)
     if isinstance(value, list):
         return [substitute(item, names, (*path, i)) for i, item in enumerate(value)]
     if isinstance(value, dict):
@@ -68,7 +68,8 @@ def substitute(value: Any, names: dict[str, Any], path: tuple = ()) -> Any:
     return value
 
 
-def _text(value: Any) -> str:
+def text_of(value: Any) -> str:
+    """A value as it reads inside text: booleans in YAML's spelling."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

@@ -33,7 +33,9 @@ from cnncompile.language.types import (
     Strict,
 )
 
-LayerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=128)]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+MAX_NAME_LENGTH = 128
+LayerName = Annotated[str, Field(pattern=NAME_PATTERN.pattern, max_length=MAX_NAME_LENGTH)]
 
 MODEL_INPUT = "input"
 """The name by which layers read the model's input (so no layer may take it)."""

@@ -8,12 +8,14 @@ path back into a line and column.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from cnncompile.language.diagnostics import Diagnostic, Path, SourceMap, SpecError, did_you_mean, kind_of, show
-from cnncompile.language.graph import default_names
+from cnncompile.language.diagnostics import (Diagnostic, Path, SourceMap, SpecError, did_you_mean, in_file_order,
+                                             kind_of, show)
+from cnncompile.language.graph import Broken, default_names, nothing_left, wire
 from cnncompile.language.layers import LAYER_NAMES, LAYER_TYPES, MODEL_INPUT
 from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import Input, ModelSpec
@@ -40,19 +42,102 @@ def parse_spec(data: bytes) -> tuple[ModelSpec, SourceMap]:
 
 
 def validate_tree(raw: Any, source: SourceMap) -> ModelSpec:
-    """A loaded YAML tree -> a validated ModelSpec (`tune` validates candidate trees this way)."""
+    """A loaded YAML tree -> a validated, wired ModelSpec (`tune` validates candidate trees
+    this way); SpecError with every schema and wiring problem, in file order."""
+    partial = recover_tree(raw, source)
+    if partial.problems:
+        raise SpecError(in_file_order(partial.problems))
+    return partial.spec
+
+
+@dataclass(frozen=True)
+class Partial:
+    """What validation and wiring could make of a tree, and every problem found on the way.
+
+    Error recovery, as in a compiler: a layer, block use or block that fails validation stays
+    in the spec as a `Broken` marker, so its name is still defined and only what reads it is
+    skipped; a top-level section that fails is left out. `spec.graph()` is the wired rest."""
+
+    spec: ModelSpec
+    problems: list[Diagnostic]
+    input_known: bool  # False when `input` itself failed: no shape can be inferred
+
+
+def recover_tree(raw: Any, source: SourceMap) -> Partial:
+    """Validate and wire as much of `raw` as can be; SpecError only when nothing can be."""
     if raw is None:
         raise SpecError([Diagnostic("error", "the file is empty; expected a mapping with "
                                     "name, input and layers", source.value(()))])
     if not isinstance(raw, dict):
         raise SpecError([Diagnostic("error", "the top level must be a mapping with name, input "
                                     f"and layers, received {kind_of(raw)}", source.value(()))])
-    try:
-        spec = ModelSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(translate(exc, raw, source)) from None
-    spec.graph(source)  # wiring: names, inputs, arity; raises SpecError, located
-    return spec
+    tree, problems, input_known = dict(raw), [], True
+    broken_layers: dict[int, Any] = {}
+    broken_blocks: dict[str, Any] = {}
+    for _ in range(3):  # each round sets aside what failed; a third is never needed in practice
+        try:
+            spec = ModelSpec.model_validate(tree)
+            break
+        except ValidationError as exc:
+            located = located_errors(exc, tree, source)
+            problems.extend(diagnostic for _, diagnostic in located)
+            for path, _ in located:
+                if not _set_aside(path, tree, raw, broken_layers, broken_blocks):
+                    raise SpecError(in_file_order(problems)) from None
+                input_known = input_known and path[:1] != ("input",)
+    else:
+        raise SpecError(in_file_order(list(dict.fromkeys(problems))))
+    for index, item in broken_layers.items():
+        spec.layers[index] = Broken(item)
+    if broken_blocks:
+        spec.blocks.update({name: Broken(block) for name, block in broken_blocks.items()})  # type: ignore[union-attr]
+    nodes, wiring = wire(spec, source)
+    spec._graph = nodes
+    problems = list(dict.fromkeys([*problems, *wiring]))
+    return Partial(spec, problems or ([] if nodes else [nothing_left(source)]), input_known)
+
+
+# Placeholders that stand in, for validation only, for a part that failed (set aside).
+_STAND_IN_LAYER = {"block": "_"}  # a block use validates without looking at the block
+_STAND_IN_INPUT = {"shape": [1]}
+
+
+def _set_aside(path: Path, tree: dict, raw: dict, layers: dict[int, Any], blocks: dict[str, Any]) -> bool:
+    """Replace the part of `tree` an error is in by a stand-in; False when nothing can stand
+    in for it (the layers list itself)."""
+    top = path[0] if path else None
+    if top == "layers" and len(path) >= 2 and isinstance(path[1], int) and isinstance(tree.get("layers"), list):
+        if path[1] not in layers:
+            tree["layers"] = list(tree["layers"])
+            layers[path[1]] = raw["layers"][path[1]]
+            tree["layers"][path[1]] = _STAND_IN_LAYER
+        return True
+    if top == "blocks" and len(path) >= 2 and isinstance(tree.get("blocks"), dict):
+        tree["blocks"] = {key: block for key, block in tree["blocks"].items() if key != path[1]}
+        blocks[str(path[1])] = raw["blocks"].get(path[1])
+        return True
+    if top == "input":
+        tree["input"] = _STAND_IN_INPUT
+        return True
+    if top == "name":
+        tree["name"] = "model"
+        return True
+    if top in ("layers", None):
+        return False
+    tree.pop(top, None)  # training, search, blocks as a whole, an unknown key: optional
+    return True
+
+
+def located_errors(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), subject: str = "",
+                   notes: tuple[Diagnostic, ...] = ()) -> list[tuple[Path, Diagnostic]]:
+    """Every pydantic error as (its path in `raw`, a located, readable diagnostic)."""
+    errors = _drop_losing_branches([(_data_path(e["loc"], raw, e["type"]), e) for e in exc.errors()])
+    located = []
+    for path, _branches, error in errors:
+        message, at_key = _describe(error, path, raw)
+        mark = source.key((*at, *path)) if at_key else source.value((*at, *path))
+        located.append((path, Diagnostic("error", (subject or _subject(path, raw)) + message, mark, notes)))
+    return located
 
 
 def translate(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), subject: str = "",
@@ -63,14 +148,8 @@ def translate(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), 
     expanded from a block), `at` is where that part sits in the file, `subject` names it
     and `notes` say where it was instantiated.
     """
-    errors = _drop_losing_branches([(_data_path(e["loc"], raw, e["type"]), e) for e in exc.errors()])
-    diagnostics = []
-    for path, _branches, error in errors:
-        message, at_key = _describe(error, path, raw)
-        mark = source.key((*at, *path)) if at_key else source.value((*at, *path))
-        diagnostics.append(Diagnostic("error", (subject or _subject(path, raw)) + message, mark, notes))
-    unique = list(dict.fromkeys(diagnostics))
-    return sorted(unique, key=lambda d: (d.mark.line, d.mark.column) if d.mark else (0, 0))
+    unique = list(dict.fromkeys(d for _, d in located_errors(exc, raw, source, at, subject, notes)))
+    return in_file_order(unique)
 
 
 def _data_path(loc: tuple, raw: Any, kind: str) -> tuple[Path, tuple]:
@@ -187,7 +266,7 @@ def _describe(error: dict, path: Path, raw: Any) -> tuple[str, bool]:
             return f"{field}unknown value {show(received)}{hint}", False
         return f"{field}expected {ctx.get('expected')}, received {show(received)}", False
     if kind in ("value_error", "assertion_error"):
-        return str(error["msg"]).removeprefix("Value error, "), False
+        return field + str(error["msg"]).removeprefix("Value error, "), False
     if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
               "less_than_equal": "<="}[kind]
