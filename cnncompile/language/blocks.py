@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from cnncompile.language.types import Strict
 
@@ -49,9 +50,9 @@ class Block(Strict):
         # A use's own keys would be read as the use's, never as the parameter: refuse them.
         taken = [key for key in params if key in RESERVED]
         if taken:
-            raise ValueError(f"{', '.join(repr(k) for k in taken)} cannot be a parameter: "
-                             f"{', '.join(RESERVED)} are keys of every use (index is the repeat "
-                             "count); rename it")
+            raise PydanticCustomError(
+                "reserved_parameter", f"{', '.join(repr(k) for k in taken)} cannot be a parameter: "
+                f"{', '.join(RESERVED[:-1])} are keys of every use and index is the repeat count; rename it")
         return params
 
     @field_validator("inputs")
@@ -59,8 +60,9 @@ class Block(Strict):
     def _distinct(cls, inputs: list[str]) -> list[str]:
         twice = sorted({name for name in inputs if inputs.count(name) > 1})
         if twice:
-            raise ValueError(f"{', '.join(repr(n) for n in twice)} is listed more than once; "
-                             "each input of a block needs its own name")
+            raise PydanticCustomError(
+                "duplicate_input", f"{', '.join(repr(n) for n in twice)} is listed more than once; "
+                "each input of a block needs its own name")
         return inputs
 
 

@@ -20,6 +20,7 @@ are inference's business; this stage is pure structure.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -606,8 +607,14 @@ def first_of_each(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     with the notes of its first expansion."""
     seen: dict[tuple, Diagnostic] = {}
     for diagnostic in diagnostics:
-        seen.setdefault((diagnostic.severity, diagnostic.message, diagnostic.mark), diagnostic)
+        message = diagnostic.message
+        if diagnostic.notes:  # inside an expansion: instance names and values differ per use
+            message = _QUOTED.sub("''", message)
+        seen.setdefault((diagnostic.severity, message, diagnostic.mark), diagnostic)
     return list(seen.values())
+
+
+_QUOTED = re.compile(r"'[^']*'")
 
 
 def wire(spec: ModelSpec, source: SourceMap | None = None) -> tuple[list[Node], list[Diagnostic]]:

@@ -131,7 +131,8 @@ def _set_aside(path: Path, tree: dict, raw: dict, layers: dict[int, Any], blocks
 def located_errors(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), subject: str = "",
                    notes: tuple[Diagnostic, ...] = ()) -> list[tuple[Path, Diagnostic]]:
     """Every pydantic error as (its path in `raw`, a located, readable diagnostic)."""
-    errors = _drop_losing_branches([(_data_path(e["loc"], raw, e["type"]), e) for e in exc.errors()])
+    errors = _drop_misspelt_missing(
+        _drop_losing_branches([(_data_path(e["loc"], raw, e["type"], e.get("input")), e) for e in exc.errors()]))
     located = []
     for path, _branches, error in errors:
         message, at_key = _describe(error, path, raw)
@@ -152,7 +153,7 @@ def translate(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), 
     return in_file_order(unique)
 
 
-def _data_path(loc: tuple, raw: Any, kind: str) -> tuple[Path, tuple]:
+def _data_path(loc: tuple, raw: Any, kind: str, received: Any = None) -> tuple[Path, tuple]:
     """Split pydantic's loc into the data path and the union-branch labels it passed through.
 
     pydantic's documented loc mixes two kinds of step: keys and indices into the input, and,
@@ -162,18 +163,20 @@ def _data_path(loc: tuple, raw: Any, kind: str) -> tuple[Path, tuple]:
     that does not lead into the data is a label; only a `missing` error's last step names a
     key that is not there. A step that is a key of the mapping could still be a label (a Tag
     `block` on `{block: ...}`): both readings are tried, and the one that explains the error
-    best wins, the one whose last step lands in the data, then the one with fewer labels.
+    best wins, the one whose last step lands in the data, then the one that reaches the value
+    pydantic refused, then the one with fewer labels.
     """
     readings = list(_readings(tuple(loc), raw, kind, (), (), 0))
-    path, branches, _, _ = max(readings, key=lambda r: (r[2], r[3], -len(r[1])))
+    path, branches, *_ = max(readings, key=lambda r: (r[2], r[3], r[4] is received, -len(r[1])))
     return path, branches
 
 
 def _readings(loc: tuple, node: Any, kind: str, path: Path, branches: tuple, found: int):
     """Every way of reading `loc` from `node` on: (data path, labels, how many steps led into
-    the data, whether the last step is data). The best reading follows the data furthest."""
+    the data, whether the last step is data, the value reached). The best reading follows the
+    data furthest."""
     if not loc:
-        yield path, branches, found, bool(path) and not (branches and branches[-1][0] == len(path))
+        yield path, branches, found, bool(path) and not (branches and branches[-1][0] == len(path)), node
         return
     step, rest = loc[0], loc[1:]
     as_label = (path, (*branches, (len(path), step)), found)
@@ -184,7 +187,7 @@ def _readings(loc: tuple, node: Any, kind: str, path: Path, branches: tuple, fou
         if isinstance(step, str):
             yield from _readings(rest, node, kind, *as_label)
     elif isinstance(node, dict) and not rest and kind == "missing":
-        yield (*path, step), branches, found + 1, True  # the key that should be there
+        yield (*path, step), branches, found + 1, True, None  # the key that should be there
     elif isinstance(step, str) and node is not None:
         yield from _readings(rest, node, kind, *as_label)
     else:
@@ -230,6 +233,18 @@ def _drop_losing_branches(items: list) -> list[tuple[Path, tuple, dict]]:
     return kept
 
 
+def _drop_misspelt_missing(errors: list) -> list:
+    """`filterz: 8` is one mistake, not two: the unknown key's error (which suggests
+    `filters`) says it all, so the missing `filters` is not reported besides."""
+    extras = defaultdict(list)
+    for path, _, error in errors:
+        if error["type"] == "extra_forbidden" and path:
+            extras[path[:-1]].append(str(path[-1]))
+    return [(path, branches, error) for path, branches, error in errors
+            if not (error["type"] == "missing" and path
+                    and any(did_you_mean(extra, [str(path[-1])]) for extra in extras[path[:-1]]))]
+
+
 def _superficial(errors: list, depth: int) -> bool:
     """Only complaints about the kind of value at the branch's root (depth)."""
     return all(len(path) == depth and error["type"] in _BRANCH_MISMATCH for path, _, error in errors)
@@ -266,7 +281,7 @@ def _describe(error: dict, path: Path, raw: Any) -> tuple[str, bool]:
             return f"{field}unknown value {show(received)}{hint}", False
         return f"{field}expected {ctx.get('expected')}, received {show(received)}", False
     if kind in ("value_error", "assertion_error"):
-        return field + str(error["msg"]).removeprefix("Value error, "), False
+        return str(error["msg"]).removeprefix("Value error, "), False
     if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
               "less_than_equal": "<="}[kind]
