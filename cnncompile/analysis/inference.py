@@ -97,6 +97,7 @@ def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[D
     shapes: dict[str, Shape] = {MODEL_INPUT: tuple(spec.input.shape)}
     infos: list[LayerInfo] = []
     errors: list[Diagnostic] = []
+    by_name: dict[str, Node] | None = None
     for node in nodes:
         if not all(name in shapes for name in node.inputs):
             continue  # an input failed: its error is reported; this layer's would only echo it
@@ -106,7 +107,9 @@ def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[D
             trainable, frozen = node.layer.params(*inputs)
             macs = node.layer.macs(*inputs)
         except ShapeError as exc:
-            errors.append(_shape_error(node, exc, inputs, nodes, source))
+            if by_name is None:  # once per graph, however many merge errors it has
+                by_name = {other.name: other for other in nodes}
+            errors.append(_shape_error(node, exc, inputs, by_name, source))
             continue
         shapes[node.name] = out
         mark = source.value(node.path)
@@ -124,12 +127,12 @@ def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[D
     return ModelInfo(model.name, model.input_shape, model.layers, tuple(warnings))
 
 
-def _shape_error(node: Node, exc: ShapeError, inputs: list[Shape], nodes: list[Node],
+def _shape_error(node: Node, exc: ShapeError, inputs: list[Shape], by_name: dict[str, Node],
                  source: SourceMap) -> Diagnostic:
     """Located at the argument to blame; merge clashes name both operands and their lines."""
     if exc.operands:
-        defined_at = {other.name: source.value(other.path) for other in nodes}
-        operands = " and ".join(_operand(node.inputs[i], inputs[i], defined_at.get(node.inputs[i]))
+        operands = " and ".join(_operand(node.inputs[i], inputs[i], source.value(by_name[node.inputs[i]].path)
+                                         if node.inputs[i] in by_name else None)
                                 for i in exc.operands)
         return Diagnostic("error", f"{node.label}: inputs {operands} {exc}",
                           source.value((*node.path, "inputs")), node.notes(source))

@@ -22,13 +22,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from cnncompile.language.blocks import Block, BlockUse
-from cnncompile.language.diagnostics import Diagnostic, Path, SourceMap, SpecError, did_you_mean, show
+from cnncompile.language.diagnostics import Diagnostic, Path, SourceMap, SpecError, Vocabulary, did_you_mean, show
 from cnncompile.language.expressions import ExpressionError, substitute, text_of
 from cnncompile.language.layers import MAX_NAME_LENGTH, MODEL_INPUT, NAME_PATTERN, Layer, LayerSpec, snake_case
 
@@ -198,6 +198,7 @@ class _Expansion:
         self.defined: dict[str, tuple[Path, tuple[Use, ...]]] = {}  # every full name: where it is written
         self.problems: list[Diagnostic] = []
         self.sizes: dict[str, int] = {}
+        self.unknown: list[tuple[int, str, _Scope, int]] = []  # unknown names: (problem, ref, scope, names then)
 
     def error(self, message: str, path: Path, uses: Sequence[Use] = (),
               extra: tuple[Diagnostic, ...] = ()) -> None:
@@ -377,10 +378,23 @@ class _Expansion:
                        f"{f' at line {mark.line}' if mark else ''}); a layer reads only {reads} and layers "
                        "listed before it, so the graph has no cycles: move it below its inputs", at, scope.uses)
             return None
-        choices = [MODEL_INPUT, *scope.names] if not scope.prefix else scope.names
-        self.error(f"{label}: inputs: no layer named '{_short(ref)}' is defined before this one"
-                   f"{did_you_mean(ref, choices)}", at, scope.uses)
+        # The did-you-mean is added at the end, from one sorted vocabulary per scope (cheap for
+        # many typos among many names); it offers only names defined before this reference.
+        self.unknown.append((len(self.problems), ref, scope, len(scope.names)))
+        self.error(f"{label}: inputs: no layer named '{_short(ref)}' is defined before this one", at, scope.uses)
         return None
+
+    def suggest_names(self) -> None:
+        """Complete the unknown-name errors with their did-you-mean."""
+        vocabularies: dict[int, Vocabulary] = {}
+        for index, ref, scope, known in self.unknown:
+            top = not scope.prefix
+            if id(scope) not in vocabularies:
+                vocabularies[id(scope)] = Vocabulary([MODEL_INPUT, *scope.names] if top else scope.names)
+            hint = vocabularies[id(scope)].suggest(ref, known + top)
+            if hint:
+                problem = self.problems[index]
+                self.problems[index] = replace(problem, message=problem.message + hint)
 
     # --- block uses ------------------------------------------------------------------
 
@@ -631,6 +645,7 @@ def wire(spec: ModelSpec, source: SourceMap | None = None) -> tuple[list[Node], 
         expansion.error(f"{_where(exc.path)}: the spec expands to more than {MAX_LAYERS:,} layers; "
                         "expansion stopped here", exc.path, exc.uses)
         expansion.nodes = []
+    expansion.suggest_names()
     return expansion.nodes, first_of_each(expansion.problems)
 
 
