@@ -10,7 +10,7 @@ one run.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import TypeVar
 
 from cnncompile.language.diagnostics import Diagnostic, SourceMap, SpecError, in_file_order
@@ -98,6 +98,7 @@ def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[D
     infos: list[LayerInfo] = []
     errors: list[Diagnostic] = []
     by_name: dict[str, Node] | None = None
+    live = {node.name for node in _ancestors(nodes)} if nodes else set()
     for node in nodes:
         if not all(name in shapes for name in node.inputs):
             continue  # an input failed: its error is reported; this layer's would only echo it
@@ -114,14 +115,12 @@ def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[D
         shapes[node.name] = out
         mark = source.value(node.path)
         infos.append(LayerInfo(node.name, node.layer.type, (None, *out), trainable + frozen, trainable, macs,
-                               mark.line if mark else None, node.inputs, node.block))
+                               mark.line if mark else None, node.inputs, node.block, node.name not in live))
     if errors or problems:
         raise SpecError(in_file_order([*problems, *first_of_each(errors)]))
-    live = {node.name for node in _ancestors(nodes)}
-    infos = [replace(info, dead=info.name not in live) for info in infos]
     model = ModelInfo(spec.name, (None, *spec.input.shape), tuple(infos))
     errors, warnings = check_against_training(spec, model, source)
-    warnings = _dead_branches(nodes, source) + warnings
+    warnings = _dead_branches(nodes, live, source) + warnings
     if errors:
         raise SpecError(errors + warnings)
     return ModelInfo(model.name, model.input_shape, model.layers, tuple(warnings))
@@ -146,9 +145,8 @@ def _operand(name: str, shape: Shape, mark) -> str:
     return f"'{name}' {fmt((None, *shape))}" + (f" (line {mark.line})" if mark else "")
 
 
-def _dead_branches(nodes: list[Node], source: SourceMap) -> list[Diagnostic]:
+def _dead_branches(nodes: list[Node], live: set[str], source: SourceMap) -> list[Diagnostic]:
     """Layers whose output never reaches the model's output: almost always a wiring mistake."""
-    live = {node.name for node in _ancestors(nodes)}
     read = {name for node in nodes for name in node.inputs}
     output = nodes[-1].name
     # One warning per dead branch: at its end, the layer nobody reads.

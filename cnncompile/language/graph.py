@@ -334,18 +334,20 @@ class _Expansion:
             self.error(f"{node.label}: the name '{MODEL_INPUT}' is reserved for the model input; "
                        "choose another", (*path, "name"), node.uses)
             return False
-        if not self.define(node.name, node.label, (*path, "name"), node.uses):
+        if not self.define(node.name, node, (*path, "name"), node.uses):
             return False
         self.nodes.append(node)
         return True
 
-    def define(self, name: str, label: str, path: Path, uses: tuple[Use, ...], how: str = "") -> bool:
+    def define(self, name: str, label: str | Node, path: Path, uses: tuple[Use, ...], how: str = "") -> bool:
         """Claim a full name (a layer's, a use's); a second claim is a duplicate-name error at
-        the second place, with a note at the first."""
+        the second place, with a note at the first. `label` names the claimant (a node's is
+        made only for the message)."""
         first = self.defined.get(name)
         if first is None:
             self.defined[name] = (path, uses)
             return True
+        label = label.label if isinstance(label, Node) else label
         mark = self.source.value(first[0])
         also = _where(first[0][:-1] if first[0][-1] == "name" else first[0]) + (f" at line {mark.line}" if mark else "")
         self.error(f"{label}: duplicate name '{_short(name)}'{how} (also {also})", path, uses,
@@ -476,9 +478,9 @@ class _Expansion:
             return None
         each = self.size(use.block)
         if len(self.nodes) + repeat * each > MAX_LAYERS:
-            times = f"{repeat:,} x {each:,}" if repeat > 1 else f"{each:,}"
-            self.error(f"{label}: this use of block '{use.block}' would expand to {repeat * each:,} layers "
-                       f"({times}); a spec may expand to at most {MAX_LAYERS:,}",
+            times = f" ({repeat:,} x {each:,})" if repeat > 1 else ""
+            self.error(f"{label}: this use of block '{use.block}' would expand to {repeat * each:,} layers"
+                       f"{times}; a spec may expand to at most {MAX_LAYERS:,}",
                        (*path, "repeat") if repeat > 1 else path, scope.uses)
             return None
         return repeat

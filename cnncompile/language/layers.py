@@ -11,6 +11,7 @@ shape raise ShapeError from `output_shape` (like Keras's `build`).
 # No `from __future__ import annotations` here: with 32 classes, pydantic evaluating string
 # annotations was ~25% of this module's import time, which every `check` pays.
 
+import functools
 import math
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -57,6 +58,7 @@ def _channels_last(value: Any) -> str:
 DataFormat = Annotated[str, PlainValidator(_channels_last), WithJsonSchema({"const": "channels_last"})]
 
 
+@functools.cache  # one per layer type: a 50,000-layer spec asks 50,000 times
 def snake_case(class_name: str) -> str:
     """Keras's default layer base name: Conv2D -> conv2d, MaxPooling2D -> max_pooling2d."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
