@@ -30,7 +30,8 @@ from pydantic import TypeAdapter, ValidationError
 from cnncompile.language.blocks import Block, BlockUse
 from cnncompile.language.diagnostics import Diagnostic, Path, SourceMap, SpecError, Vocabulary, did_you_mean, show
 from cnncompile.language.expressions import ExpressionError, substitute, text_of
-from cnncompile.language.layers import MAX_NAME_LENGTH, MODEL_INPUT, NAME_PATTERN, Layer, LayerSpec, snake_case
+from cnncompile.language.layers import (LAYER_NAMES, MAX_NAME_LENGTH, MODEL_INPUT, NAME_PATTERN, Layer, LayerSpec,
+                                        snake_case)
 
 if TYPE_CHECKING:
     from cnncompile.language.model import ModelSpec
@@ -279,6 +280,11 @@ class _Expansion:
             stands_for = self.drop(data, index, listing, path, scope, previous, label)
             scope.names[own] = stands_for
             return stands_for
+        if kind in self.blocks and kind not in LAYER_NAMES:
+            self.error(f"{label}: '{kind}' is a block, not a layer type: write {{block: {kind}, ...}}",
+                       (*path, "type"), uses)
+            scope.names[own] = _BROKEN
+            return _BROKEN
         try:
             return _layer_adapter().validate_python(data)
         except ValidationError as exc:

@@ -91,10 +91,18 @@ def recover_tree(raw: Any, source: SourceMap) -> Partial:
         spec.layers[index] = Broken(item)
     if broken_blocks:
         spec.blocks.update({name: Broken(block) for name, block in broken_blocks.items()})  # type: ignore[union-attr]
+    problems += _blocks_named_like_layers(spec, source)
     nodes, wiring = wire(spec, source)
     spec._graph = nodes
     problems = list(dict.fromkeys([*problems, *wiring]))
     return Partial(spec, problems or ([] if nodes else [nothing_left(source)]), input_known)
+
+
+def _blocks_named_like_layers(spec: ModelSpec, source: SourceMap) -> list[Diagnostic]:
+    """A block called `Conv2D` reads as the layer type wherever it is used: refuse the name."""
+    return [Diagnostic("error", f"blocks.{name}: a block cannot be named like a layer type; "
+                       "choose another name", source.key(("blocks", name)))
+            for name in spec.blocks or {} if name in LAYER_NAMES]
 
 
 # Placeholders that stand in, for validation only, for a part that failed (set aside).
@@ -258,12 +266,18 @@ def _describe(error: dict, path: Path, raw: Any) -> tuple[str, bool]:
         owner, key = _field(path[:-1]), str(path[-1])
         if kind == "missing":
             return f"{owner}missing required key '{key}'", True
+        if key == "when" and len(path) == 3 and path[0] == "layers":
+            return (f"{owner}unknown key 'when': `when` keeps or drops a layer per use of a block, so it "
+                    "applies only inside blocks; here, delete the layer or move it into a block"), True
         choices = _allowed_keys(_node(raw, path[:-1]), path[:-1])
         return f"{owner}unknown key '{key}'{did_you_mean(key, choices)}", True
     if kind == "union_tag_invalid":
         what = _KINDS.get(_container(path), "type")
         tags = [t.strip(" '") for t in ctx.get("expected_tags", "").split(",")]
         tag = ctx.get("tag")
+        blocks = raw.get("blocks") if isinstance(raw, dict) else None
+        if what == "layer type" and isinstance(blocks, dict) and tag in blocks:
+            return f"{field}'{tag}' is a block, not a layer type: write {{block: {tag}, ...}}", False
         hint = did_you_mean(str(tag), tags) or f"; expected one of {', '.join(tags)}"
         return f"{field}unknown {what} '{tag}'{hint}", False
     if kind == "union_tag_not_found":
