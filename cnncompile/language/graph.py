@@ -8,13 +8,16 @@ The model's output is the last layer listed.
 A block use (`{block: NAME, ...}`) is replaced by the block's layers, their `${...}`
 expressions evaluated with the use's parameters, their names prefixed with the use's
 (`conv2_block1` + `1_conv`), their references resolved inside the block. A layer whose
-`when:` is false is dropped and its name stands for its first input.
+`when:` is false is dropped and its name stands for its first input. The size a use would
+reach is counted before it is expanded (MAX_LAYERS), so work is bounded for any input.
 
 Every problem is collected, then all are reported at once: unknown names (did you mean),
 names used before they are defined, duplicates, the reserved `input`, the number of
 inputs a layer takes, unknown blocks and parameters, recursion, bad expressions, and
-invalid layers inside blocks (at the line in the block, with a note at each use). Shapes
-are inference's business; this stage is pure structure.
+invalid layers inside blocks (at the line in the block, with a note at each use). A part
+with a problem (or one that failed validation: `Broken`) keeps its name, standing for an
+unknown output; what reads it is skipped without another error, and everything else is
+still wired (error recovery). Shapes are inference's business; this stage is pure structure.
 """
 
 from __future__ import annotations
