@@ -167,3 +167,14 @@ def test_a_use_name_of_a_thousand_characters_is_refused_shortly(write_spec):
           - {{block: unit, name: "{'a' * 1000}"}}
     """)
     assert len(found) == 1 and "is not a valid name" in found[0] and len(found[0]) < 400
+
+
+def test_the_vocabulary_suggests_among_many_names_only_those_defined_before():
+    from cnncompile.language.diagnostics import Vocabulary
+
+    names = [f"layer_{i:05d}" for i in range(20_000)]
+    vocabulary = Vocabulary(names)
+    assert vocabulary.suggest("layer_12345x") == "; did you mean 'layer_12345'?"
+    assert vocabulary.suggest("LAYER_00007") == "; did you mean 'layer_00007'?"
+    assert vocabulary.suggest("layer_12345x", before=12_000) != "; did you mean 'layer_12345'?"
+    assert vocabulary.suggest("completely_different") == ""

@@ -220,3 +220,18 @@ def test_validate_tree_still_refuses_what_check_recovers_from():
         validate_tree(raw, source)
     # Validation and wiring (no shapes): the misspelt key and the misspelt name.
     assert [d.mark.line for d in exc.value.diagnostics] == [8, 9]
+
+
+def test_two_mistakes_in_one_template_are_both_reported_once(write_spec):
+    found = located(write_spec, """
+        name: t
+        input: {shape: [8, 8, 3]}
+        blocks:
+          unit:
+            layers: [{type: Conv2D}]
+        layers:
+          - {block: unit, name: a}
+          - {block: unit, name: b}
+    """)
+    assert sorted(message.split(": ", 1)[1] for _, message in found) == [
+        "missing required key 'filters'", "missing required key 'kernel_size'"]

@@ -618,6 +618,8 @@ def _kind_and_name(item: Any) -> tuple[str, str | None]:
     if isinstance(item, LayerSpec):
         return item.type, item.name
     raw = item.raw if isinstance(item, Broken) else item
+    if not isinstance(raw, dict):
+        return "layer", None
     kind, name = raw.get("type"), raw.get("name")
     return (kind if isinstance(kind, str) else "layer",
             name if isinstance(name, str) and "${" not in name else None)
@@ -633,8 +635,8 @@ def first_of_each(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
     seen: dict[tuple, Diagnostic] = {}
     for diagnostic in diagnostics:
         message = diagnostic.message
-        if diagnostic.notes:  # inside an expansion: instance names and values differ per use
-            message = _QUOTED.sub("''", message)
+        if diagnostic.notes:  # inside an expansion: the subject's name differs per use
+            message = _QUOTED.sub("''", message, count=1)
         seen.setdefault((diagnostic.severity, message, diagnostic.mark), diagnostic)
     return list(seen.values())
 
