@@ -7,6 +7,8 @@ Heavy imports (TensorFlow, onnxruntime) happen inside the commands that need the
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import sys
@@ -18,6 +20,51 @@ from cnncompile.language.diagnostics import Diagnostic, SpecError
 from cnncompile.deploy.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, Int8Options
 
 EXIT_INVALID = 1  # usage errors exit 2, through click
+
+
+# What each command imports beyond the core install, by the extra that installs it (pyproject.toml).
+EXTRAS = {
+    "train": ("tensorflow", "keras", "numpy", "matplotlib", "PIL"),
+    "tune": ("tensorflow", "keras", "numpy", "matplotlib", "PIL", "optuna"),
+    "export": ("tensorflow", "keras", "numpy", "PIL", "tf2onnx", "onnx", "onnxruntime"),
+    "predict": ("numpy", "PIL", "onnxruntime"),
+}
+# Imported only on some paths (a .tflite file, a PostgreSQL study, int8): caught when they fail.
+OPTIONAL_MODULES = {name for names in EXTRAS.values() for name in names} | {"ai_edge_litert", "sympy", "psycopg2"}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package that is itself missing or broken
+        return False
+
+
+def _missing_extra(command: str, extra: str, module: str) -> None:
+    click.echo(f"error: `cnncompile {command}` needs the '{extra}' extra ({module} is not installed): "
+               f"pip install 'cnncompile[{extra}]'", err=True)
+    raise SystemExit(EXIT_INVALID)
+
+
+def needs(extra: str):
+    """A command that needs an optional extra says which, in one line, when it is missing:
+    checked before any work, and again for a module a later code path imports."""
+    def decorate(command):
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            name = command.__name__.replace("_", "-")
+            missing = next((module for module in EXTRAS[extra] if not _installed(module)), None)
+            if missing:
+                _missing_extra(name, extra, missing)
+            try:
+                return command(*args, **kwargs)
+            except ModuleNotFoundError as exc:
+                module = (exc.name or "").partition(".")[0]
+                if module not in OPTIONAL_MODULES:
+                    raise
+                _missing_extra(name, extra, module)
+        return run
+    return decorate
 
 
 def _is_terminal() -> bool:
@@ -140,6 +187,7 @@ def draw(spec: str, output: str | None, rankdir: str, detail: str, collapse_bloc
 @click.option("--distribute", type=click.Choice(["mirrored", "multi_worker"]),
               help="Override training.distribute.strategy (multi_worker reads the cluster from TF_CONFIG).")
 @click.option("--quiet", is_flag=True, help="Print only the result line and errors.")
+@needs("train")
 def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | None, out: str | None,
           data_dir: str | None, force: bool, distribute: str | None, quiet: bool) -> None:
     """Train SPEC on its dataset and save a reproducible, resumable run directory.
@@ -176,7 +224,12 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     if result.already_complete:
         click.echo(f"{result.out} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")
         return
-    click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {m['epochs']} epochs; "
+    from cnncompile.run.report import drawing_problem
+
+    if problem := drawing_problem():
+        click.echo(f"note: {result.out / 'report.html'} has no architecture drawing: {problem}; "
+                   f"then `cnncompile report {result.out}` adds it", err=True)
+    click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {_count(m['epochs'], 'epoch')}; "
                f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {result.out}/")
 
 
@@ -188,6 +241,7 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
 @click.option("--storage", help="Study storage shared by processes and machines: an SQLAlchemy URL "
               "(postgresql://user:pw@host/db) or journal:PATH (default: SQLite in --out).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Look here first for built-in datasets.")
+@needs("tune")
 def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, storage: str | None,
          data_dir: str | None) -> None:
     """Search SPEC's `search:` space with Optuna; write best.yaml, trials.csv and plots.
@@ -206,13 +260,14 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
         space = compile_space(compiled)
     except SpecError as exc:
         _fail(exc, spec)
-    for line in describe(space, space.survey()):
+    trials = trials or space.search.trials
+    for line in describe(space, space.survey(), trials):
         click.echo(line)
     from cnncompile.data.formats import DataError
     from cnncompile.run.tune import TuneError, TuneOptions, tune as run_tune
 
     tune_dir = Path(out) if out else Path("runs") / f"{compiled.spec.name}-tune"
-    options = TuneOptions(tune_dir, trials or space.search.trials, epochs, storage, Path(data_dir) if data_dir else None)
+    options = TuneOptions(tune_dir, trials, epochs, storage, Path(data_dir) if data_dir else None)
     try:
         report = run_tune(space, compiled.path, compiled.sha256, options, log=click.echo)
     except TuneError as exc:
@@ -257,6 +312,7 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
               help="--int8: how many training images (a fixed, seeded sample) calibrate the ranges.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=DEFAULT_MAX_ACCURACY_DROP, show_default=True,
               help="--int8: refuse when top-1 test accuracy drops by more than this many points.")
+@needs("export")
 def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | None, run: str | None, opset: int,
            untrained: bool, data_dir: str | None, calibration_images: int, max_accuracy_drop: float) -> None:
     """Export SPEC's trained model to ONNX or TFLite, verified before it is written.
@@ -299,6 +355,7 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-k", "--top-k", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
+@needs("predict")
 def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
     """Classify PNG/JPEG or IDX IMAGES with an exported MODEL (.onnx or .tflite), without TensorFlow.
 

@@ -127,6 +127,19 @@ def _section(cls: type[BaseModel], level: str = "###", example: str | None = Non
     return out
 
 
+def _kinds(types: tuple[type[BaseModel], ...]) -> list[str]:
+    """One section per class of a spec section (its `type:` name in the heading when that differs)."""
+    out = []
+    for cls in types:
+        section = _section(cls, level="####")
+        name = cls.model_fields["type"].default if "type" in cls.model_fields else None
+        if name and name != cls.__name__:
+            section[0] += f" (`{name}`)"
+        has_arguments = len(section) > 7  # heading, doc, table head (2 lines) and blanks, then rows
+        out += section if has_arguments else section[:4]
+    return out
+
+
 def _blocks_section() -> list[str]:
     return [
         "## Blocks", "",
@@ -272,18 +285,19 @@ def markdown() -> str:
             "global batch, split evenly across all replicas on all workers.", "",
             "### Optimizers", "", "`optimizer: adam` means Adam with Keras's defaults; a mapping sets arguments:",
             "`optimizer: {type: adam, learning_rate: 0.0005}`.", ""]
-    for cls in (training.SGD, training.RMSprop, training.Adam, training.AdamW, training.Nadam):
-        out += _section(cls, level="####")
+    out += _kinds(training.OPTIMIZER_TYPES)
     out += ["### Learning-rate schedules", "", "Any optimizer's `learning_rate` may be a schedule:", ""]
-    for cls in (training.CosineDecay, training.ExponentialDecay):
-        out += _section(cls, level="####")
-    out += ["### Loss", "", *_fields_table(training.Loss, skip=()), "",
-            "### Callbacks", ""]
-    for cls in (training.EarlyStopping, training.ReduceLROnPlateau, training.TensorBoard):
-        out += _section(cls, level="####")
+    out += _kinds(training.SCHEDULE_TYPES)
+    out += ["### Losses", "", ("`loss: sparse_categorical_crossentropy` means that loss with Keras's defaults; "
+                               "a mapping sets arguments."), ""]
+    out += _kinds(training.LOSS_TYPES)
+    out += ["### Metrics", "", ("Logged every epoch on the training (and validation) images and reported on the "
+                                "test set; `accuracy` always is."), ""]
+    out += _kinds(training.METRIC_TYPES)
+    out += ["### Callbacks", ""]
+    out += _kinds(training.CALLBACK_TYPES)
     out += ["### Augmentation", "", "Applied to training batches only; the saved and exported model never contains them.", ""]
-    for cls in (training.RandomTranslation, training.RandomRotation, training.RandomZoom):
-        out += _section(cls, level="####")
+    out += _kinds(training.AUGMENTATION_TYPES)
     out += ["### Distributed training", "", *_section(training.Distribute, level="####")[2:],
             "```yaml", "training:", "  distribute: {strategy: multi_worker, timeout_seconds: 120}", "```", "",
             "Every worker runs the same command with its own `TF_CONFIG`; only worker 0 (the chief)",
@@ -302,8 +316,7 @@ def markdown() -> str:
             "`cnncompile check` validates every value a range can take at its ends against the",
             "field itself, and reports the space's size and the parameter and MAC range over it.", "",
             "### Ranges", ""]
-    for cls in (search.Choice, search.IntRange, search.FloatRange):
-        out += _section(cls, level="####")
+    out += _kinds(search.RANGE_TYPES)
     out += ["## Activations", "", "By Keras name: " + ", ".join(f"`{a}`" for a in ACTIVATIONS) + ".", "",
             "## Initializers", "", "By Keras name: " + ", ".join(f"`{i}`" for i in INITIALIZERS) + ".", ""]
     return "\n".join(out).rstrip() + "\n"

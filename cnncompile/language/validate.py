@@ -23,7 +23,7 @@ from cnncompile.language.training import Training
 
 # Which names a discriminated union chooses among, by the key that holds it.
 _KINDS = {"layers": "layer type", "optimizer": "optimizer", "learning_rate": "learning-rate schedule",
-          "callbacks": "callback", "augmentation": "augmentation"}
+          "loss": "loss", "metrics": "metric", "callbacks": "callback", "augmentation": "augmentation"}
 
 # What a type error's value should have been, by pydantic's error type.
 _WANTED = {"int_type": "an integer", "float_type": "a number", "bool_type": "true or false",
@@ -295,7 +295,9 @@ def _describe(error: dict, path: Path, raw: Any) -> tuple[str, bool]:
             return f"{field}unknown value {show(received)}{hint}", False
         return f"{field}expected {ctx.get('expected')}, received {show(received)}", False
     if kind in ("value_error", "assertion_error"):
-        return str(error["msg"]).removeprefix("Value error, "), False
+        # A search range's own complaint names its path (several ranges sit side by side).
+        where = _field(path[:3]) if path[:1] == ("search",) else ""
+        return where + str(error["msg"]).removeprefix("Value error, "), False
     if kind in ("greater_than_equal", "greater_than", "less_than", "less_than_equal"):
         op = {"greater_than_equal": ">=", "greater_than": ">", "less_than": "<",
               "less_than_equal": "<="}[kind]
