@@ -166,7 +166,7 @@ class _Scope:
     uses: tuple[Use, ...] = ()
     used_blocks: dict[str, int] = field(default_factory=dict)  # default instance numbering
     produced: set[str] = field(default_factory=set)  # full names of the outputs made in this scope
-    broken_prefixes: list[str] = field(default_factory=list)  # of uses that failed: names under them are unknown
+    broken_prefixes: set[str] = field(default_factory=set)  # of uses that failed: names under them are unknown
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ class _Expansion:
         stem = name.split("${")[0] if isinstance(name, str) else block if isinstance(block, str) else ""
         if stem:
             scope.names[stem] = _BROKEN
-            scope.broken_prefixes.append(stem)
+            scope.broken_prefixes.add(stem)
         return _BROKEN
 
     def place_layer(self, item: Any, index: int, listing: _Listing, path: Path, scope: _Scope,
@@ -372,7 +372,7 @@ class _Expansion:
             return MODEL_INPUT
         if ref in scope.names:
             return scope.names[ref]
-        if any(ref.startswith(stem) for stem in scope.broken_prefixes):
+        if scope.broken_prefixes and any(ref[:end] in scope.broken_prefixes for end in range(1, len(ref) + 1)):
             return _BROKEN  # inside a use that failed: its error is reported
         at = (*path, "inputs", position)
         reads = "the model input" if not scope.prefix else "the block inputs"
