@@ -235,3 +235,17 @@ def test_two_mistakes_in_one_template_are_both_reported_once(write_spec):
     """)
     assert sorted(message.split(": ", 1)[1] for _, message in found) == [
         "missing required key 'filters'", "missing required key 'kernel_size'"]
+
+
+def test_the_input_against_the_dataset_is_checked_beside_layer_errors(write_spec):
+    found = located(write_spec, """
+        name: t
+        input: {shape: [32, 32, 3]}
+        layers:
+          - {type: Conv2D, filters: 4, kernel_size: 3, activation: relu, paddng: same}
+          - {type: Flatten}
+          - {type: Dense, units: 10, activation: softmax}
+        training: {dataset: mnist}
+    """)
+    assert lines(found) == [2, 4]
+    assert found[0][1] == "input.shape [32, 32, 3] does not match mnist's images, which are [28, 28, 1]"

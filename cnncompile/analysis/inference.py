@@ -116,8 +116,8 @@ def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[D
         mark = source.value(node.path)
         infos.append(LayerInfo(node.name, node.layer.type, (None, *out), trainable + frozen, trainable, macs,
                                mark.line if mark else None, node.inputs, node.block, node.name not in live))
-    if errors or problems:
-        raise SpecError(in_file_order([*problems, *first_of_each(errors)]))
+    if errors or problems:  # the input against the dataset is independent of the layers: say it too
+        raise SpecError(in_file_order([*problems, *first_of_each(errors), *_input_against_dataset(spec, source)]))
     model = ModelInfo(spec.name, (None, *spec.input.shape), tuple(infos))
     errors, warnings = check_against_training(spec, model, source)
     warnings = _dead_branches(nodes, live, source) + warnings
@@ -168,12 +168,8 @@ def check_against_training(
         return errors, warnings
     nodes = spec.graph()
     if isinstance(training.dataset, str):
-        image_shape, labels = BUILTIN_DATASETS[training.dataset]
-        if tuple(spec.input.shape) != image_shape:
-            errors.append(Diagnostic(
-                "error", f"input.shape {list(spec.input.shape)} does not match {training.dataset}'s "
-                f"images, which are {list(image_shape)}", source.value(("input", "shape"))))
-        errors.extend(_check_output(spec, nodes, model, len(labels), source))
+        errors.extend(_input_against_dataset(spec, source))
+        errors.extend(_check_output(spec, nodes, model, len(BUILTIN_DATASETS[training.dataset][1]), source))
     activation, at = _final_activation(nodes)
     last = nodes[-1]
     if training.loss.from_logits and activation == "softmax":
@@ -187,6 +183,18 @@ def check_against_training(
             f"'{activation or 'linear'}', but {training.loss.type} expects probabilities; "
             "use activation: softmax or set the loss's from_logits: true", source.value(last.path)))
     return errors, warnings
+
+
+def _input_against_dataset(spec: ModelSpec, source: SourceMap) -> list[Diagnostic]:
+    """The input must be the built-in dataset's image shape: known whatever the layers are."""
+    dataset = spec.training.dataset if spec.training else None
+    if not isinstance(dataset, str):
+        return []
+    image_shape = BUILTIN_DATASETS[dataset][0]
+    if tuple(spec.input.shape) == image_shape:
+        return []
+    return [Diagnostic("error", f"input.shape {list(spec.input.shape)} does not match {dataset}'s images, "
+                       f"which are {list(image_shape)}", source.value(("input", "shape")))]
 
 
 def _check_output(spec: ModelSpec, nodes: list[Node], model: ModelInfo, classes: int,
