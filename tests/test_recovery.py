@@ -14,8 +14,8 @@ import pytest
 
 from cnncompile.analysis.check import compile_file
 from cnncompile.language.diagnostics import SpecError
-from cnncompile.language.validate import validate_tree
 from cnncompile.language.loader import load_yaml
+from cnncompile.language.validate import validate_tree
 from tests.conftest import run_cli
 
 

@@ -87,8 +87,8 @@ def test_use_names_follow_the_layer_name_rules(write_spec):
     layers:
       - {block: unit, name: "../../tmp/evil name"}
     """)
-    assert found == ["m.yaml:6:25: error: layers[0] '../../tmp/evil name': name: '../../tmp/evil name' is not a "
-                     "valid name (letters, digits, '_', '.', '-'; no leading '.' or '-'; at most 128 characters)"]
+    assert found == [("m.yaml:6:25: error: layers[0] '../../tmp/evil name': name: '../../tmp/evil name' is not a "
+                     "valid name (letters, digits, '_', '.', '-'; no leading '.' or '-'; at most 128 characters)")]
 
 
 def test_a_use_named_like_a_layer_is_a_duplicate_at_both_places(write_spec):
@@ -100,8 +100,8 @@ def test_a_use_named_like_a_layer_is_a_duplicate_at_both_places(write_spec):
       - {block: unit, name: res}
       - {type: Flatten, inputs: [res]}
     """)
-    assert found == ["m.yaml:7:25: error: layers[1] 'res': duplicate name 'res' (also layers[0] at line 6)\n"
-                     "m.yaml:6:26: note: 'res' is first defined here"]
+    assert found == [("m.yaml:7:25: error: layers[1] 'res': duplicate name 'res' (also layers[0] at line 6)\n"
+                     "m.yaml:6:26: note: 'res' is first defined here")]
 
 
 def test_an_automatic_use_name_that_collides_says_so_once(write_spec):
@@ -112,9 +112,9 @@ def test_an_automatic_use_name_that_collides_says_so_once(write_spec):
       - {type: Conv2D, name: unit, filters: 3, kernel_size: 1}
       - {block: unit}
     """)
-    assert found == ["m.yaml:7:5: error: layers[1]: duplicate name 'unit' (the automatic name of this use of block "
+    assert found == [("m.yaml:7:5: error: layers[1]: duplicate name 'unit' (the automatic name of this use of block "
                      "'unit'; give the use a name:) (also layers[0] at line 6)\n"
-                     "m.yaml:6:26: note: 'unit' is first defined here"]
+                     "m.yaml:6:26: note: 'unit' is first defined here")]
 
 
 def test_a_block_reading_the_same_input_twice_is_refused(write_spec):
@@ -126,8 +126,8 @@ def test_a_block_reading_the_same_input_twice_is_refused(write_spec):
     layers:
       - {block: pair, inputs: [input, input]}
     """)
-    assert found == ["m.yaml:5:13: error: blocks.pair.inputs: 'a' is listed more than once; each input of a "
-                     "block needs its own name"]
+    assert found == [("m.yaml:5:13: error: blocks.pair.inputs: 'a' is listed more than once; each input of a "
+                     "block needs its own name")]
 
 
 @pytest.mark.parametrize("inputs, received", [("3", "3"), ("abc", "'abc'"), ("[]", "[]")])
@@ -160,10 +160,10 @@ RESIDUAL_BLOCK = HEAD + """
 def test_a_dropped_merge_that_would_bypass_the_block_is_an_error_with_the_fix(write_spec):
     found = errors(write_spec, RESIDUAL_BLOCK.replace("OPERANDS", "[input, project]"))
     assert found == [
-        "m.yaml:8:40: error: blocks.unit.layers[1] Add 'unit_add': when is false here, and a dropped layer "
+        ("m.yaml:8:40: error: blocks.unit.layers[1] Add 'unit_add': when is false here, and a dropped layer "
         "stands for its first input, 'input', which would silently bypass 'project' computed in this block; "
         "list first the input that should stand for it: inputs: [project, input]\n"
-        "m.yaml:10:5: note: in expansion of block 'unit' as 'unit'"]
+        "m.yaml:10:5: note: in expansion of block 'unit' as 'unit'")]
 
 
 def test_the_fixed_operand_order_keeps_the_blocks_work(write_spec):
@@ -216,8 +216,8 @@ def test_a_block_written_as_a_type_is_told_to_use_block(write_spec):
       - {block: outer}
     """)
     assert found == [
-        "m.yaml:5:27: error: blocks.outer.layers[0] residual 'outer_residual': 'residual' is a block, not a layer type: "
-        "write {block: residual, ...}\nm.yaml:8:5: note: in expansion of block 'outer' as 'outer'",
+        ("m.yaml:5:27: error: blocks.outer.layers[0] residual 'outer_residual': 'residual' is a block, not a layer type: "
+        "write {block: residual, ...}\nm.yaml:8:5: note: in expansion of block 'outer' as 'outer'"),
         "m.yaml:7:5: error: layers[0]: 'residual' is a block, not a layer type: write {block: residual, ...}",
     ]
 
@@ -237,9 +237,9 @@ def test_when_on_a_top_level_layer_says_where_it_applies(write_spec):
     layers:
       - {type: ReLU, when: false}
     """)
-    assert found == ["m.yaml:4:18: error: layers[0] ReLU 're_lu': unknown key 'when': `when` keeps or drops a layer "
+    assert found == [("m.yaml:4:18: error: layers[0] ReLU 're_lu': unknown key 'when': `when` keeps or drops a layer "
                      "per use of a block, so it applies only inside blocks; here, delete the layer or move it "
-                     "into a block"]
+                     "into a block")]
 
 
 def test_unnamed_layers_skip_explicit_names_as_documented(write_spec):

@@ -13,13 +13,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
-from cnncompile.language.diagnostics import Diagnostic, SourceMap, SpecError, in_file_order
-from cnncompile.language.shapes import Shape, ShapeError, fmt
+from cnncompile.language.diagnostics import (
+    Diagnostic,
+    SourceMap,
+    SpecError,
+    in_file_order,
+)
 from cnncompile.language.graph import Node, first_of_each
 from cnncompile.language.layers import MODEL_INPUT
 from cnncompile.language.model import ModelSpec
+from cnncompile.language.shapes import Shape, ShapeError, fmt
 from cnncompile.language.training import BUILTIN_DATASETS
-
 
 _Wired = TypeVar("_Wired")  # anything with .name and .inputs: graph nodes, layer infos
 

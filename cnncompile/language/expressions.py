@@ -218,15 +218,18 @@ class _Interpreter(ast.NodeVisitor):
 
 def _check_size(op: Any, left: Any, right: Any) -> None:
     """Refuse a text or list that would be too long *before* building it ('x' * 10**10)."""
-    if op is operator.mul:
-        sequence, times = (left, right) if isinstance(left, (str, list)) else (right, left)
-        if isinstance(sequence, (str, list)) and isinstance(times, int) and len(sequence) * times > MAX_ITEMS:
-            raise ExpressionError(f"the {_noun(sequence)} would be longer than {MAX_ITEMS:,} "
-                                  f"{'characters' if isinstance(sequence, str) else 'items'}")
-    elif op is operator.add and isinstance(left, (str, list)) and isinstance(right, (str, list)):
-        if len(left) + len(right) > MAX_ITEMS:
-            raise ExpressionError(f"the {_noun(left)} would be longer than {MAX_ITEMS:,} "
-                                  f"{'characters' if isinstance(left, str) else 'items'}")
+    sequences = (str, list)
+    if op is operator.mul and isinstance(left, int) and isinstance(right, sequences):
+        left, right = right, left
+    if op is operator.mul and isinstance(left, sequences) and isinstance(right, int):
+        size = len(left) * right
+    elif op is operator.add and isinstance(left, sequences) and isinstance(right, sequences):
+        size = len(left) + len(right)
+    else:
+        return
+    if size > MAX_ITEMS:
+        raise ExpressionError(f"the {_noun(left)} would be longer than {MAX_ITEMS:,} "
+                              f"{'characters' if isinstance(left, str) else 'items'}")
 
 
 def _noun(value: Any) -> str:

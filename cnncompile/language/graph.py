@@ -31,10 +31,25 @@ from typing import TYPE_CHECKING, Any
 from pydantic import TypeAdapter, ValidationError
 
 from cnncompile.language.blocks import Block, BlockUse
-from cnncompile.language.diagnostics import Diagnostic, Path, SourceMap, SpecError, Vocabulary, did_you_mean, show
+from cnncompile.language.diagnostics import (
+    Diagnostic,
+    Path,
+    SourceMap,
+    SpecError,
+    Vocabulary,
+    did_you_mean,
+    show,
+)
 from cnncompile.language.expressions import ExpressionError, substitute, text_of
-from cnncompile.language.layers import (LAYER_NAMES, MAX_NAME_LENGTH, MODEL_INPUT, NAME_PATTERN, Layer, LayerSpec,
-                                        snake_case)
+from cnncompile.language.layers import (
+    LAYER_NAMES,
+    MAX_NAME_LENGTH,
+    MODEL_INPUT,
+    NAME_PATTERN,
+    Layer,
+    LayerSpec,
+    snake_case,
+)
 
 if TYPE_CHECKING:
     from cnncompile.language.model import ModelSpec
@@ -433,9 +448,9 @@ class _Expansion:
             previous = self.instance(use, block, index, repeat, number, chained, path, label, scope)
             if previous is None:
                 return self.set_aside(Broken({"block": use.block, "name": use.name}), None, scope)
-        if use.name and repeat > 1 and "${" not in use.name:
-            if self.define(scope.prefix + use.name, label, (*path, "name"), scope.uses):
-                scope.names[use.name] = previous  # the whole chain's output
+        chain = use.name and repeat > 1 and "${" not in use.name
+        if chain and self.define(scope.prefix + use.name, label, (*path, "name"), scope.uses):
+            scope.names[use.name] = previous  # the whole chain's output
         return previous
 
     def validated_use(self, item: Any, path: Path, label: str, scope: _Scope) -> BlockUse | None:

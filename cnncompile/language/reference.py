@@ -14,8 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from cnncompile.language import search
-from cnncompile.language import training
+from cnncompile.language import search, training
 from cnncompile.language.blocks import Block, BlockUse
 from cnncompile.language.layers import LAYER_TYPES, LayerSpec, LayerUnion
 from cnncompile.language.model import Input, ModelSpec, entry

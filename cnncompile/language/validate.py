@@ -13,8 +13,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cnncompile.language.diagnostics import (Diagnostic, Path, SourceMap, SpecError, did_you_mean, in_file_order,
-                                             kind_of, show)
+from cnncompile.language.diagnostics import (
+    Diagnostic,
+    Path,
+    SourceMap,
+    SpecError,
+    did_you_mean,
+    in_file_order,
+    kind_of,
+    show,
+)
 from cnncompile.language.graph import Broken, default_names, nothing_left, wire
 from cnncompile.language.layers import LAYER_NAMES, LAYER_TYPES, MODEL_INPUT
 from cnncompile.language.loader import decode, load_yaml
