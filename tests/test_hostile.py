@@ -116,6 +116,30 @@ def test_interpolated_text_is_bounded_as_it_grows(write_spec):
     assert len(found) == 1 and "longer than 1,000 characters" in found[0], found
 
 
+def test_a_long_list_parameter_is_not_turned_into_text(write_spec):
+    items = ", ".join("0" for _ in range(50_000))
+    found = refused(write_spec, f"""
+        name: h
+        input: {{shape: [4, 4, 1]}}
+        blocks:
+          unit:
+            params: {{p: [{items}]}}
+            layers: [{{type: ReLU, name: "r${{p}}"}}]
+        layers:
+          - {{block: unit}}
+    """)
+    assert len(found) == 1 and "the list is longer than 1,000 items" in found[0], found
+
+
+def test_five_thousand_layers_of_one_name_are_each_reported_once(write_spec):
+    lines = "\n".join("  - {type: ReLU, name: x}" for _ in range(5_000))
+    path = write_spec(f"name: h\ninput: {{shape: [4, 4, 1]}}\nlayers:\n{lines}\n", "h.yaml")
+    result = check(path)
+    errors = [line for line in result.stderr.splitlines() if ": error: " in line]
+    assert result.returncode == 1 and len(errors) == 4_999
+    assert errors[-1].endswith("layers[4999] ReLU 'x': duplicate name 'x' (also layers[0] at line 4)")
+
+
 def test_a_deep_chain_of_blocks_is_refused_with_capped_notes(write_spec):
     depth = 200
     blocks = "\n".join(f"  b{i}: {{layers: [{{block: b{i + 1}, name: {'n' * 120}}}]}}" for i in range(depth))

@@ -78,7 +78,11 @@ def _interpolate(value: str, names: dict[str, Any], path: tuple) -> str:
     """Text with each `${...}` replaced by its value, the result bounded as it grows."""
     parts, size, end = [], 0, 0
     for match in PART.finditer(value):
-        piece = value[end:match.start()] + text_of(evaluate(match.group(1), names, path))
+        try:  # a parameter can hold a long YAML list: refuse it before it becomes text
+            part = _bounded(evaluate(match.group(1), names, path))
+        except ExpressionError as exc:
+            raise ExpressionError(f"in '${{{match.group(1).strip()[:60]}}}': {exc}", path) from None
+        piece = value[end:match.start()] + text_of(part)
         size += len(piece)
         if size > MAX_ITEMS:
             raise ExpressionError(f"the text would be longer than {MAX_ITEMS:,} characters", path)

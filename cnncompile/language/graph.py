@@ -270,10 +270,15 @@ class _Expansion:
             inputs = [previous]
         scope.names[local] = name
         node = Node(name, layer, tuple(inputs), path, scope.uses)
-        # How many inputs it takes does not depend on what they are: checked even when one is unknown.
-        if not self._arity_fits(node) or any(i is _BROKEN or i is None for i in inputs) or not self.add(node, path):
+        # Its name and how many inputs it takes do not depend on what the inputs are: both are
+        # checked even when an input is unknown.
+        named, fits = self.claim(node, path), self._arity_fits(node)
+        if not (named and fits) or any(i is _BROKEN or i is None for i in inputs):
             scope.names[local] = _BROKEN  # reported: what reads it is not reported again
             return _BROKEN
+        if len(self.nodes) >= MAX_LAYERS:
+            raise _TooLarge(path, node.uses)
+        self.nodes.append(node)
         scope.produced.add(name)
         return name
 
@@ -350,18 +355,13 @@ class _Expansion:
             return _BROKEN
         return operands[0]
 
-    def add(self, node: Node, path: Path) -> bool:
-        """Record a layer; False (reported) when its name or its number of inputs is wrong."""
-        if len(self.nodes) >= MAX_LAYERS:
-            raise _TooLarge(path, node.uses)
+    def claim(self, node: Node, path: Path) -> bool:
+        """Claim a layer's name; False (reported) when it is reserved or taken."""
         if node.name == MODEL_INPUT:
             self.error(f"{node.label}: the name '{MODEL_INPUT}' is reserved for the model input; "
                        "choose another", (*path, "name"), node.uses)
             return False
-        if not self.define(node.name, node, (*path, "name"), node.uses):
-            return False
-        self.nodes.append(node)
-        return True
+        return self.define(node.name, node, (*path, "name"), node.uses)
 
     def define(self, name: str, label: str | Node, path: Path, uses: tuple[Use, ...], how: str = "") -> bool:
         """Claim a full name (a layer's, a use's); a second claim is a duplicate-name error at
