@@ -103,20 +103,21 @@ def evaluate(text: str, names: dict[str, Any], path: tuple = ()) -> Any:
         raise ExpressionError("empty expression '${}'", path)
     if len(source) > MAX_LENGTH:
         raise ExpressionError(f"expression longer than {MAX_LENGTH} characters", path)
+    shown = _cut(source, 80)  # messages quote the expression, never 500 characters of it
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        raise ExpressionError(f"cannot parse '${{{source}}}': {exc.msg}", path) from None
+        raise ExpressionError(f"cannot parse '${{{shown}}}': {exc.msg}", path) from None
     except (RecursionError, MemoryError):
-        raise ExpressionError(f"'${{{source}}}' is nested too deeply", path) from None
+        raise ExpressionError(f"'${{{shown}}}' is nested too deeply", path) from None
     if _depth(tree.body) > MAX_DEPTH:
-        raise ExpressionError(f"'${{{source}}}' is nested more than {MAX_DEPTH} deep", path)
+        raise ExpressionError(f"'${{{shown}}}' is nested more than {MAX_DEPTH} deep", path)
     try:
         return _Interpreter(names).visit(tree.body)
     except ExpressionError as exc:
-        raise ExpressionError(f"in '${{{source}}}': {exc}", path) from None
+        raise ExpressionError(f"in '${{{shown}}}': {exc}", path) from None
     except (ArithmeticError, TypeError, ValueError) as exc:
-        raise ExpressionError(f"in '${{{source}}}': {_cut(str(exc))}", path) from None
+        raise ExpressionError(f"in '${{{shown}}}': {_cut(str(exc))}", path) from None
 
 
 def _depth(node: ast.AST) -> int:
