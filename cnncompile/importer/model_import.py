@@ -1,0 +1,155 @@
+"""`cnncompile import`'s one call: a model file -> a checked spec (and weights), proven equal.
+
+Nothing is written until the spec has been parsed back by the language, its expanded graph
+equals the source's layer for layer (names, types, arguments, wiring), and, with weights,
+the model cnncompile builds from it computes the source's outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnncompile.files import atomic_path, write_bytes
+from cnncompile.importer.discovery import fold
+from cnncompile.importer.imported import ImportedModel, ImportRefused, Unsupported, plain
+from cnncompile.importer.spec_text import render
+from cnncompile.language.diagnostics import SpecError
+from cnncompile.language.model import ModelSpec
+from cnncompile.language.validate import parse_spec
+
+TOLERANCE = 1e-4  # max |diff| between the source's outputs and the imported model's
+CHECK_IMAGES = 4
+
+
+@dataclass
+class ImportResult:
+    spec_path: Path
+    text: str
+    layers: int
+    blocks: list[str]
+    weights_path: Path | None = None
+    max_abs_diff: float | None = None
+    weights_line: str | None = None
+    """`weights: FILE` when the language has no `weights:` key yet: the line to add by hand."""
+    notes: list[str] = field(default_factory=list)
+
+
+class SourceError(Exception):
+    """The file cannot be read as a model (one line)."""
+
+
+def read_source(path: Path) -> tuple[ImportedModel, Any]:
+    """(the model in the language's terms, a function images -> outputs for the check)."""
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        from cnncompile.importer import onnx_source
+
+        return onnx_source.read(path)
+    from cnncompile.importer import keras_source
+
+    if suffix not in keras_source.SUFFIXES:
+        raise SourceError(f"{path}: expected a .keras, .h5 or .onnx file")
+    try:
+        imported, model = keras_source.read(path)
+    except keras_source.SourceError as exc:
+        raise SourceError(str(exc)) from None
+    return imported, lambda images: np.asarray(model(images, training=False))
+
+
+def spec_of(imported: ImportedModel, flat: bool) -> tuple[dict[str, Any], list[str]]:
+    """The spec as a mapping, and the blocks it defines (none with `flat`)."""
+    spec: dict[str, Any] = {"name": imported.name,
+                            # The source takes its input as it is: no in-graph scaling added.
+                            "input": {"shape": imported.input_shape, "scale": 1, "offset": 0}}
+    if flat:
+        return {**spec, "layers": imported.flat_layers()}, []
+    blocks, layers = fold(imported)
+    if blocks:
+        spec["blocks"] = blocks
+    return {**spec, "layers": layers}, list(blocks)
+
+
+def _expanded(spec: ModelSpec) -> list[tuple]:
+    return [(node.name, node.layer.type, plain(node.layer.model_dump(exclude={"name", "inputs"})), node.inputs)
+            for node in spec.graph()]
+
+
+def _parse(text: str, source: str) -> ModelSpec:
+    try:
+        spec, _ = parse_spec(text.encode())
+    except SpecError as exc:  # a cnncompile bug (the importer wrote what the language rejects)
+        raise ImportRefused(source, [Unsupported("spec", "internal", d.message) for d in exc.diagnostics]) from None
+    return spec
+
+
+def import_model(source: Path, output: Path, weights: Path | None = None, flat: bool = False) -> ImportResult:
+    """Import `source` into `output` (and `weights`); ImportRefused lists what cannot be."""
+    imported, run_source = read_source(source)
+    comment = f"Imported from {source.name} by `cnncompile import`."
+    reference = _parse(render(spec_of(imported, True)[0], comment), str(source))
+    spec_dict, blocks = spec_of(imported, flat)
+    notes = list(imported.notes)
+    text = render(spec_dict, comment)
+    spec = _parse(text, str(source))
+    if _expanded(spec) != _expanded(reference):  # discovery must never change the model
+        notes.append("the blocks found did not reproduce the model exactly; wrote it flat")
+        spec_dict, blocks = spec_of(imported, True)
+        text, spec = render(spec_dict, comment), reference
+    from cnncompile.analysis.inference import infer
+
+    try:
+        infer(spec)
+    except SpecError as exc:
+        raise ImportRefused(str(source), [Unsupported("spec", "shapes", d.message) for d in exc.diagnostics]) from None
+    result = ImportResult(output, text, len(imported.layers), blocks, notes=notes)
+    if weights is not None:
+        text = _with_weights(result, spec_dict, comment, weights, output)
+        result.max_abs_diff = _write_weights(imported, spec, run_source, weights, str(source))
+    result.text = text
+    write_bytes(output, text.encode())
+    return result
+
+
+def _with_weights(result: ImportResult, spec_dict: dict, comment: str, weights: Path, output: Path) -> str:
+    """The spec naming its weights file, if the language has `weights:`; otherwise the
+    line to add is reported (detected from the language's classes, never assumed)."""
+    relative = os.path.relpath(weights.resolve(), output.resolve().parent)
+    result.weights_path = weights
+    if "weights" in ModelSpec.model_fields:
+        keys = list(spec_dict)
+        ordered = {k: spec_dict[k] for k in keys[:2]} | {"weights": relative} | {k: spec_dict[k] for k in keys[2:]}
+        return render(ordered, comment)
+    result.weights_line = f"weights: {relative}"
+    return result.text
+
+
+def _write_weights(imported: ImportedModel, spec: ModelSpec, run_source, weights: Path, source: str) -> float:
+    """Build the spec's model, give every layer the source's weights, prove the outputs agree,
+    then save them (Keras's save_weights: matched by layer name on loading)."""
+    from cnncompile.backend.builder import build_model
+
+    model = build_model(spec, preprocessing=False)
+    for layer in imported.layers:
+        if layer.weights:
+            model.get_layer(layer.name).set_weights(layer.weights)
+    images = check_images(imported.input_shape)
+    difference = float(np.max(np.abs(np.asarray(model(images, training=False)) - run_source(images))))
+    if not difference <= TOLERANCE:
+        raise ImportRefused(source, [Unsupported("outputs", "weights", f"the imported model differs from the "
+                                                 f"source by max |diff| {difference:.3g} > {TOLERANCE:g}")])
+    if not weights.name.endswith(".weights.h5"):
+        raise SourceError(f"--weights {weights}: Keras needs the name to end in .weights.h5")
+    with atomic_path(weights, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
+    return difference
+
+
+def check_images(shape: list[int], count: int = CHECK_IMAGES) -> np.ndarray:
+    """A fixed, seeded batch of 0-255 images to compare the two models on (the tests use
+    real MNIST digits)."""
+    return np.random.default_rng(0).uniform(0, 255, (count, *shape)).astype("float32")
