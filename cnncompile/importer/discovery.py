@@ -32,7 +32,18 @@ from typing import Any
 from cnncompile.importer.imported import PAIRS, ImportedLayer, ImportedModel, compact, layer_class, plain
 from cnncompile.language.blocks import RESERVED
 
-INSTANCE = re.compile(r"^(?P<stem>(?:(?P<stage>.+?)_)?block_?)(?P<index>\d+)_(?P<local>[A-Za-z0-9_][A-Za-z0-9_.\-]*)$")
+LOCAL = r"(?P<local>[A-Za-z0-9_][A-Za-z0-9_.\-]*)"
+INSTANCE = re.compile(rf"^(?P<stem>(?:(?P<stage>.+?)_)?block_?)(?P<index>\d+)_{LOCAL}$")
+"""Keras Applications' `conv2_block1_1_conv`, `block_3_expand`: a chain of blocks, in a stage."""
+NUMBERED = re.compile(rf"^(?P<stem>[A-Za-z]+(?:_[A-Za-z]+)*_?)(?P<index>\d+)_{LOCAL}$")
+"""Otherwise a word and a number, `res2_1_conv`: a chain without stages."""
+
+
+def _key(name: str) -> tuple[str, str | None, int] | None:
+    match = INSTANCE.match(name) or NUMBERED.match(name)
+    if match is None:
+        return None
+    return match["stem"], match.groupdict().get("stage"), int(match["index"])
 ABSENT = object()
 
 
@@ -66,8 +77,7 @@ def _instances(model: ImportedModel) -> list[Instance]:
     instance (or one split in two runs) contributes none."""
     runs: list[tuple[tuple[str, str | None, int], list[ImportedLayer]]] = []
     for layer in model.layers:
-        match = INSTANCE.match(layer.name)
-        key = (match["stem"], match["stage"], int(match["index"])) if match else None
+        key = _key(layer.name)
         if key and runs and runs[-1][0] == key:
             runs[-1][1].append(layer)
         else:

@@ -142,6 +142,8 @@ def _off(key: str, value: Any) -> bool:
     if key == "dtype":
         name = value.get("config", {}).get("name") if isinstance(value, dict) else value
         return name in (None, "float32")
+    if key == "data_format":  # Flatten's: channels_last is the only layout a spec has
+        return value == "channels_last"
     if key == "trainable":
         return True  # freezing is training's business, not the architecture's
     return value is None or value is False or key == "name"

@@ -89,6 +89,8 @@ def _parse(text: str, source: str) -> ModelSpec:
 
 def import_model(source: Path, output: Path, weights: Path | None = None, flat: bool = False) -> ImportResult:
     """Import `source` into `output` (and `weights`); ImportRefused lists what cannot be."""
+    if weights is not None and not weights.name.endswith(".weights.h5"):
+        raise SourceError(f"--weights {weights}: Keras needs the name to end in .weights.h5")
     imported, run_source = read_source(source)
     comment = f"Imported from {source.name} by `cnncompile import`."
     reference = _parse(render(spec_of(imported, True)[0], comment), str(source))
@@ -142,8 +144,6 @@ def _write_weights(imported: ImportedModel, spec: ModelSpec, run_source, weights
     if not difference <= TOLERANCE:
         raise ImportRefused(source, [Unsupported("outputs", "weights", f"the imported model differs from the "
                                                  f"source by max |diff| {difference:.3g} > {TOLERANCE:g}")])
-    if not weights.name.endswith(".weights.h5"):
-        raise SourceError(f"--weights {weights}: Keras needs the name to end in .weights.h5")
     with atomic_path(weights, suffix=".weights.h5") as tmp:
         model.save_weights(tmp)
     return difference
