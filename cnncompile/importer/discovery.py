@@ -95,7 +95,9 @@ def _instances(model: ImportedModel) -> list[Instance]:
         names = {layer.name for layer in layers}
         outside = {ref for layer in layers for ref in layer.inputs if ref not in names}
         leaks = any(readers.get(layer.name, set()) - names for layer in layers[:-1])
-        if len(layers) < 2 or len(outside) != 1 or leaks:
+        if len(layers) < 2:  # a lone layer is not worth a block, and says nothing about the others
+            continue
+        if len(outside) != 1 or leaks:
             bad_stems.add(key[0])
             continue
         found.append(Instance(key[0], key[1], key[2], layers, outside.pop()))
@@ -351,7 +353,7 @@ def _chain_units(block: Block, chain: Chain) -> list[Unit]:
 def _stage(block: Block, chains: list[Chain], taken: set[str]) -> tuple[dict[str, Any], list[Unit]] | None:
     """Step 4: chains that differ only in their parameters' values as uses of one block."""
     forms = [chain.forms() for chain in chains]
-    if len(chains) < 2 or any(f is None for f in forms) or any(c.first.index != 1 or c.first.stage is None
+    if len(chains) < 2 or all(len(c.positions) == 1 for c in chains) or any(f is None for f in forms) or any(c.first.index != 1 or c.first.stage is None
                                                                for c in chains):
         return None
     inner_stems = {c.first.stem[len(c.first.stage) + 1:] for c in chains}

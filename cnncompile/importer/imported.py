@@ -31,6 +31,10 @@ class ImportRefused(Exception):
         self.problems = problems
 
 
+class SourceError(Exception):
+    """The file cannot be read as a model at all (one clean line, not a list of layers)."""
+
+
 @dataclass
 class ImportedLayer:
     """One layer: its spec type and the arguments that differ from the language's defaults."""

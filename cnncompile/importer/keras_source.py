@@ -18,14 +18,10 @@ import keras
 from pydantic import ValidationError
 
 from cnncompile.importer.imported import (
-    ImportedLayer, ImportedModel, ImportRefused, Unsupported, layer_class, spec_arguments)
+    ImportedLayer, ImportedModel, ImportRefused, SourceError, Unsupported, layer_class, spec_arguments)
 from cnncompile.language.types import INITIALIZERS
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
-
-
-class SourceError(Exception):
-    """The file cannot be read as a model at all (one clean line, not a list of layers)."""
 
 
 def load(path: Path) -> keras.Model:
