@@ -152,6 +152,11 @@ def _merge(params: list[Param], values: list[Any]) -> tuple[Param, int] | None:
     return None
 
 
+def _magnitude(values: list[Any]) -> float:
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return sum(numbers) if numbers else 0.0
+
+
 def _identifier(text: str) -> str:
     name = re.sub(r"[^A-Za-z0-9_]", "_", text)
     return name if re.match(r"^[A-Za-z_]", name) else f"p{name}"
@@ -176,6 +181,7 @@ def _block(name: str, instances: list[Instance]) -> Block | None:
     template = []
     presence_params: dict[tuple[bool, ...], str] = {}
     previous = "input"
+    varying: list[tuple[dict[str, Any], str, str, list[Any]]] = []  # (item, key, local, values)
     for layer in seed.layers:
         local = seed.local(layer.name)
         item: dict[str, Any] = {"type": layer.type, "name": local}
@@ -184,15 +190,9 @@ def _block(name: str, instances: list[Instance]) -> Block | None:
             values = [found[local].args.get(key, _default(layer.type, key)) if local in found else ABSENT
                       for found in by_local]
             present = [v for v in values if v is not ABSENT]
-            if all(v == present[0] for v in present):
-                item[key] = present[0]
-                continue
-            merged = _merge(params, values)
-            if merged is None:
-                params.append(Param(_unique(_identifier(key if key not in taken else f"{key}_{local}"), taken), values))
-                merged = params[-1], 1
-            param, factor = merged
-            item[key] = f"${{{param.name}}}" if factor == 1 else f"${{{factor} * {param.name}}}"
+            item[key] = present[0]
+            if any(v != present[0] for v in present):
+                varying.append((item, key, local, values))
         refs = seed.refs(layer)
         if refs != [previous]:
             item["inputs"] = refs
@@ -205,6 +205,14 @@ def _block(name: str, instances: list[Instance]) -> Block | None:
             item["when"] = f"${{{presence_params[presence]}}}"
         template.append(item)
         previous = local
+    # Smallest values first, so that the 4x wider expansion reads `${4 * filters}`.
+    for item, key, local, values in sorted(varying, key=lambda v: _magnitude(v[3])):
+        merged = _merge(params, values)
+        if merged is None:
+            params.append(Param(_unique(_identifier(key if key not in taken else f"{key}_{local}"), taken), values))
+            merged = params[-1], 1
+        param, factor = merged
+        item[key] = f"${{{param.name}}}" if factor == 1 else f"${{{factor} * {param.name}}}"
     params += flags
     for param in params:
         counts = Counter(repr(v) for v in param.values if v is not ABSENT)

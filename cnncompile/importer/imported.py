@@ -60,6 +60,9 @@ class ImportedModel:
     layers: list[ImportedLayer]
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.layers = canonical_order(self.layers)
+
     def flat_layers(self) -> list[dict[str, Any]]:
         previous = "input"
         items = []
@@ -110,3 +113,30 @@ def spec_arguments(kind: str, values: dict[str, Any], inputs: list[str]) -> dict
 
 def layer_class(kind: str) -> type[LayerSpec] | None:
     return _CLASSES.get(kind)
+
+
+def canonical_order(layers: list[ImportedLayer]) -> list[ImportedLayer]:
+    """The layers in an order that depends only on the graph and its names, not on how the
+    source happened to list them (Keras and tf2onnx order branches differently): each step
+    continues from the layer just listed when one can, else takes the ready layer first by
+    name; the output stays last. A shortcut's `0_conv` then comes before `1_conv`, as in
+    Keras Applications' code."""
+    if not layers:
+        return layers
+    output = layers[-1]
+    waiting = {id(layer): layer for layer in layers}
+    done = {"input"}
+    ordered: list[ImportedLayer] = []
+    last = "input"
+    while waiting:
+        ready = [layer for layer in waiting.values()
+                 if all(ref in done for ref in layer.inputs) and (layer is not output or len(waiting) == 1)]
+        if not ready:  # a reference to nothing listed (cannot happen for a wired graph): keep the rest
+            ordered += [layer for layer in layers if id(layer) in waiting]
+            break
+        chosen = min(ready, key=lambda layer: (last not in layer.inputs, layer.name))
+        ordered.append(chosen)
+        done.add(chosen.name)
+        last = chosen.name
+        del waiting[id(chosen)]
+    return ordered

@@ -54,6 +54,10 @@ class _Reader:
             pass
         self.graph = model.graph
         self.name = name
+        self.metadata = {p.key: p.value for p in model.metadata_props}
+        # Keras through tf2onnx (our own `export --onnx` among them) names nodes by the Keras
+        # layer's scope, `<model>_1/<layer>_1/<op>`: the layer's name comes back from it.
+        self.keras_scopes = model.producer_name in ("tf2onnx", "cnncompile") or "keras.version" in self.metadata
         self.constants: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
         self.shapes: dict[str, tuple] = {}
         for info in (*self.graph.input, *self.graph.value_info, *self.graph.output):
@@ -96,11 +100,13 @@ class _Reader:
             raise self.refuse(f"expects an image tensor (NCHW with known sizes), received shape {x.shape}")
         return x.shape[1], x.shape[2], x.shape[3]
 
-    def layer_name(self, suffix: str = "") -> str:
+    def scope_name(self) -> str:
         """PyTorch's module path (`/layer1/layer1.0/conv1/Conv` -> layer1_0_conv1), else the
-        node's name, else the op's Keras-style name; unique."""
+        node's name, else the op's Keras-style name (made unique by layer_name)."""
         parts = [p for p in (self.node.name or "").split("/") if p]
-        if len(parts) > 1:
+        if self.keras_scopes and len(parts) > 2:
+            base = re.sub(r"_\d+$", "", parts[1])
+        elif len(parts) > 1:
             parts = parts[:-1]
             parts = [p for i, p in enumerate(parts) if not (i + 1 < len(parts) and parts[i + 1].startswith(p + "."))]
             base = "_".join(parts)
@@ -111,9 +117,10 @@ class _Reader:
         else:
             base = snake_case(self.node.op_type)
         base = re.sub(r"[^A-Za-z0-9_]", "_", base).strip("_") or "layer"
-        if base == "input":
-            base = "input_layer"
-        base += suffix
+        return "input_layer" if base == "input" else base
+
+    def layer_name(self, suffix: str = "") -> str:
+        base = self.scope_name() + suffix
         name, n = base, 1
         while name in self.by_name:
             name, n = f"{base}_{n}", n + 1
@@ -234,6 +241,9 @@ def _flatten(r: _Reader) -> None:
     x = r.tensor()
     if r.node.op_type == "Flatten" and r.attr("axis", 1) != 1:
         raise r.refuse("Flatten keeps only the batch axis in a spec (axis 1)")
+    if r.node.op_type == "Reshape" and _layout_reshape(x, r.constant(1)):
+        r.bind(replace(x, shape=(x.shape[0], x.shape[3], x.shape[1], x.shape[2]), channels_first=True))
+        return
     if r.node.op_type == "Reshape":
         target = r.constant(1)
         if target is None or len(target) != 2 or target[0] not in (0, -1, 1) and x.shape[0] != target[0]:
@@ -249,6 +259,24 @@ def _flatten(r: _Reader) -> None:
             order = np.arange(channels * height * width).reshape(channels, height, width).transpose(1, 2, 0).ravel()
     size = math.prod(x.shape[1:])
     r.bind(r.emit("Flatten", {}, [x], shape=(x.shape[0], size), channels_first=False, order=order))
+
+
+def _squeeze(r: _Reader) -> None:
+    """[N, C, 1, 1] -> [N, C] right after a global pooling is its keepdims=False."""
+    x = r.tensor()
+    axes = r.attr("axes") or (list(r.constant(1)) if r.constant(1) is not None else None)
+    producer = r.by_name.get(x.layer)
+    if not (x.channels_first and sorted(a % 4 for a in axes or []) == [2, 3] and producer is not None
+            and producer.type.startswith("Global") and r.consumers.get(r.node.input[0], 0) == 1):
+        raise r.refuse(f"a squeeze of axes {axes} that does not follow a global pooling")
+    producer.args.pop("keepdims", None)
+    r.bind(replace(x, shape=x.shape[:2], channels_first=False))
+
+
+def _layout_reshape(x: Tensor, target: np.ndarray | None) -> bool:
+    """NHWC -> NCHW written as a reshape, which tf2onnx does when there is one channel."""
+    return (target is not None and len(target) == 4 and len(x.shape) == 4 and not x.channels_first
+            and x.shape[3] == 1 and [int(t) for t in target[1:]] == [1, x.shape[1], x.shape[2]])
 
 
 def _dense_kernel(r: _Reader, x: Tensor, kernel: np.ndarray) -> np.ndarray:
@@ -275,9 +303,26 @@ def _matmul(r: _Reader) -> None:
                   shape=(x.shape[0], weight.shape[1])))
 
 
+FUSABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense")
+
+
+def _fused(r: _Reader, x: Tensor, activation: str) -> bool:
+    """A Keras export computes a layer's own `activation` as a node of the layer's scope right
+    after it: give it back to the layer (only then: a separate Activation layer stays one)."""
+    producer = r.by_name.get(x.layer)
+    if not (r.keras_scopes and producer is not None and producer.type in FUSABLE and "activation" not in producer.args
+            and r.consumers.get(r.node.input[0], 0) == 1 and r.scope_name() == producer.name):
+        return False
+    producer.args = spec_arguments(producer.type, {**producer.args, "activation": activation}, producer.inputs)
+    r.bind(replace(x, non_negative=activation in ("relu", "relu6", "sigmoid", "hard_sigmoid", "softmax")))
+    return True
+
+
 def _activation(name: str) -> Callable[[_Reader], None]:
     def handle(r: _Reader) -> None:
         x = r.tensor()
+        if _fused(r, x, name):
+            return
         r.bind(r.emit("Activation", {"activation": name}, [x], shape=x.shape, order=x.order,
                       non_negative=name in ("relu", "relu6", "sigmoid", "hard_sigmoid")))
     return handle
@@ -310,6 +355,8 @@ def _softmax(r: _Reader) -> None:
     axis = r.attr("axis", -1) % len(x.shape)
     if x.channels_first and axis != 1 or not x.channels_first and axis != len(x.shape) - 1:
         raise r.refuse("softmax over an axis other than the channels")
+    if _fused(r, x, "softmax"):
+        return
     r.bind(r.emit("Softmax", {}, [x], shape=x.shape))
 
 
@@ -439,6 +486,7 @@ OPS: dict[str, Callable[[_Reader], None]] = {
     "ReduceMean": _global_pool("GlobalAveragePooling2D"),
     "ReduceMax": _global_pool("GlobalMaxPooling2D"),
     "Flatten": _flatten,
+    "Squeeze": _squeeze,
     "Reshape": _flatten,
     "Gemm": _gemm,
     "MatMul": _matmul,
@@ -476,14 +524,24 @@ def _input(r: _Reader) -> list[int]:
     if any(d is None for d in shape[1:]) or not 2 <= len(shape) <= 4:
         raise ImportRefused(r.name, [Unsupported(f"input '{feed.name}'", "input", f"shape {list(shape)}: a spec's input "
                                                  "has fixed sizes (export with a fixed image size)")])
-    readers = [n for n in r.graph.node if feed.name in n.input]
-    nhwc = len(shape) == 4 and readers and all(
-        n.op_type == "Transpose" and list(onnx.helper.get_attribute_value(n.attribute[0])) == [0, 3, 1, 2]
-        for n in readers)
+    nhwc = len(shape) == 4 and _reads_nhwc(r, feed.name, shape)
     channels_first = len(shape) == 4 and not nhwc
     r.tensors[feed.name] = Tensor("input", shape, channels_first)
     spec_shape = [shape[2], shape[3], shape[1]] if channels_first else list(shape[1:])
     return [int(d) for d in spec_shape]
+
+
+def _reads_nhwc(r: _Reader, name: str, shape: tuple) -> bool:
+    """An NHWC input is first made NCHW: by a transpose, or by a reshape when it has one channel.
+    (A Keras export may scale it first: look through a leading Mul and Add.)"""
+    readers = [n for n in r.graph.node if name in n.input]
+    if len(readers) == 1 and readers[0].op_type in ("Mul", "Add"):
+        return _reads_nhwc(r, readers[0].output[0], shape)
+    view = Tensor("input", shape)
+    return bool(readers) and all(
+        n.op_type == "Transpose" and list(onnx.helper.get_attribute_value(n.attribute[0])) == [0, 3, 1, 2]
+        or n.op_type == "Reshape" and _layout_reshape(view, r.constants.get(n.input[1]))
+        for n in readers)
 
 
 def from_model(model: onnx.ModelProto, name: str) -> tuple[ImportedModel, Tensor]:
@@ -517,7 +575,10 @@ def from_model(model: onnx.ModelProto, name: str) -> tuple[ImportedModel, Tensor
 
 def _model_name(model: onnx.ModelProto, fallback: str) -> str:
     name = model.graph.name
-    if not name or name in ("main_graph", "torch_jit", "tf2onnx"):
+    metadata = {p.key: p.value for p in model.metadata_props}
+    if "cnncompile.spec_name" in metadata:
+        name = metadata["cnncompile.spec_name"]
+    elif not name or name in ("main_graph", "torch_jit", "tf2onnx"):
         name = fallback
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
 
