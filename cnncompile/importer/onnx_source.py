@@ -588,6 +588,8 @@ def read(path: Path) -> tuple[ImportedModel, Callable[[np.ndarray], np.ndarray]]
         model = onnx.load(str(path))
     except Exception as exc:  # DecodeError, OSError
         raise SourceError(f"cannot load {path} as ONNX: {exc}") from None
+    if not model.graph.node:  # protobuf reads an empty (or foreign) file as an empty model
+        raise SourceError(f"cannot load {path} as ONNX: it holds no graph")
     imported, output = from_model(model, path.stem)
     feed = next(i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
 
