@@ -187,3 +187,17 @@ def test_resnet50_imports_within_twice_the_zoo_lines(tmp_path):
     zoo = ROOT / "examples" / "zoo" / "resnet50.yaml"
     assert result.blocks and result.text.count("\n") <= 2 * zoo.read_text().count("\n")
     assert by_name(compile_file(tmp_path / "resnet50.yaml")) == by_name(compile_file(zoo))
+
+
+def test_a_model_cnncompile_built_gives_back_its_input_scaling(tmp_path):
+    """A run's model.keras scales raw pixels in its first layer: that is input.scale again."""
+    from cnncompile.backend.builder import PREPROCESSING, build_model
+    from cnncompile.importer import model_import
+
+    assert model_import.PREPROCESSING == PREPROCESSING
+    original = compile_file(ROOT / "examples" / "mnist_cnn.yaml")
+    build_model(original.spec).save(tmp_path / "model.keras")
+    result = model_import.import_model(tmp_path / "model.keras", tmp_path / "m.yaml", tmp_path / "m.weights.h5")
+    imported = compile_file(tmp_path / "m.yaml")
+    assert imported.spec.input == original.spec.input and "scale" not in result.text
+    assert by_name(imported) == by_name(original) and result.max_abs_diff <= 1e-4

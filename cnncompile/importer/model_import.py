@@ -19,7 +19,7 @@ from cnncompile.importer.discovery import fold
 from cnncompile.importer.imported import ImportedModel, ImportRefused, SourceError, Unsupported, plain
 from cnncompile.importer.spec_text import render
 from cnncompile.language.diagnostics import SpecError
-from cnncompile.language.model import ModelSpec
+from cnncompile.language.model import Input, ModelSpec
 from cnncompile.language.validate import parse_spec
 
 TOLERANCE = 1e-4
@@ -56,11 +56,31 @@ def read_source(path: Path) -> tuple[ImportedModel, Any]:
     return imported, lambda images: np.asarray(model(images, training=False))
 
 
-def spec_of(imported: ImportedModel, flat: bool) -> tuple[dict[str, Any], list[str]]:
+PREPROCESSING = "preprocessing"
+"""The name cnncompile's builder gives the input scaling layer (backend.builder.PREPROCESSING;
+a test keeps the two equal): in a model cnncompile built, it is `input.scale` and `offset`."""
+
+
+def _input(imported: ImportedModel) -> dict[str, Any]:
+    """The spec's input. A model cnncompile built (a run's model.keras, an export) scales its
+    input in its first layer: that becomes input.scale/offset again. Any other source takes its
+    input as it is (scale 1, offset 0), its own scaling layers kept as layers."""
+    first = imported.layers[0] if imported.layers else None
+    if first is not None and first.type == "Rescaling" and first.name == PREPROCESSING and first.inputs == ["input"]:
+        imported.layers.remove(first)
+        for layer in imported.layers:
+            layer.inputs = ["input" if ref == PREPROCESSING else ref for ref in layer.inputs]
+        scale, offset = first.args.get("scale"), first.args.get("offset", 0.0)
+        default = Input.model_fields["scale"].default
+        if offset == 0 and np.float32(scale) == np.float32(default):  # read back from float32: the default
+            return {"shape": imported.input_shape}
+        return {"shape": imported.input_shape, "scale": scale, "offset": offset}
+    return {"shape": imported.input_shape, "scale": 1, "offset": 0}
+
+
+def spec_of(imported: ImportedModel, image: dict[str, Any], flat: bool) -> tuple[dict[str, Any], list[str]]:
     """The spec as a mapping, and the blocks it defines (none with `flat`)."""
-    spec: dict[str, Any] = {"name": imported.name,
-                            # The source takes its input as it is: no in-graph scaling added.
-                            "input": {"shape": imported.input_shape, "scale": 1, "offset": 0}}
+    spec: dict[str, Any] = {"name": imported.name, "input": image}
     if flat:
         return {**spec, "layers": imported.flat_layers()}, []
     blocks, layers = fold(imported)
@@ -88,14 +108,15 @@ def import_model(source: Path, output: Path, weights: Path | None = None, flat: 
         raise SourceError(f"--weights {weights}: Keras needs the name to end in .weights.h5")
     imported, run_source = read_source(source)
     comment = f"Imported from {source.name} by `cnncompile import`."
-    reference = _parse(render(spec_of(imported, True)[0], comment), str(source))
-    spec_dict, blocks = spec_of(imported, flat)
+    image = _input(imported)
+    reference = _parse(render(spec_of(imported, image, True)[0], comment), str(source))
+    spec_dict, blocks = spec_of(imported, image, flat)
     notes = list(imported.notes)
     text = render(spec_dict, comment)
     spec = _parse(text, str(source))
     if _expanded(spec) != _expanded(reference):  # discovery must never change the model
         notes.append("the blocks found did not reproduce the model exactly; wrote it flat")
-        spec_dict, blocks = spec_of(imported, True)
+        spec_dict, blocks = spec_of(imported, image, True)
         text, spec = render(spec_dict, comment), reference
     from cnncompile.analysis.inference import infer
 
@@ -130,7 +151,7 @@ def _write_weights(imported: ImportedModel, spec: ModelSpec, run_source, weights
     then save them (Keras's save_weights: matched by layer name on loading)."""
     from cnncompile.backend.builder import build_model
 
-    model = build_model(spec, preprocessing=False)
+    model = build_model(spec)  # with the input scaling, as the source computes it
     for layer in imported.layers:
         if layer.weights:
             model.get_layer(layer.name).set_weights(layer.weights)

@@ -130,6 +130,7 @@ class _Reader:
              shape: tuple | None = None, suffix: str = "", **view: Any) -> Tensor:
         """Add a layer; returns the view of its output (bound to the node's output by the caller)."""
         name = self.layer_name(suffix)
+        args = {k: _shortest(v) for k, v in args.items()}
         try:
             args = spec_arguments(kind, args, [t.layer for t in inputs])
         except ValidationError as exc:
@@ -168,6 +169,14 @@ class _Reader:
         padded = self.emit("ZeroPadding2D", {"padding": [[top, bottom], [left, right]]}, [x], shape=shape,
                            suffix="_pad", non_negative=x.non_negative)
         return "valid", padded
+
+
+def _shortest(value: Any) -> Any:
+    """A float ONNX stores in float32 (epsilon 1.001e-5 reads back as 1.0009999641624745e-05)
+    as the shortest decimal with the same float32 value: what a person wrote."""
+    if isinstance(value, (float, np.floating)):
+        return float(np.format_float_positional(np.float32(value), unique=True, trim="-"))
+    return value
 
 
 def _same_pads(n: int, k: int, s: int, d: int) -> tuple[int, int]:
