@@ -22,10 +22,12 @@ from tests.conftest import ROOT, SHARED_DATA
 
 
 def by_name(compiled) -> dict:
-    """`check --json` keyed by layer name, without the source line (a Keras file stores its
-    layers in Keras's topological order, which may list a shortcut after the branch)."""
+    """`check --json` keyed by layer name, without what describes the spec's text rather than
+    the model: the source line, the block instances a layer was expanded from (discovery may
+    fold a model differently from its author), and the listing order (any topological order)."""
     info = compiled.info.to_json()
-    layers = {layer["name"]: {k: v for k, v in layer.items() if k != "line"} for layer in info["layers"]}
+    layers = {layer["name"]: {k: v for k, v in layer.items() if k not in ("line", "block")}
+              for layer in info["layers"]}
     return {**{k: v for k, v in info.items() if k != "layers"}, "layers": layers}
 
 
