@@ -74,7 +74,7 @@ def from_model(model: keras.Model) -> ImportedModel:
         inputs = [names.get(id(t._keras_history.operation), t._keras_history.operation.name)
                   for t in nodes[0].input_tensors]
         names[id(operation)] = operation.name
-        layer = _layer(operation, kind, where, inputs, problems)
+        layer = _layer(operation, kind, where, inputs, problems, nodes[0])
         if layer is not None:
             layers.append(layer)
     if problems:
@@ -86,17 +86,36 @@ def _spec_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or "imported"
 
 
+SCALAR_ARITHMETIC = {"Add": lambda c: (1.0, c), "Subtract": lambda c: (1.0, -c), "Multiply": lambda c: (c, 0.0),
+                     "Divide": lambda c: (1 / c, 0.0), "TrueDivide": lambda c: (1 / c, 0.0)}
+"""Keras 3 operations on a tensor and a number (`x + 3.0`, `x * (1 / 6)`): x * scale + offset."""
+
+
+def _operation(operation: Any, kind: str, node: Any, inputs: list[str],
+               problems: list[Unsupported]) -> ImportedLayer | None:
+    """A Keras 3 operation that is not a layer (MobileNetV3's hard-sigmoid is
+    `ReLU(6)(x + 3.0) * (1 / 6)`): tensor-and-number arithmetic is a Rescaling, which computes
+    it exactly in float32 (x * 1 + 3, x * (1/6) + 0)."""
+    args = list(node.arguments.args)
+    numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+    where = f"operation '{operation.name}'"
+    if kind in SCALAR_ARITHMETIC and len(args) == 2 and len(numbers) == 1 and not node.arguments.kwargs             and (kind in ("Add", "Multiply") or isinstance(args[1], (int, float))):
+        scale, offset = SCALAR_ARITHMETIC[kind](float(numbers[0]))
+        return ImportedLayer(operation.name, "Rescaling", spec_arguments("Rescaling", {"scale": scale, "offset": offset},
+                                                                         inputs), inputs)
+    problems.append(Unsupported(where, kind, "an operation on tensors, not a layer; of these the language "
+                                "has only arithmetic of a tensor and a number (as Rescaling)"))
+    return None
+
+
 def _layer(operation: Any, kind: str, where: str, inputs: list[str],
-           problems: list[Unsupported]) -> ImportedLayer | None:
+           problems: list[Unsupported], node: Any) -> ImportedLayer | None:
     if isinstance(operation, keras.Model):
         problems.append(Unsupported(where, kind, "a model inside the model; the language has no "
                                     "nested models (save the inner layers into the outer model)"))
         return None
     if not isinstance(operation, keras.layers.Layer):
-        problems.append(Unsupported(f"operation '{operation.name}'", kind,
-                                    "an operation on tensors, not a layer (e.g. `x + 3.0`); the language "
-                                    "has no constant arithmetic: write it as a layer (Rescaling)"))
-        return None
+        return _operation(operation, kind, node, inputs, problems)
     cls = layer_class(kind)
     if cls is None:
         problems.append(Unsupported(where, kind, "no layer of this type in the language"))
