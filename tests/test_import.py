@@ -203,3 +203,28 @@ def test_a_model_cnncompile_built_gives_back_its_input_scaling(tmp_path):
     imported = compile_file(tmp_path / "m.yaml")
     assert imported.spec.input == original.spec.input and "scale" not in result.text
     assert by_name(imported) == by_name(original) and result.max_abs_diff <= 1e-4
+
+
+def test_keras_tensor_and_number_operations_become_rescaling(tmp_path):
+    """MobileNetV3's hard-sigmoid, `ReLU(6)(x + 3.0) * (1 / 6)`: Keras 3 operations, not layers."""
+    import keras
+
+    from cnncompile.importer.model_import import import_model
+
+    x = keras.Input((28, 28, 1))
+    h = keras.layers.Conv2D(4, 3, name="conv")(x)
+    gate = keras.layers.ReLU(6.0, name="relu6")(h + 3.0) * (1.0 / 6.0)
+    y = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D(name="pool")(h * gate))
+    model = keras.Model(x, y)
+    model.save(tmp_path / "hs.keras")
+    result = import_model(tmp_path / "hs.keras", tmp_path / "hs.yaml", tmp_path / "hs.weights.h5")
+    types = {layer.name: layer.type for layer in compile_file(tmp_path / "hs.yaml").info.layers}
+    assert list(types.values()).count("Rescaling") == 2 and types["multiply_1"] == "Multiply"
+    assert "{type: Rescaling, name: add, scale: 1.0, offset: 3.0}" in result.text
+
+    from cnncompile.backend.builder import build_model
+
+    rebuilt = build_model(compile_file(tmp_path / "hs.yaml").spec)
+    rebuilt.load_weights(tmp_path / "hs.weights.h5")
+    images = mnist_images(16)
+    assert np.max(np.abs(rebuilt.predict(images, verbose=0) - model.predict(images, verbose=0))) <= 1e-4

@@ -91,6 +91,11 @@ SCALAR_ARITHMETIC = {"Add": lambda c: (1.0, c), "Subtract": lambda c: (1.0, -c),
 """Keras 3 operations on a tensor and a number (`x + 3.0`, `x * (1 / 6)`): x * scale + offset."""
 
 
+TENSOR_ARITHMETIC = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply", "Maximum": "Maximum",
+                     "Minimum": "Minimum"}
+"""`x * gate` between two tensors: the merge layer of the same name (broadcasting alike)."""
+
+
 def _operation(operation: Any, kind: str, node: Any, inputs: list[str],
                problems: list[Unsupported]) -> ImportedLayer | None:
     """A Keras 3 operation that is not a layer (MobileNetV3's hard-sigmoid is
@@ -103,8 +108,12 @@ def _operation(operation: Any, kind: str, node: Any, inputs: list[str],
         scale, offset = SCALAR_ARITHMETIC[kind](float(numbers[0]))
         return ImportedLayer(operation.name, "Rescaling", spec_arguments("Rescaling", {"scale": scale, "offset": offset},
                                                                          inputs), inputs)
+    if kind in TENSOR_ARITHMETIC and not numbers and len(args) == 2 and not node.arguments.kwargs:
+        return ImportedLayer(operation.name, TENSOR_ARITHMETIC[kind], spec_arguments(TENSOR_ARITHMETIC[kind], {}, inputs),
+                             inputs)
     problems.append(Unsupported(where, kind, "an operation on tensors, not a layer; of these the language "
-                                "has only arithmetic of a tensor and a number (as Rescaling)"))
+                                "has only arithmetic of a tensor and a number (as Rescaling) and of two "
+                                "tensors (as the merge layers)"))
     return None
 
 
