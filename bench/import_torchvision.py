@@ -25,9 +25,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT)]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import numpy as np  # noqa: E402
+from import_zoo import save_results  # noqa: E402
 
 NETWORKS = ("resnet18", "mobilenet_v3_small", "squeezenet1_1")
 MEAN, STD = np.array([0.485, 0.456, 0.406], "float32"), np.array([0.229, 0.224, 0.225], "float32")
@@ -88,9 +89,7 @@ def main() -> None:
             "import_seconds": round(seconds, 1),
         }
         print(name, json.dumps(results[name]), flush=True)
-    out = ROOT / "bench" / "results" / "import_torchvision.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    save_results("import_torchvision", results)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             results[stem] = {"round_trip": round_trip(stem, Path(tmp)), "application": application(stem, Path(tmp))}
         print(stem, json.dumps(results[stem]), flush=True)
-    out = ROOT / "bench" / "results" / "import_zoo.json"
+    save_results("import_zoo", results)
+
+
+def save_results(name: str, results: dict) -> None:
+    """bench/results/<name>.json (not committed; docs/import.md quotes them)."""
+    out = ROOT / "bench" / "results" / f"{name}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
 
