@@ -18,7 +18,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 import types
 import warnings
 from pathlib import Path
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import numpy as np  # noqa: E402
-from import_zoo import save_results  # noqa: E402
+from import_zoo import save_results, timed_import  # noqa: E402
 
 NETWORKS = ("resnet18", "mobilenet_v3_small", "squeezenet1_1")
 MEAN, STD = np.array([0.485, 0.456, 0.406], "float32"), np.array([0.229, 0.224, 0.225], "float32")
@@ -49,10 +48,6 @@ def main() -> None:
     import torch
     import torchvision
 
-    from cnncompile.analysis.check import compile_file
-    from cnncompile.backend.builder import build_model
-    from cnncompile.importer.model_import import import_model
-
     warnings.simplefilter("ignore")
     images = real_images()
     results = {}
@@ -70,12 +65,7 @@ def main() -> None:
                               do_constant_folding=False,
                               opset_version=17, input_names=["image"], output_names=["logits"],
                               dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}})
-            start = time.perf_counter()
-            result = import_model(folder / f"{name}.onnx", folder / f"{name}.yaml", folder / f"{name}.weights.h5")
-            seconds = time.perf_counter() - start
-            compiled = compile_file(folder / f"{name}.yaml")
-            model = build_model(compiled.spec, preprocessing=False)
-            model.load_weights(folder / f"{name}.weights.h5")
+            result, seconds, compiled, model = timed_import(folder / f"{name}.onnx")
             got = model.predict(images, verbose=0)
             text = result.text
         # Parameters plus BatchNorm's running statistics (Keras counts both; not the step counter).

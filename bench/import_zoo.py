@@ -32,16 +32,23 @@ from tests.test_import import by_name  # noqa: E402
 from tests.zoo_support import ZOO, zoo_path  # noqa: E402
 
 
+def timed_import(source: Path):
+    """Import `source` with weights beside it: (result, seconds, compiled spec, built model)."""
+    spec, weights = source.with_suffix(".yaml"), source.with_suffix(".weights.h5")
+    start = time.perf_counter()
+    result = import_model(source, spec, weights)
+    seconds = time.perf_counter() - start
+    compiled = compile_file(spec)
+    model = build_model(compiled.spec, preprocessing=False)
+    model.load_weights(weights)
+    return result, seconds, compiled, model
+
+
 def round_trip(stem: str, folder: Path) -> dict:
     original = compile_file(zoo_path(stem))
     model = build_model(original.spec, preprocessing=False)
     model.save(folder / f"{stem}.keras")
-    start = time.perf_counter()
-    result = import_model(folder / f"{stem}.keras", folder / f"{stem}.yaml", folder / f"{stem}.weights.h5")
-    seconds = time.perf_counter() - start
-    imported = compile_file(folder / f"{stem}.yaml")
-    rebuilt = build_model(imported.spec, preprocessing=False)
-    rebuilt.load_weights(folder / f"{stem}.weights.h5")
+    result, seconds, imported, rebuilt = timed_import(folder / f"{stem}.keras")
     weights_equal = all(np.array_equal(a, b) for layer in model.layers[1:]
                         for a, b in zip(layer.get_weights(), rebuilt.get_layer(layer.name).get_weights()))
     return {"same_check_json": by_name(imported) == by_name(original), "same_weights": weights_equal,

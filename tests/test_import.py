@@ -6,7 +6,6 @@ ONNX sources are in tests/test_import_onnx.py."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
