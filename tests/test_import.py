@@ -112,6 +112,9 @@ def test_round_trip_spec_keras_import(tmp_path, example):
     assert result.blocks and result.max_abs_diff <= 1e-4
     imported = compile_file(tmp_path / "imported.yaml")
     assert by_name(imported) == by_name(original)
+    from cnncompile.backend.builder import cross_check
+
+    cross_check(model, imported.info)  # the source Keras model, layer by layer: shapes and params
 
     rebuilt = build_model(imported.spec, preprocessing=False)
     rebuilt.load_weights(tmp_path / "imported.weights.h5")
