@@ -3,7 +3,7 @@ drawn at random) -> .keras -> import -> the same `check --json` layer by layer (
 source lines) and the same weights; and each keras.applications model imported directly
 (lines, blocks found, or the refusal's reasons).
 
-  python bench/import_zoo.py [STEM ...]
+  python bench/import_zoo.py [--only round_trip|application] [STEM ...]
 
 Heavy (VGG-16 alone is 528 MB of weights): a bench, not a test. Results are printed and written
 to bench/results/import_zoo.json.
@@ -11,6 +11,7 @@ to bench/results/import_zoo.json.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -77,14 +78,20 @@ def application(stem: str, folder: Path) -> dict:
             "same_names_as_zoo_file": ours["layers"] == zoo["layers"]}
 
 
+PARTS = {"round_trip": round_trip, "application": application}
+
+
 def main() -> None:
-    stems = sys.argv[1:] or list(ZOO)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stems", nargs="*", default=list(ZOO))
+    parser.add_argument("--only", choices=list(PARTS), help="run one of the two comparisons")
+    args = parser.parse_args()
     results = {}
-    for stem in stems:
+    for stem in args.stems:
         with tempfile.TemporaryDirectory() as tmp:
-            results[stem] = {"round_trip": round_trip(stem, Path(tmp)), "application": application(stem, Path(tmp))}
+            results[stem] = {part: run(stem, Path(tmp)) for part, run in PARTS.items() if args.only in (None, part)}
         print(stem, json.dumps(results[stem]), flush=True)
-    save_results("import_zoo", results)
+    save_results(f"import_zoo{'_' + args.only if args.only else ''}", results)
 
 
 def save_results(name: str, results: dict) -> None:
