@@ -258,7 +258,7 @@ def _clusters(instances: list[Instance]) -> list[list[Instance]]:
 
 
 def _block_name(instances: list[Instance], taken: set[str]) -> str:
-    """After the layers it starts with, e.g. `block` -> the local name's common word."""
+    """The last word of its instances' stem: `conv2_block` -> `block`, `features_` -> `features`."""
     stems = Counter(_identifier(i.stem.rstrip("_").split("_")[-1]) for i in instances)
     return _unique(stems.most_common(1)[0][0] if stems else "block", taken, ())
 
@@ -273,10 +273,6 @@ class Chain:
     @property
     def first(self) -> Instance:
         return self.block.instances[self.positions[0]]
-
-    @property
-    def last(self) -> Instance:
-        return self.block.instances[self.positions[-1]]
 
     def forms(self) -> dict[str, tuple[Any, Any]] | None:
         """Per parameter (value of the first instance, value of the others); None if the
@@ -395,7 +391,7 @@ def _stage(block: Block, chains: list[Chain], taken: set[str]) -> tuple[dict[str
         stage_defaults[name] = next(v for v in values if repr(v) == counts.most_common(1)[0][0])
     stage_name = _unique("stage", taken, ())
     units = []
-    for chain, position in zip(chains, range(len(chains))):
+    for position, chain in enumerate(chains):
         item = {"block": stage_name, "name": chain.first.stage}
         item.update({n: v[position] for n, v in params.items() if v[position] != stage_defaults[n]})
         instances = [block.instances[p] for p in chain.positions]

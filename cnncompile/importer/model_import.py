@@ -113,8 +113,12 @@ def import_model(source: Path, output: Path, weights: Path | None = None, flat: 
     spec_dict, blocks = spec_of(imported, image, flat)
     notes = list(imported.notes)
     text = render(spec_dict, comment)
-    spec = _parse(text, str(source))
-    if _expanded(spec) != _expanded(reference):  # discovery must never change the model
+    try:
+        spec = _parse(text, str(source))
+        same = _expanded(spec) == _expanded(reference)
+    except ImportRefused:  # a block the language reads otherwise than discovery meant
+        same = False
+    if not same:  # discovery must never change the model: it gives up instead
         notes.append("the blocks found did not reproduce the model exactly; wrote it flat")
         spec_dict, blocks = spec_of(imported, image, True)
         text, spec = render(spec_dict, comment), reference
