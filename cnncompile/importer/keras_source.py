@@ -18,7 +18,7 @@ import keras
 from pydantic import ValidationError
 
 from cnncompile.importer.imported import (
-    ImportedLayer, ImportedModel, ImportRefused, SourceError, Unsupported, layer_class, spec_arguments)
+    PAIRS, ImportedLayer, ImportedModel, ImportRefused, SourceError, Unsupported, layer_class, plain, spec_arguments)
 from cnncompile.language.types import INITIALIZERS
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -182,7 +182,7 @@ def _argument(key: str, value: Any, kind: str, where: str, problems: list[Unsupp
             return {k: float(v) for k, v in config.items() if k in ("l1", "l2")}
         problems.append(Unsupported(where, kind, f"{key}: regularizer {value.get('class_name')} has no equivalent"))
         return None
-    return value
+    return plain(value) if key not in PAIRS else value  # Reshape's target_shape tuple: a list
 
 
 def _initializer(value: Any) -> Any:
