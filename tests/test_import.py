@@ -216,13 +216,16 @@ def test_keras_tensor_and_number_operations_become_rescaling(tmp_path):
     x = keras.Input((28, 28, 1))
     h = keras.layers.Conv2D(4, 3, name="conv")(x)
     gate = keras.layers.ReLU(6.0, name="relu6")(h + 3.0) * (1.0 / 6.0)
-    y = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D(name="pool")(h * gate))
+    pooled = keras.layers.GlobalAveragePooling2D(name="pool")(h * gate)
+    reshaped = keras.layers.Reshape((1, 1, 4), name="se_reshape")(pooled)  # EfficientNet's: a tuple in Keras
+    y = keras.layers.Dense(3, name="out")(keras.layers.Flatten(name="flat")(reshaped))
     model = keras.Model(x, y)
     model.save(tmp_path / "hs.keras")
     result = import_model(tmp_path / "hs.keras", tmp_path / "hs.yaml", tmp_path / "hs.weights.h5")
     types = {layer.name: layer.type for layer in compile_file(tmp_path / "hs.yaml").info.layers}
     assert list(types.values()).count("Rescaling") == 2 and types["multiply_1"] == "Multiply"
     assert "{type: Rescaling, name: add, scale: 1.0, offset: 3.0}" in result.text
+    assert "{type: Reshape, name: se_reshape, target_shape: [1, 1, 4]}" in result.text
 
     from cnncompile.backend.builder import build_model
 
