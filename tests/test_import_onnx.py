@@ -156,3 +156,14 @@ def test_unreadable_onnx_is_one_clean_error(tmp_path, garbage):
     bad.write_bytes(garbage)
     result = CliRunner().invoke(main, ["import", str(bad), "-o", str(tmp_path / "m.yaml")])
     assert result.exit_code == 1 and result.output.startswith("error:") and "Traceback" not in result.output
+
+
+def test_onnx_import_without_weights_needs_no_tensorflow(tmp_path):
+    from tests.conftest import modules_imported_by
+
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w"], ["c"], name="conv", kernel_shape=[3, 3]), n("Relu", ["c"], ["y"], name="relu")]
+    onnx.save(_model(nodes, [_init("w", (2, 1, 3, 3))], ["N", 1, 8, 8], ["N", 2, 6, 6]), tmp_path / "m.onnx")
+    imported = modules_imported_by("import", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.yaml"),
+                                   watch=("tensorflow", "keras", "torch"))
+    assert imported == [] and (tmp_path / "m.yaml").exists()
