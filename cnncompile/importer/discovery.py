@@ -37,10 +37,17 @@ INSTANCE = re.compile(rf"^(?P<stem>(?:(?P<stage>.+?)_)?block_?)(?P<index>\d+)_{L
 """Keras Applications' `conv2_block1_1_conv`, `block_3_expand`: a chain of blocks, in a stage."""
 NUMBERED = re.compile(rf"^(?P<stem>[A-Za-z]+(?:_[A-Za-z]+)*_?)(?P<index>\d+)_{LOCAL}$")
 """Otherwise a word and a number, `res2_1_conv`: a chain without stages."""
+STAGED = re.compile(rf"^(?P<stem>(?P<stage>[A-Za-z]+\d+)_)(?P<index>\d+)_{LOCAL}$")
+"""A word, a number and another number, PyTorch's `layer2_0_conv1` (module layer2.0): the
+second number counts the units of a stage. Also fits `res2_1_conv` (unit res2, layer 1_conv),
+hence tried as a second reading (STRATEGIES)."""
+
+STRATEGIES = ((INSTANCE, NUMBERED), (INSTANCE, STAGED, NUMBERED))
+"""The readings of the names that are tried; model_import keeps the shortest exact result."""
 
 
-def _key(name: str) -> tuple[str, str | None, int] | None:
-    match = INSTANCE.match(name) or NUMBERED.match(name)
+def _key(name: str, patterns: tuple[re.Pattern, ...]) -> tuple[str, str | None, int] | None:
+    match = next((m for m in (p.match(name) for p in patterns) if m), None)
     if match is None:
         return None
     return match["stem"], match.groupdict().get("stage"), int(match["index"])
@@ -72,12 +79,12 @@ class Instance:
         return [self.local(ref) if ref in mine else "input" for ref in layer.inputs]
 
 
-def _instances(model: ImportedModel) -> list[Instance]:
+def _instances(model: ImportedModel, patterns: tuple[re.Pattern, ...]) -> list[Instance]:
     """Step 1: every run of layers that is a well-formed instance; a stem with any malformed
     instance (or one split in two runs) contributes none."""
     runs: list[tuple[tuple[str, str | None, int], list[ImportedLayer]]] = []
     for layer in model.layers:
-        key = _key(layer.name)
+        key = _key(layer.name, patterns)
         if key and runs and runs[-1][0] == key:
             runs[-1][1].append(layer)
         else:
@@ -258,8 +265,9 @@ def _clusters(instances: list[Instance]) -> list[list[Instance]]:
 
 
 def _block_name(instances: list[Instance], taken: set[str]) -> str:
-    """The last word of its instances' stem: `conv2_block` -> `block`, `features_` -> `features`."""
-    stems = Counter(_identifier(i.stem.rstrip("_").split("_")[-1]) for i in instances)
+    """The last word of its instances' stem: `conv2_block` -> `block`, `layer1_` -> `layer`."""
+    stems = Counter(_identifier(re.sub(r"(?<=[A-Za-z])\d+$", "", i.stem.rstrip("_").split("_")[-1]))
+                    for i in instances)
     return _unique(stems.most_common(1)[0][0] if stems else "block", taken, ())
 
 
@@ -323,7 +331,10 @@ def _literal(value: Any) -> str:
 
 
 def _numbered(stem: str, start: int) -> str:
-    return f"{stem}${{index}}" if start == 1 else f"{stem}${{index + {start - 1}}}"
+    """The name of instance `index` (counted from 1) of a chain numbered from `start`."""
+    if start == 1:
+        return f"{stem}${{index}}"
+    return f"{stem}${{index - 1}}" if start == 0 else f"{stem}${{index + {start - 1}}}"
 
 
 @dataclass
@@ -357,15 +368,16 @@ def _chain_units(block: Block, chain: Chain) -> list[Unit]:
 def _stage(block: Block, chains: list[Chain], taken: set[str]) -> tuple[dict[str, Any], list[Unit]] | None:
     """Step 4: chains that differ only in their parameters' values as uses of one block."""
     forms = [chain.forms() for chain in chains]
-    if len(chains) < 2 or all(len(c.positions) == 1 for c in chains) or any(f is None for f in forms) or any(c.first.index != 1 or c.first.stage is None
-                                                               for c in chains):
+    if (len(chains) < 2 or all(len(c.positions) == 1 for c in chains) or any(f is None for f in forms)
+            or any(c.first.stage is None for c in chains) or len({c.first.index for c in chains}) != 1):
         return None
     inner_stems = {c.first.stem[len(c.first.stage) + 1:] for c in chains}
     if len(inner_stems) != 1:
         return None
     defaults = {p.name: p.default for p in block.params}
     params: dict[str, list[Any]] = {}
-    use: dict[str, Any] = {"block": block.name, "name": _numbered(inner_stems.pop(), 1), "repeat": "${blocks}"}
+    use: dict[str, Any] = {"block": block.name, "name": _numbered(inner_stems.pop(), chains[0].first.index),
+                           "repeat": "${blocks}"}
     for param in block.params:
         firsts = [f[param.name][0] for f in forms]
         rests = [f[param.name][1] for f in forms]
@@ -399,12 +411,14 @@ def _stage(block: Block, chains: list[Chain], taken: set[str]) -> tuple[dict[str
     return {"params": stage_defaults, "layers": [use]}, units
 
 
-def fold(model: ImportedModel) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(blocks, layers) for `model`; no blocks when no repeated structure is found."""
+def fold(model: ImportedModel, patterns: tuple[re.Pattern, ...] = STRATEGIES[0]
+         ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(blocks, layers) for `model`, reading its names with `patterns`; no blocks when no
+    repeated structure is found."""
     taken: set[str] = set()
     blocks: dict[str, dict[str, Any]] = {}
     units: list[Unit] = []
-    for members in _clusters(_instances(model)):
+    for members in _clusters(_instances(model, patterns)):
         members.sort(key=lambda i: model.layers.index(i.layers[0]))
         block = _block(_block_name(members, taken), members)
         if block is None:

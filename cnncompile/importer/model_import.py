@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cnncompile.files import atomic_path, write_bytes
-from cnncompile.importer.discovery import fold
+from cnncompile.importer.discovery import STRATEGIES, fold
 from cnncompile.importer.imported import ImportedModel, ImportRefused, SourceError, Unsupported, plain
 from cnncompile.importer.spec_text import render
 from cnncompile.language.diagnostics import SpecError
@@ -78,15 +78,33 @@ def _input(imported: ImportedModel) -> dict[str, Any]:
     return {"shape": imported.input_shape, "scale": 1, "offset": 0}
 
 
-def spec_of(imported: ImportedModel, image: dict[str, Any], flat: bool) -> tuple[dict[str, Any], list[str]]:
-    """The spec as a mapping, and the blocks it defines (none with `flat`)."""
+def spec_of(imported: ImportedModel, image: dict[str, Any], patterns=None) -> tuple[dict[str, Any], list[str]]:
+    """The spec as a mapping, and the blocks it defines: flat without `patterns`, else with
+    the blocks discovery finds reading the names with them."""
     spec: dict[str, Any] = {"name": imported.name, "input": image}
-    if flat:
+    if patterns is None:
         return {**spec, "layers": imported.flat_layers()}, []
-    blocks, layers = fold(imported)
+    blocks, layers = fold(imported, patterns)
     if blocks:
         spec["blocks"] = blocks
     return {**spec, "layers": layers}, list(blocks)
+
+
+def _shortest_exact(imported: ImportedModel, image: dict[str, Any], comment: str, reference: list,
+                    source: str) -> tuple[str, dict[str, Any], list[str], ModelSpec] | None:
+    """The shortest folded spec, over the readings of the names discovery tries, whose
+    expanded graph is the source's exactly (text, mapping, blocks, spec); None if none is."""
+    best = None
+    for patterns in STRATEGIES:
+        spec_dict, blocks = spec_of(imported, image, patterns)
+        text = render(spec_dict, comment)
+        try:
+            spec = _parse(text, source)
+        except ImportRefused:  # a block the language reads otherwise than discovery meant
+            continue
+        if _expanded(spec) == reference and (best is None or text.count("\n") < best[0].count("\n")):
+            best = (text, spec_dict, blocks, spec)
+    return best
 
 
 def _expanded(spec: ModelSpec) -> list[tuple]:
@@ -109,19 +127,17 @@ def import_model(source: Path, output: Path, weights: Path | None = None, flat: 
     imported, run_source = read_source(source)
     comment = f"Imported from {source.name} by `cnncompile import`."
     image = _input(imported)
-    reference = _parse(render(spec_of(imported, image, True)[0], comment), str(source))
-    spec_dict, blocks = spec_of(imported, image, flat)
+    flat_dict, _ = spec_of(imported, image)
+    flat_text = render(flat_dict, comment)
+    reference = _parse(flat_text, str(source))
     notes = list(imported.notes)
-    text = render(spec_dict, comment)
-    try:
-        spec = _parse(text, str(source))
-        same = _expanded(spec) == _expanded(reference)
-    except ImportRefused:  # a block the language reads otherwise than discovery meant
-        same = False
-    if not same:  # discovery must never change the model: it gives up instead
-        notes.append("the blocks found did not reproduce the model exactly; wrote it flat")
-        spec_dict, blocks = spec_of(imported, image, True)
-        text, spec = render(spec_dict, comment), reference
+    # Discovery must never change the model: a reading of the names whose blocks do not
+    # expand to exactly the source's graph is dropped, and with none left the spec is flat.
+    folded = None if flat else _shortest_exact(imported, image, comment, _expanded(reference), str(source))
+    if folded is not None and folded[0].count("\n") < flat_text.count("\n"):
+        text, spec_dict, blocks, spec = folded
+    else:
+        text, spec_dict, blocks, spec = flat_text, flat_dict, [], reference
     from cnncompile.analysis.inference import infer
 
     try:
