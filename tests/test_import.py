@@ -52,13 +52,15 @@ def _unit(prefix: str, source: str, filters: int, strides: int, project: bool) -
     return layers
 
 
-def _stages(counts: dict[str, tuple[int, int]]) -> ImportedModel:
-    """Stages of residual units named like Keras Applications: s2_block1_conv, ..."""
+def _stages(counts: dict[str, tuple[int, int]], unit: str = "{stage}_block{i}", start: int = 1) -> ImportedModel:
+    """Stages of residual units named like Keras Applications (s2_block1_conv, ...), or
+    like PyTorch's modules with unit="{stage}_{i}", start=0 (layer2_0_conv)."""
     layers = [ImportedLayer("stem", "Conv2D", {"filters": 8, "kernel_size": 3, "padding": "same"}, ["input"])]
+    first_stage = next(iter(counts))
     for stage, (filters, units) in counts.items():
-        for i in range(1, units + 1):
-            layers += _unit(f"{stage}_block{i}", layers[-1].name, filters, 2 if i == 1 and stage != "s2" else 1,
-                            project=i == 1)
+        for i in range(start, units + start):
+            layers += _unit(unit.format(stage=stage, i=i), layers[-1].name, filters,
+                            2 if i == start and stage != first_stage else 1, project=i == start)
     layers.append(ImportedLayer("pool", "GlobalAveragePooling2D", {}, [layers[-1].name]))
     return ImportedModel("stages", [16, 16, 3], layers)
 
@@ -82,6 +84,23 @@ def test_discovery_finds_blocks_chains_and_stages():
     flat = render({"name": "m", "input": {"shape": [16, 16, 3]}, "layers": model.flat_layers()}, "")
     assert _expanded(folded) == _expanded(flat)
     assert folded.count("\n") < flat.count("\n")
+
+
+def test_discovery_reads_pytorch_module_numbers_as_stage_and_unit():
+    from cnncompile.importer.discovery import STRATEGIES
+
+    model = _stages({"layer1": (8, 3), "layer2": (16, 4), "layer3": (32, 3)}, unit="{stage}_{i}", start=0)
+    whole_stages = fold(model, STRATEGIES[0])  # read as word + number: one block per whole stage
+    assert "stage" not in whole_stages[0]
+    blocks, layers = fold(model, STRATEGIES[1])
+    assert blocks["stage"]["layers"][0]["name"] == "${index - 1}"  # layer2_0, layer2_1
+    assert [item.get("name") for item in layers] == ["stem", "layer1", "layer2", "layer3", "pool"]
+    folded = render({"name": "m", "input": {"shape": [16, 16, 3]}, "blocks": blocks, "layers": layers}, "")
+    flat = render({"name": "m", "input": {"shape": [16, 16, 3]}, "layers": model.flat_layers()}, "")
+    assert _expanded(folded) == _expanded(flat)
+    other = render({"name": "m", "input": {"shape": [16, 16, 3]}, "blocks": whole_stages[0],
+                    "layers": whole_stages[1]}, "")
+    assert _expanded(other) == _expanded(flat) and folded.count("\n") < other.count("\n")
 
 
 def test_discovery_leaves_irregular_units_flat():
