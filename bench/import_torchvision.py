@@ -1,5 +1,5 @@
 """PyTorch via ONNX (issue 18): torchvision's resnet18, mobilenet_v3_small and squeezenet1_1 with
-random weights, exported by torch.onnx.export, imported by `cnncompile import --weights`, and
+random weights (torchvision's initialization, BatchNorm's statistics and affine drawn at random), exported by torch.onnx.export, imported by `cnncompile import --weights`, and
 compared with PyTorch's own outputs on real images (MNIST digits, resized to 224x224, grey
 repeated to RGB, ImageNet-normalized): max |diff| of the logits must be <= 1e-4.
 
@@ -54,6 +54,11 @@ def main() -> None:
     for name in sys.argv[1:] or NETWORKS:
         torch.manual_seed(0)
         net = getattr(torchvision.models, name)().eval()
+        with torch.no_grad():  # BatchNorm's fresh statistics (0 and 1) and affine (1, 0) would test little
+            for module in net.modules():
+                if isinstance(module, torch.nn.BatchNorm2d):
+                    module.weight.uniform_(0.5, 1.5), module.bias.normal_(0, 0.1)
+                    module.running_mean.normal_(0, 0.1), module.running_var.uniform_(0.5, 1.5)
         with torch.no_grad():
             expected = net(torch.from_numpy(images.transpose(0, 3, 1, 2).copy())).numpy()
         with tempfile.TemporaryDirectory() as tmp:
@@ -73,6 +78,7 @@ def main() -> None:
             b.numel() for n, b in net.named_buffers() if not n.endswith("num_batches_tracked"))
         results[name] = {
             "max_abs_diff_vs_pytorch": float(np.max(np.abs(got - expected))),
+            "max_abs_output": float(np.max(np.abs(expected))),  # the scale the difference is measured on
             "argmax_agreement": float(np.mean(got.argmax(1) == expected.argmax(1))),
             "pytorch_params": torch_params, "spec_params": compiled.info.total_params,
             "layers": result.layers, "lines": text.count("\n"), "blocks": result.blocks,
