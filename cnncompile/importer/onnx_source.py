@@ -553,10 +553,12 @@ def _reads_nhwc(r: _Reader, name: str, shape: tuple) -> bool:
         for n in readers)
 
 
-def from_model(model: onnx.ModelProto, name: str) -> tuple[ImportedModel, Tensor]:
-    """The model in the language's terms, and the view of its output (for the check)."""
+def from_model(model: onnx.ModelProto, name: str) -> tuple[ImportedModel, Tensor, Tensor]:
+    """The model in the language's terms, and the views of its input and output (to feed and
+    read the ONNX model in the spec's layout)."""
     r = _Reader(model, name)
     shape = _input(r)
+    feed = next(iter(r.tensors.values()))
     for node in r.graph.node:
         r.node = node
         handler = OPS.get(node.op_type)
@@ -579,7 +581,7 @@ def from_model(model: onnx.ModelProto, name: str) -> tuple[ImportedModel, Tensor
     if output.order is not None:
         raise ImportRefused(name, [Unsupported("output", "Flatten", "a flattened NCHW output lists features "
                                                "in another order than the spec's")])
-    return ImportedModel(_model_name(model, name), shape, r.layers), output
+    return ImportedModel(_model_name(model, name), shape, r.layers), feed, output
 
 
 def _model_name(model: onnx.ModelProto, fallback: str) -> str:
@@ -599,14 +601,14 @@ def read(path: Path) -> tuple[ImportedModel, Callable[[np.ndarray], np.ndarray]]
         raise SourceError(f"cannot load {path} as ONNX: {exc}") from None
     if not model.graph.node:  # protobuf reads an empty (or foreign) file as an empty model
         raise SourceError(f"cannot load {path} as ONNX: it holds no graph")
-    imported, output = from_model(model, path.stem)
+    imported, image, output = from_model(model, path.stem)
     feed = next(i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
 
     def run(images: np.ndarray) -> np.ndarray:
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        x = (images.transpose(0, 3, 1, 2) if len(images.shape) == 4 and _channels_first_input(model) else images)
+        x = images.transpose(0, 3, 1, 2) if image.channels_first else images
         batch = feed.type.tensor_type.shape.dim[0].dim_value  # a fixed batch (often 1): feed that many
         step = batch or len(x)
         result = np.concatenate([session.run(None, {feed.name: x[i:i + step].astype("float32")})[0]
@@ -614,9 +616,3 @@ def read(path: Path) -> tuple[ImportedModel, Callable[[np.ndarray], np.ndarray]]
         return result.transpose(0, 2, 3, 1) if output.channels_first and result.ndim == 4 else result
 
     return imported, run
-
-
-def _channels_first_input(model: onnx.ModelProto) -> bool:
-    r = _Reader(model, "")
-    _input(r)
-    return next(iter(r.tensors.values())).channels_first
