@@ -91,7 +91,7 @@ def spec_of(imported: ImportedModel, image: dict[str, Any], patterns=None) -> tu
 
 
 def _shortest_exact(imported: ImportedModel, image: dict[str, Any], comment: str, reference: list,
-                    source: str) -> tuple[str, dict[str, Any], list[str], ModelSpec] | None:
+                    source: str, notes: list[str]) -> tuple[str, dict[str, Any], list[str], ModelSpec] | None:
     """The shortest folded spec, over the readings of the names discovery tries, whose
     expanded graph is the source's exactly (text, mapping, blocks, spec); None if none is."""
     best = None
@@ -100,9 +100,12 @@ def _shortest_exact(imported: ImportedModel, image: dict[str, Any], comment: str
         text = render(spec_dict, comment)
         try:
             spec = _parse(text, source)
+            exact = _expanded(spec) == reference
         except ImportRefused:  # a block the language reads otherwise than discovery meant
-            continue
-        if _expanded(spec) == reference and (best is None or text.count("\n") < best[0].count("\n")):
+            exact = False
+        if not exact:
+            notes.append(f"blocks {', '.join(blocks)} did not expand to exactly the model; not used")
+        elif best is None or text.count("\n") < best[0].count("\n"):
             best = (text, spec_dict, blocks, spec)
     return best
 
@@ -133,7 +136,7 @@ def import_model(source: Path, output: Path, weights: Path | None = None, flat: 
     notes = list(imported.notes)
     # Discovery must never change the model: a reading of the names whose blocks do not
     # expand to exactly the source's graph is dropped, and with none left the spec is flat.
-    folded = None if flat else _shortest_exact(imported, image, comment, _expanded(reference), str(source))
+    folded = None if flat else _shortest_exact(imported, image, comment, _expanded(reference), str(source), notes)
     if folded is not None and folded[0].count("\n") < flat_text.count("\n"):
         text, spec_dict, blocks, spec = folded
     else:
