@@ -84,6 +84,8 @@ def check(spec: str, as_json: bool) -> None:
             console.print(renderable)
     else:
         click.echo(summary.plain(info))
+    if compiled.weights is not None:
+        click.echo(f"weights: {compiled.weights.describe()}")
     for line in space_lines:
         click.echo(line)
 
@@ -291,7 +293,7 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
                    f"argmax agreement {a.argmax_agreement:.2%}")
     for line in result.comparison.lines() if result.comparison else []:
         click.echo(line)
-    click.echo(f"wrote {result.path} ({result.description}{', untrained' if untrained else ''})")
+    click.echo(f"wrote {result.path} ({result.description}{', untrained' if untrained and compiled.spec.weights is None else ''})")
 
 
 @main.command()

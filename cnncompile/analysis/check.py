@@ -5,12 +5,14 @@ Everything `cnncompile check` needs, and nothing that imports a framework.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from cnncompile.language.diagnostics import SourceMap
 from cnncompile.analysis.inference import ModelInfo, infer
+from cnncompile.analysis.weightfile import WeightPlan
 from cnncompile.language.model import ModelSpec
 from cnncompile.language.validate import parse_spec
 
@@ -22,6 +24,7 @@ class CompiledSpec:
     source: SourceMap
     info: ModelInfo
     sha256: str  # of the file's bytes: identifies the exact spec a run or export came from
+    weights: WeightPlan | None = None  # what `weights:` loads (None: no weights, or not yet downloaded)
 
 
 def compile_file(path: str | Path) -> CompiledSpec:
@@ -29,4 +32,11 @@ def compile_file(path: str | Path) -> CompiledSpec:
     path = Path(path)
     data = path.read_bytes()
     spec, source = parse_spec(data)
-    return CompiledSpec(path, spec, source, infer(spec, source), hashlib.sha256(data).hexdigest())
+    info = infer(spec, source)
+    plan = None
+    if spec.weights is not None:
+        from cnncompile.analysis.weightfile import check_weights
+
+        plan, warnings = check_weights(spec, info, source, path.parent)
+        info = dataclasses.replace(info, warnings=(*info.warnings, *warnings))
+    return CompiledSpec(path, spec, source, info, hashlib.sha256(data).hexdigest(), plan)

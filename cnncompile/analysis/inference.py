@@ -86,7 +86,7 @@ def infer(spec: ModelSpec, source: SourceMap | None = None) -> ModelInfo:
     """Shapes, parameters and MACs of every layer; SpecError with located problems otherwise."""
     source = source or SourceMap()
     nodes = spec.graph(source)
-    shapes: dict[str, Shape] = {MODEL_INPUT: tuple(spec.input.shape)}
+    shapes: dict[str, Shape] = {MODEL_INPUT: spec.input.tensor_shape}
     infos: list[LayerInfo] = []
     errors: list[Diagnostic] = []
     for node in nodes:
@@ -96,6 +96,8 @@ def infer(spec: ModelSpec, source: SourceMap | None = None) -> ModelInfo:
         try:
             out = node.layer.output_shape(*inputs)
             trainable, frozen = node.layer.params(*inputs)
+            if not node.trainable:  # frozen: Keras counts all of a frozen layer's weights as non-trainable
+                trainable, frozen = 0, trainable + frozen
             macs = node.layer.macs(*inputs)
         except ShapeError as exc:
             errors.append(_shape_error(node, exc, inputs, nodes, source))

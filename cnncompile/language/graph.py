@@ -42,6 +42,7 @@ class Use:
     block: str
     instance: str
     path: Path
+    trainable: bool = True
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class Node:
     def label(self) -> str:
         """How messages name the layer: `layers[3] Conv2D 'conv2d_2'`."""
         return f"{_where(self.path)} {self.layer.type} '{self.name}'"
+
+    @property
+    def trainable(self) -> bool:
+        """False when the layer, or a block use it was expanded from, says `trainable: false`."""
+        return self.layer.trainable and all(use.trainable for use in self.uses)
 
     @property
     def block(self) -> tuple[str, ...]:
@@ -325,7 +331,7 @@ class _Expansion:
             # A broken operand (its error is reported) still lets the block's own problems surface.
             child = _Scope(("blocks", use.block, "layers"), full + "_",
                            {name: _BROKEN if o is None else o for name, o in zip(block.inputs, operands)},
-                           {**block.params, **arguments, "index": index}, (*uses, Use(use.block, full, path)))
+                           {**block.params, **arguments, "index": index}, (*uses, Use(use.block, full, path, use.trainable)))
             before = len(self.nodes)
             previous = self.expand(block.layers, child, operands[0])
             scope.names[instance] = previous

@@ -225,8 +225,9 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
         # in the same order anyway.
         inference = build_model(spec)
         cross_check(inference, compiled.info)
+        loaded = _load_weights(compiled, inference, log) if resume.epoch == 0 else ()
         if resume.epoch == 0:  # a resumed run takes the statistics from its checkpoint
-            for name, count in adapt_normalization(inference, spec, dataset.x_train):
+            for name, count in adapt_normalization(inference, spec, dataset.x_train, keep=loaded):
                 log(f"{name}: Normalization mean and variance adapted from {count:,} training images")
         model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
                                   *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
@@ -234,6 +235,20 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
                       loss=kt.loss(training), metrics=list(kt.metrics(training)))
         model.optimizer.build(model.trainable_variables)  # its slots exist before a checkpoint is read
     return inference, model
+
+
+def _load_weights(compiled: CompiledSpec, inference: keras.Model, log: Callable[[str], None]) -> tuple[str, ...]:
+    """The spec's `weights:` into a fresh run's model (a resumed run's come from its checkpoint)."""
+    if compiled.spec.weights is None:
+        return ()
+    from cnncompile.backend.weights import WeightsProblem, load_weights
+
+    try:
+        plan = load_weights(inference, compiled.spec, base_dir=compiled.path.parent)
+    except WeightsProblem as exc:
+        raise RunError("weights: " + "; ".join(exc.problems), where=("weights",)) from None
+    log(plan.describe())
+    return plan.loaded
 
 
 def _fit(compiled: CompiledSpec, model: keras.Model, fit_data: _FitData, options: TrainOptions, out: Path,
