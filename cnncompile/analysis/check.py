@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnncompile.language.diagnostics import SourceMap
+from cnncompile.language.diagnostics import SourceMap, SpecError
 from cnncompile.analysis.inference import ModelInfo, infer
 from cnncompile.analysis.weightfile import WeightPlan
 from cnncompile.language.model import ModelSpec
@@ -33,6 +33,12 @@ def compile_file(path: str | Path) -> CompiledSpec:
     data = path.read_bytes()
     spec, source = parse_spec(data)
     info = infer(spec, source)
+    if spec.training is not None and spec.training.phases:
+        from cnncompile.analysis.unfreezing import check_unfreeze
+
+        problems = check_unfreeze(spec.graph(), spec.training.phases, source)
+        if problems:
+            raise SpecError(problems)
     plan = None
     if spec.weights is not None:
         from cnncompile.analysis.weightfile import check_weights
