@@ -7,10 +7,8 @@ import csv
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +17,7 @@ from cnncompile.analysis.check import compile_file
 from cnncompile.analysis.unfreezing import trainable_in_phase
 from cnncompile.cli import main
 from tests.conftest import ROOT, make_idx_dir
-from tests.test_train import weights_hash
+from tests.test_train import kill_after_epoch, weights_hash
 
 PHASED = """\
 name: phased
@@ -81,17 +79,7 @@ def test_kill_in_phase_2_resumes_in_phase_2(tmp_path):
                 str(tmp_path / "data"), "--out", str(tmp_path / out), "--quiet"]
 
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command("killed"), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    state = tmp_path / "killed" / "checkpoint" / "state.json"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if state.exists() and json.loads(state.read_text())["epoch"] >= 3:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "training finished before it could be killed; make it longer"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = json.loads(state.read_text())["epoch"]
+    killed_at = kill_after_epoch(command("killed"), tmp_path, env, tmp_path / "killed", 3)
     assert 3 <= killed_at < 6  # inside phase 2 (epochs 3-6)
 
     resumed = subprocess.run(command("killed"), cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
@@ -99,7 +87,8 @@ def test_kill_in_phase_2_resumes_in_phase_2(tmp_path):
     whole = subprocess.run(command("whole"), cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     assert whole.returncode == 0, whole.stderr
 
-    histories = [list(csv.DictReader(open(tmp_path / out / "history.csv"))) for out in ("killed", "whole")]
+    histories = [list(csv.DictReader((tmp_path / out / "history.csv").read_text().splitlines()))
+                 for out in ("killed", "whole")]
     assert [row["epoch"] for row in histories[0]] == ["1", "2", "3", "4", "5", "6"]
     # Same losses and same final weights: a resume in phase 1's state (its optimizer, conv2
     # still frozen) or with a fresh phase 2 optimizer would differ from the uninterrupted run.

@@ -207,7 +207,7 @@ def _layers(handle: Any, path: Path) -> dict[str, list[Any]]:
             found[name.decode() if isinstance(name, bytes) else str(name)] = \
                 [variables[str(i)] for i in range(len(variables))]
         return found
-    root = handle["model_weights"] if "model_weights" in handle else handle  # a legacy whole-model .h5
+    root = handle.get("model_weights", handle)  # a legacy whole-model .h5 keeps them in a group
     if "layer_names" in root.attrs:  # legacy HDF5 (Keras Applications' files)
         found = {}
         for raw in root.attrs["layer_names"]:
