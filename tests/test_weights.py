@@ -233,11 +233,18 @@ def test_input_options_are_checked(write_spec, bad, message):
     assert result.exit_code == 1 and message in result.output
 
 
-def _zoo_mobilenet(tmp_path, size, weights):
-    """The zoo's MobileNetV2 at `size` (the file is unchanged but for the input size), with weights."""
+FROZEN_PREFIXES = ("Conv1", "bn_Conv1", "expanded_conv_", "block_1_", "block_2_")
+
+
+def _zoo_mobilenet(tmp_path, size, weights, frozen=False):
+    """The zoo's MobileNetV2 at `size` (the file is unchanged but for the input size), with weights;
+    `frozen`: the stem layers and the first two block uses (three instances) trainable: false."""
     spec = yaml.safe_load((ROOT / "examples" / "zoo" / "mobilenet_v2.yaml").read_text())
     spec["input"]["shape"] = [size, size, 3]
     spec["weights"] = weights
+    if frozen:
+        for entry in spec["layers"][:5]:  # Conv1, bn_Conv1, Conv1_relu, expanded_conv, block_1..2
+            entry["trainable"] = False
     path = tmp_path / "mobilenet_v2.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -272,6 +279,15 @@ def test_zoo_mobilenet_v2_reproduces_keras_through_weights_and_onnx(tmp_path):
     ours = build_model(compiled.spec)
     load_weights(ours, compiled.spec, base_dir=tmp_path)
     assert np.abs(np.asarray(ours(images)) - expected).max() <= 1e-5
+
+    # Frozen layers and frozen block uses: check's counts are Keras's with the same layers frozen.
+    frozen_info = compile_file(_zoo_mobilenet(tmp_path, size, "reference.keras", frozen=True)).info
+    for layer in reference.layers:
+        layer.trainable = not layer.name.startswith(FROZEN_PREFIXES)
+    count = lambda weights: sum(int(np.prod(w.shape)) for w in weights)  # noqa: E731
+    assert (frozen_info.trainable_params, frozen_info.non_trainable_params) == (
+        count(reference.trainable_weights), count(reference.non_trainable_weights))
+    assert frozen_info.non_trainable_params > compiled.info.non_trainable_params  # the freezing took
 
     spec_path = _zoo_mobilenet(tmp_path, size, "reference.weights.h5")
     result = run_cli("export", str(spec_path), "--onnx", "--untrained", "-o", str(tmp_path / "m.onnx"))
