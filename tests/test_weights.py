@@ -340,3 +340,33 @@ def test_imagenet_resolves_through_keras_cache_or_says_how_to_place_the_file(tmp
     assert result.returncode == 0 and "weights: loaded 2 of 2 weighted layers from imagenet" in result.stdout
     result = run_cli("export", str(spec_path), "--onnx", "--untrained", "-o", str(tmp_path / "m.onnx"), env=env)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_train_starts_from_a_run_directory_and_says_what_it_loaded(tmp_path):
+    """The CLI path end to end: train a base, then a spec whose `weights:` is that run with a new
+    head; `train` prints what it loaded and its model starts from the base's convolution."""
+    from tests.conftest import make_idx_dir
+
+    make_idx_dir(tmp_path / "data" / "mnist", n_train=64, n_test=16)
+    layers = """\
+layers:
+  - {type: Conv2D, name: conv, filters: 4, kernel_size: 3, activation: relu, trainable: false}
+  - {type: Normalization, name: norm}
+  - {type: Flatten}
+  - {type: Dense, name: predictions, units: 10, activation: softmax}
+training: {dataset: mnist, epochs: 1}
+"""
+    _write(tmp_path / "base.yaml", "name: base\ninput: {shape: [28, 28, 1]}\n" + layers)
+    _write(tmp_path / "new.yaml", "name: new\ninput: {shape: [28, 28, 1]}\n"
+           "weights: {from: runs/base, skip: [predictions]}\n" + layers)
+    for name in ("base", "new"):
+        result = run_cli("train", str(tmp_path / f"{name}.yaml"), "--data-dir", str(tmp_path / "data"),
+                         "--out", str(tmp_path / "runs" / name), "--seed", "1" if name == "new" else "0", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    assert "loaded 2 of 3 weighted layers from runs/base; 1 start fresh: predictions" in result.stdout
+    assert "norm: Normalization mean and variance adapted" not in result.stdout  # loaded, not re-adapted
+    base, new = (keras.models.load_model(tmp_path / "runs" / name / "model.keras") for name in ("base", "new"))
+    for layer in ("conv", "norm"):  # frozen conv: still exactly the base's after training
+        for ours, theirs in zip(new.get_layer(layer).weights, base.get_layer(layer).weights):
+            np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
