@@ -370,3 +370,23 @@ training: {dataset: mnist, epochs: 1}
     for layer in ("conv", "norm"):  # frozen conv: still exactly the base's after training
         for ours, theirs in zip(new.get_layer(layer).weights, base.get_layer(layer).weights):
             np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_exports_carry_the_input_preprocessing(tmp_path, fmt):
+    """Grayscale to RGB, caffe's BGR flip and means, Resizing: all in the exported file, which the
+    export verifies against Keras on raw pixels before writing it."""
+    path = _write(tmp_path / "pre.yaml", """\
+        name: pre
+        input: {shape: [8, 8, 1], channels: 3, preprocessing: caffe}
+        layers:
+          - {type: Resizing, height: 12, width: 12}
+          - {type: CenterCrop, height: 10, width: 10}
+          - {type: Conv2D, filters: 4, kernel_size: 3}
+          - {type: GlobalAveragePooling2D}
+          - {type: Dense, units: 3, activation: softmax}
+        """)
+    result = run_cli("export", str(path), f"--{fmt}", "--untrained", "-o", str(tmp_path / f"m.{fmt}"))
+    assert result.returncode == 0, result.stderr
+    assert "argmax agreement 100%" in result.stdout
