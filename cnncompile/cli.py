@@ -72,7 +72,12 @@ def check(spec: str, as_json: bool) -> None:
     info = compiled.info
     space_lines = _space_lines(compiled, spec) if compiled.spec.search else []
     if as_json:
-        click.echo(json.dumps(info.to_json(), indent=2))
+        summary_json = info.to_json()
+        if compiled.weights is not None:
+            plan = compiled.weights
+            summary_json["weights"] = {"source": plan.source, "loaded": list(plan.loaded), "fresh": list(plan.fresh),
+                                       "unused": plan.unused}
+        click.echo(json.dumps(summary_json, indent=2))
         return
     from cnncompile.analysis import summary
 

@@ -149,6 +149,9 @@ def test_a_run_directory_means_its_model_keras(tmp_path, base_files):
     result = _check(spec_path)
     assert result.exit_code == 0, result.output
     assert "weights: loaded 3 of 3 weighted layers from runs/base" in result.output
+    summary = json.loads(CliRunner().invoke(main, ["check", "--json", str(spec_path)]).output)
+    assert summary["weights"] == {"source": "runs/base", "loaded": ["c1", "bn", "predictions"], "fresh": [],
+                                  "unused": 0}
 
 
 FROZEN = """\
