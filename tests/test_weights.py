@@ -154,6 +154,16 @@ def test_a_run_directory_means_its_model_keras(tmp_path, base_files):
                                   "unused": 0}
 
 
+def test_without_h5py_check_warns_that_weights_were_not_checked(tmp_path, base_files, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "h5py", None)  # as in a framework-free install
+    spec_path = _write(tmp_path / "new.yaml", BASE.replace("name: base", "name: new") + "weights: base.keras\n")
+    result = CliRunner().invoke(main, ["check", str(spec_path)])
+    assert result.exit_code == 0, result.output
+    assert f"{spec_path}:8:10: warning: weights: not checked: h5py is not installed" in result.output
+
+
 FROZEN = """\
 name: frozen
 input: {shape: [16, 16, 3]}

@@ -304,5 +304,8 @@ def check_weights(spec: Any, info: Any, source_map: Any, spec_dir: Path) -> tupl
         expected, kinds = spec_weighted_layers(spec, info)
         with open_layers(source.path) as found:
             return match(expected, kinds, found, skip, where), []
+    except ModuleNotFoundError as exc:  # h5py: in cnncompile[train], not in the framework-free core
+        return None, [Diagnostic("warning", f"weights: not checked: {exc.name} is not installed "
+                                 f"(pip install {exc.name}, or cnncompile[train])", mark)]
     except WeightsProblem as exc:
         raise SpecError([Diagnostic("error", f"weights: {problem}", mark) for problem in exc.problems]) from None
