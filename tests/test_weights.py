@@ -136,7 +136,7 @@ def test_a_skip_that_matches_nothing_and_a_missing_file_are_located(tmp_path, ba
                        "weights: {from: base.keras, skip: [predictons]}\n")
     result = _check(spec_path)
     assert result.exit_code == 1
-    assert f"{spec_path}:8:17: error: weights: skip: 'predictons' matches no layer with weights; " \
+    assert f"{spec_path}:8:36: error: weights: skip: 'predictons' matches no layer with weights; " \
            "did you mean 'predictions'?" in result.output
     spec_path.write_text(spec_path.read_text().replace("base.keras", "nowhere.keras"))
     assert "error: weights: nowhere.keras: no such file or directory" in _check(spec_path).output

@@ -33,11 +33,13 @@ VariableShapes = list[tuple[int, ...]]
 
 
 class WeightsProblem(Exception):
-    """The weights cannot be used: every reason, one line each (the caller locates them)."""
+    """The weights cannot be used: every reason, one line each (the caller locates them; `within`
+    gives, per problem, the path inside `weights:` it is about, such as ("skip", 0), or ())."""
 
-    def __init__(self, problems: Sequence[str]):
+    def __init__(self, problems: Sequence[str], within: Sequence[tuple] | None = None):
         super().__init__("\n".join(problems))
         self.problems = list(problems)
+        self.within = list(within) if within is not None else [()] * len(self.problems)
 
 
 # --- the spec's side: each weighted layer's variables, in Keras's order -----------------------
@@ -247,10 +249,11 @@ def match(expected: Mapping[str, VariableShapes], kinds: Mapping[str, str], foun
           skip: Sequence[str], shown: str) -> WeightPlan:
     """Compare the spec's weighted layers (name -> variable shapes, in order) with the file's.
     WeightsProblem listing every mismatch, missing layer and unused skip pattern."""
-    problems = []
-    for pattern in skip:
+    problems, within = [], []
+    for index, pattern in enumerate(skip):
         if not any(fnmatch.fnmatchcase(name, pattern) for name in expected):
             problems.append(f"skip: '{pattern}' matches no layer with weights{did_you_mean(pattern, expected)}")
+            within.append(("skip", index))
     fresh = [name for name in expected if any(fnmatch.fnmatchcase(name, p) for p in skip)]
     loaded = []
     for name, shapes in expected.items():
@@ -259,15 +262,17 @@ def match(expected: Mapping[str, VariableShapes], kinds: Mapping[str, str], foun
         if name not in found:
             problems.append(f"layer '{name}' ({kinds[name]}) is not in {shown}{did_you_mean(name, found)}; "
                             f"add it to skip (weights: {{from: ..., skip: [{name}]}}) to start it fresh")
+            within.append(())
             continue
         theirs = [tuple(int(n) for n in variable.shape) for variable in found[name]]
         if [tuple(s) for s in shapes] != theirs:
             problems.append(f"layer '{name}' ({kinds[name]}): the spec's weights have shapes {_shapes(shapes)}, "
                             f"{shown}'s have {_shapes(theirs)}")
+            within.append(())
             continue
         loaded.append(name)
     if problems:
-        raise WeightsProblem(problems)
+        raise WeightsProblem(problems, within)
     unused = sum(1 for name, variables in found.items() if variables and name not in expected)
     return WeightPlan(shown, tuple(loaded), tuple(fresh), unused)
 
@@ -308,4 +313,5 @@ def check_weights(spec: Any, info: Any, source_map: Any, spec_dir: Path) -> tupl
         return None, [Diagnostic("warning", f"weights: not checked: {exc.name} is not installed "
                                  f"(pip install {exc.name}, or cnncompile[train])", mark)]
     except WeightsProblem as exc:
-        raise SpecError([Diagnostic("error", f"weights: {problem}", mark) for problem in exc.problems]) from None
+        raise SpecError([Diagnostic("error", f"weights: {problem}", source_map.value(("weights", *sub)) if sub else mark)
+                         for problem, sub in zip(exc.problems, exc.within)]) from None
