@@ -7,6 +7,8 @@ Heavy imports (TensorFlow, onnxruntime) happen inside the commands that need the
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import json
 import os
 import sys
@@ -18,6 +20,52 @@ from cnncompile.language.diagnostics import Diagnostic, SpecError
 from cnncompile.deploy.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, Int8Options
 
 EXIT_INVALID = 1  # usage errors exit 2, through click
+
+
+# What each command imports beyond the core install, by the extra that installs it (pyproject.toml).
+EXTRAS = {
+    "train": ("tensorflow", "keras", "numpy", "matplotlib", "PIL"),
+    "tune": ("tensorflow", "keras", "numpy", "matplotlib", "PIL", "optuna"),
+    "export": ("tensorflow", "keras", "numpy", "PIL", "tf2onnx", "onnx", "onnxruntime"),
+    "predict": ("numpy", "PIL", "onnxruntime"),
+    "lsp": ("pygls", "lsprotocol"),
+}
+# Imported only on some paths (a .tflite file, a PostgreSQL study, int8): caught when they fail.
+OPTIONAL_MODULES = {name for names in EXTRAS.values() for name in names} | {"ai_edge_litert", "sympy", "psycopg2"}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package that is itself missing or broken
+        return False
+
+
+def _missing_extra(command: str, extra: str, module: str) -> None:
+    click.echo(f"error: `cnncompile {command}` needs the '{extra}' extra ({module} is not installed): "
+               f"pip install 'cnncompile[{extra}]'", err=True)
+    raise SystemExit(EXIT_INVALID)
+
+
+def needs(extra: str):
+    """A command that needs an optional extra says which, in one line, when it is missing:
+    checked before any work, and again for a module a later code path imports."""
+    def decorate(command):
+        @functools.wraps(command)
+        def run(*args, **kwargs):
+            name = command.__name__.replace("_", "-")
+            missing = next((module for module in EXTRAS[extra] if not _installed(module)), None)
+            if missing:
+                _missing_extra(name, extra, missing)
+            try:
+                return command(*args, **kwargs)
+            except ModuleNotFoundError as exc:
+                module = (exc.name or "").partition(".")[0]
+                if module not in OPTIONAL_MODULES:
+                    raise
+                _missing_extra(name, extra, module)
+        return run
+    return decorate
 
 
 def _is_terminal() -> bool:
@@ -147,6 +195,7 @@ def draw(spec: str, output: str | None, rankdir: str, detail: str, collapse_bloc
 @click.option("--distribute", type=click.Choice(["mirrored", "multi_worker"]),
               help="Override training.distribute.strategy (multi_worker reads the cluster from TF_CONFIG).")
 @click.option("--quiet", is_flag=True, help="Print only the result line and errors.")
+@needs("train")
 def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | None, out: str | None,
           data_dir: str | None, force: bool, distribute: str | None, quiet: bool) -> None:
     """Train SPEC on its dataset and save a reproducible, resumable run directory.
@@ -183,7 +232,12 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     if result.already_complete:
         click.echo(f"{result.out} is complete (test accuracy {m['test_accuracy']:.4f}); use --force to train again")
         return
-    click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {m['epochs']} epochs; "
+    from cnncompile.run.report import drawing_problem
+
+    if problem := drawing_problem():
+        click.echo(f"note: {result.out / 'report.html'} has no architecture drawing: {problem}; "
+                   f"then `cnncompile report {result.out}` adds it", err=True)
+    click.echo(f"test accuracy {m['test_accuracy']:.4f}, loss {m['test_loss']:.4f} after {_count(m['epochs'], 'epoch')}; "
                f"{m['train_seconds']:.1f} s, {m['train_images_per_second']:,.0f} images/s; artifacts in {result.out}/")
 
 
@@ -195,6 +249,7 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
 @click.option("--storage", help="Study storage shared by processes and machines: an SQLAlchemy URL "
               "(postgresql://user:pw@host/db) or journal:PATH (default: SQLite in --out).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Look here first for built-in datasets.")
+@needs("tune")
 def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, storage: str | None,
          data_dir: str | None) -> None:
     """Search SPEC's `search:` space with Optuna; write best.yaml, trials.csv and plots.
@@ -213,13 +268,14 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
         space = compile_space(compiled)
     except SpecError as exc:
         _fail(exc, spec)
-    for line in describe(space, space.survey()):
+    trials = trials or space.search.trials
+    for line in describe(space, space.survey(), trials):
         click.echo(line)
     from cnncompile.data.formats import DataError
     from cnncompile.run.tune import TuneError, TuneOptions, tune as run_tune
 
     tune_dir = Path(out) if out else Path("runs") / f"{compiled.spec.name}-tune"
-    options = TuneOptions(tune_dir, trials or space.search.trials, epochs, storage, Path(data_dir) if data_dir else None)
+    options = TuneOptions(tune_dir, trials, epochs, storage, Path(data_dir) if data_dir else None)
     try:
         report = run_tune(space, compiled.path, compiled.sha256, options, log=click.echo)
     except TuneError as exc:
@@ -264,6 +320,7 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
               help="--int8: how many training images (a fixed, seeded sample) calibrate the ranges.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=DEFAULT_MAX_ACCURACY_DROP, show_default=True,
               help="--int8: refuse when top-1 test accuracy drops by more than this many points.")
+@needs("export")
 def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | None, run: str | None, opset: int,
            untrained: bool, data_dir: str | None, calibration_images: int, max_accuracy_drop: float) -> None:
     """Export SPEC's trained model to ONNX or TFLite, verified before it is written.
@@ -277,7 +334,7 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
         raise click.UsageError("choose one export format: --onnx or --tflite")
     compiled = _compile(spec)
     from cnncompile.deploy.export import ExportRequest, export as run_export
-    from cnncompile.deploy.onnx_export import ExportError
+    from cnncompile.deploy.pipeline import ExportError
 
     request = ExportRequest("onnx" if to_onnx else "tflite", Path(run) if run else Path("runs") / compiled.spec.name,
                             int8=int8, output=Path(output) if output else None, opset=opset, untrained=untrained,
@@ -303,37 +360,50 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
 
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, exists=True))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("-k", "--top-k", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
-def predict(model: str, images: tuple[str, ...], top_k: int, as_json: bool) -> None:
+@click.option("--invert", is_flag=True, help="Use 255 - pixel: for dark digits on a light background, when the model "
+                                              "was trained on light on dark (MNIST).")
+@click.option("--json", "as_json", is_flag=True, help="Print predictions (and errors) as JSON.")
+@needs("predict")
+def predict(model: str, images: tuple[str, ...], top_k: int, invert: bool, as_json: bool) -> None:
     """Classify PNG/JPEG or IDX IMAGES with an exported MODEL (.onnx or .tflite), without TensorFlow.
 
-    For an IDX image file whose labels file sits beside it, also prints the accuracy.
+    For an IDX image file whose labels file sits beside it, also prints the accuracy. A file
+    that cannot be read gets one error line and exit status 1; the other files are still
+    classified. Images above 50 M pixels are refused unless $CNNCOMPILE_MAX_IMAGE_PIXELS allows more.
     """
     from cnncompile.data.formats import DataError
     from cnncompile.deploy.predict import predict as run_predict
 
     try:
-        report = run_predict(Path(model), [Path(i) for i in images], top_k)
+        report = run_predict(Path(model), [Path(i) for i in images], top_k, invert=invert)
     except DataError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
+    for error in report.errors:
+        click.echo(f"error: {error.message}", err=True)
     if as_json:
-        click.echo(json.dumps({"predictions": [{"source": p.source, "top": [{"label": l, "probability": round(q, 6)}
-                                                                           for l, q in p.top]}
-                                               for p in report.predictions],
-                               "accuracy": report.accuracy}, indent=2))
-        return
-    shown = report.predictions if len(report.predictions) <= 20 else report.predictions[:20]
-    for p in shown:
-        click.echo(f"{p.source}: " + ", ".join(f"{label} {q:.3f}" for label, q in p.top))
-    if len(report.predictions) > len(shown):
-        click.echo(f"... {len(report.predictions) - len(shown):,} more (use --json for all)")
-    for path, accuracy in report.accuracy.items():
-        click.echo(f"{path}: accuracy {accuracy:.4f}")
+        answer: dict = {"predictions": [{"source": p.source, "top": [{"label": l, "probability": round(q, 6)}
+                                                                    for l, q in p.top]}
+                                        for p in report.predictions]}
+        if report.accuracy:
+            answer["accuracy"] = report.accuracy
+        if report.errors:
+            answer["errors"] = [{"source": e.source, "error": e.message} for e in report.errors]
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        shown = report.predictions if len(report.predictions) <= 20 else report.predictions[:20]
+        for p in shown:
+            click.echo(f"{p.source}: " + ", ".join(f"{label} {q:.3f}" for label, q in p.top))
+        if len(report.predictions) > len(shown):
+            click.echo(f"... {len(report.predictions) - len(shown):,} more (use --json for all)")
+        for path, accuracy in report.accuracy.items():
+            click.echo(f"{path}: accuracy {accuracy:.4f}")
+    if report.errors:
+        raise SystemExit(EXIT_INVALID)
 
 
 @main.command()
@@ -355,6 +425,43 @@ def report(run_dir: str, output: str | None) -> None:
     click.echo(f"wrote {path}")
 
 
+@main.command("import")
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The spec to write (.yaml).")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Also write the model's weights here (a .weights.h5 file), checked against the source's outputs.")
+@click.option("--flat", is_flag=True, help="One layer per line: do not fold repeated structure into blocks.")
+def import_(model: str, output: str, weights: str | None, flat: bool) -> None:
+    """Write a spec describing MODEL, a Keras (.keras, .h5) or ONNX (.onnx) file.
+
+    Repeated structure becomes blocks (see docs/import.md). The spec is checked to expand to
+    exactly the source's layers before it is written; anything the language cannot express
+    is listed at once, and nothing is written.
+    """
+    from cnncompile.importer.imported import ImportRefused
+    from cnncompile.importer.model_import import SourceError, import_model
+
+    try:
+        result = import_model(Path(model), Path(output), Path(weights) if weights else None, flat=flat)
+    except SourceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    except ImportRefused as exc:
+        for problem in exc.problems:
+            click.echo(f"{model}: error: {problem}", err=True)
+        click.echo(f"{_count(len(exc.problems), 'unsupported part')} in {model}; nothing written", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    blocks = f", blocks: {', '.join(result.blocks)}" if result.blocks else ""
+    click.echo(f"wrote {output} ({_count(result.layers, 'layer')} in {result.text.count(chr(10))} lines{blocks})")
+    if result.weights_path is not None:
+        click.echo(f"wrote {result.weights_path} (outputs agree with {model}: max |diff| {result.max_abs_diff:.2g})")
+    if result.weights_line:
+        click.echo(f"note: this cnncompile has no `weights:` key yet; add `{result.weights_line}` to {output} "
+                   "once it does", err=True)
+
+
 @main.command()
 @click.option("--format", "fmt", type=click.Choice(["json", "markdown"]), default="json",
               help="json: the JSON Schema; markdown: the language reference (spec/README.md).")
@@ -363,6 +470,19 @@ def schema(fmt: str) -> None:
     from cnncompile.language import reference
 
     click.echo(reference.json_schema_text() if fmt == "json" else reference.markdown(), nl=False)
+
+
+@main.command()
+@needs("lsp")
+def lsp() -> None:
+    """Run the language server on stdin/stdout, for editors: `check`'s diagnostics as you type,
+    shapes on hover and at the end of each layer's line, completion, go to definition.
+
+    Setup for VS Code, Neovim and Helix: docs/editors.md.
+    """
+    from cnncompile.editor.server import serve
+
+    serve()
 
 
 if __name__ == "__main__":  # pragma: no cover

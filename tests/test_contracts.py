@@ -37,5 +37,5 @@ def test_every_stage_is_under_the_layers_contract():
 
 def test_framework_free_stages_are_forbidden_the_frameworks():
     (forbidden,) = [c for c in _contracts() if c["type"] == "forbidden"]
-    assert set(forbidden["source_modules"]) == {"cnncompile.language", "cnncompile.analysis"}
+    assert set(forbidden["source_modules"]) == {"cnncompile.language", "cnncompile.analysis", "cnncompile.editor"}
     assert {"tensorflow", "keras", "onnx", "onnxruntime", "optuna"} <= set(forbidden["forbidden_modules"])

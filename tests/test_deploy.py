@@ -127,6 +127,14 @@ def test_onnx_int8_reports_measured_accuracy_size_and_speed(project, exports):
     assert settings["weights"] == "int8, per channel" and settings["reduce_range"] == (not cpu.vnni)
     assert (settings["calibration_images"], settings["calibration_seed"], settings["calibration_source"]) == \
         (200, 0, "digits training images")
+    # Whether int8 paid here is said in the output and recorded in the file, from the same rates.
+    rates = json.loads(meta["cnncompile.measured"])
+    slower = [int(b) for b, r in rates["images_per_second"].items() if r["int8"] < r["float"]]
+    assert rates["int8_slower_at_batches"] == slower
+    assert ("note: int8 is slower than the float file on this CPU" in out) == bool(slower)
+    assert (rates["verdict"] is None) == (not slower)
+    with np.load(project / "digits.npz") as digits:  # for predict's light-on-dark hint
+        assert float(meta["cnncompile.training_mean_pixel"]) == pytest.approx(digits["x_train"].mean(), abs=0.05)
     measured = json.loads(meta["cnncompile.accuracy"])
     assert (measured["test_images"], measured["reference"]) == (TEST_IMAGES, "float ONNX")
     assert f"{measured['accuracy']:.4f}" == accuracy[1] and f"{measured['reference_accuracy']:.4f}" == accuracy[2]
@@ -170,7 +178,7 @@ def test_tflite_float_and_int8_carry_metadata_and_int8_tensors(project, exports)
     assert json.loads(int8_meta["cnncompile.quantization"])["calibration_images"] == 200
     checked = exports["model.int8.tflite"].accuracy
     assert json.loads(int8_meta["cnncompile.accuracy"]) == json.loads(checked.as_metadata())
-    assert (checked.reference, checked.images, checked.source) == ("Keras", TEST_IMAGES, "digits test images")
+    assert (checked.reference, checked.images, checked.source) == ("float TFLite", TEST_IMAGES, "digits test images")
     assert checked.drop_points <= 0.5 and exports["model.int8.tflite"].comparison.int8_bytes == \
         (run / "model.int8.tflite").stat().st_size
 
@@ -225,13 +233,13 @@ def test_predict_reads_every_format_without_tensorflow(project, exports, tmp_pat
             assert accuracy == pytest.approx(json.loads((run / "metrics.json").read_text())["test_accuracy"], abs=1e-6), name
 
 
-@pytest.mark.parametrize("fmt, reference", [("onnx", "float ONNX"), ("tflite", "Keras")])
+@pytest.mark.parametrize("fmt, reference", [("onnx", "float ONNX"), ("tflite", "float TFLite")])
 def test_int8_refused_when_accuracy_drops_more_than_allowed(project, tmp_path, fmt, reference):
     """Calibrating on a single image clips every other image's activations: the check must see
     the loss (about 3 points here) and write nothing at all. (The CLI's exit 1 for an
     ExportError is tested below.)"""
     from cnncompile.deploy.export import ExportRequest, export
-    from cnncompile.deploy.onnx_export import ExportError
+    from cnncompile.deploy.pipeline import ExportError
     from cnncompile.analysis.check import compile_file
     from cnncompile.deploy.int8 import Int8Options
 
@@ -262,7 +270,7 @@ def test_int8_without_the_dataset_is_refused(tmp_path):
 def test_export_policy_is_in_the_library(project):
     """Library callers of export get the same images the CLI uses: real test images for parity,
     a seeded sample of training images (never test images) for calibration."""
-    from cnncompile.deploy.onnx_export import PARITY_IMAGES, calibration_sample, export_data
+    from cnncompile.deploy.pipeline import PARITY_IMAGES, calibration_sample, export_data
     from cnncompile.analysis.check import compile_file
 
     data = export_data(compile_file(project / "tiny.yaml"))
@@ -274,6 +282,49 @@ def test_export_policy_is_in_the_library(project):
         assert not np.array_equal(sample, calibration_sample(data.train_images, 50, seed=1))
         train = {image.tobytes() for image in digits["x_train"]}
         assert len(sample) == 50 and all(image.tobytes() in train for image in sample)
+
+
+def test_speed_verdict_names_each_batch_where_int8_is_slower():
+    from cnncompile.deploy.pipeline import SizeAndSpeed, speed_verdict
+
+    speeds = {1: {"float": 1000.0, "int8": 1200.0}, 64: {"float": 1000.0, "int8": 940.0}}
+    assert speed_verdict(speeds) == ("int8 is slower than the float file on this CPU (0.94x at batch 64): it pays "
+                                     "in size here, not in speed; keep the float file where speed matters")
+    assert speed_verdict({1: {"float": 1.0, "int8": 2.0}}) is None
+    lines = SizeAndSpeed(int8_capability(), 400, 100, speeds).lines()
+    assert lines[-1] == f"note: {speed_verdict(speeds)}" and "(1.20x, faster;" in lines[2]
+
+
+def test_int8_slower_than_float_is_said_in_the_output_and_the_file(project, tmp_path, monkeypatch):
+    """Where int8 does not pay (no VNNI, a tiny model), export must say so, not just print ratios.
+    The rates are fixed here: this CPU may well be faster in int8."""
+    from cnncompile.analysis.check import compile_file
+    from cnncompile.deploy import pipeline
+    from cnncompile.deploy.export import ExportRequest, export
+    from cnncompile.deploy.int8 import Int8Options
+
+    speeds = {1: {"float": 1000.0, "int8": 1200.0}, 64: {"float": 1000.0, "int8": 940.0}}
+    monkeypatch.setattr(pipeline, "interleaved_throughput", lambda runners, *args: {
+        batch: {name: rates[name] for name in runners} for batch, rates in speeds.items()})
+    out = tmp_path / "m.int8.onnx"
+    result = export(compile_file(project / "tiny.yaml"),
+                    ExportRequest("onnx", project / "runs" / "deploy_tiny", int8=True, output=out,
+                                  int8_options=Int8Options(calibration_images=50)))
+    verdict = ("int8 is slower than the float file on this CPU (0.94x at batch 64): it pays in size here, not in "
+               "speed; keep the float file where speed matters")
+    assert result.comparison.lines()[-1] == f"note: {verdict}"
+    measured = json.loads(onnx_metadata(out)["cnncompile.measured"])
+    assert (measured["int8_slower_at_batches"], measured["verdict"]) == ([64], verdict)
+    assert result.comparison.int8_bytes == out.stat().st_size  # the written file, not an earlier draft
+
+
+def test_every_format_is_one_row_of_the_pipeline():
+    from cnncompile.deploy.export import FORMAT_MODULES, export_format
+    from cnncompile.deploy.pipeline import ExportFormat
+
+    rows = {name: export_format(name) for name in FORMAT_MODULES}
+    assert all(isinstance(row, ExportFormat) for row in rows.values())
+    assert [row.name for row in rows.values()] == ["ONNX", "TFLite"] and rows["onnx"].has_opset
 
 
 CPUINFO_X86 = "processor\t: 0\nmodel name\t: Test Xeon\nflags\t\t: fpu sse4_1 avx2 avx512f avx512bw {extra}\n\n"
@@ -302,12 +353,11 @@ def test_every_example_exports_to_int8_onnx_and_tflite(path, tmp_path):
     """The mechanics on every example (graph models included, as they arrive): nothing walks
     layers, so whatever converts to float ONNX/TFLite must also quantize and run. Untrained
     weights and random labels: accuracy is not the point here, so the limit is wide open."""
-    from cnncompile.deploy.onnx_export import ExportData, fresh_model
     from cnncompile.analysis.check import compile_file
+    from cnncompile.deploy.export import export_format
     from cnncompile.deploy.int8 import Int8Options
+    from cnncompile.deploy.pipeline import ExportData, export_model, fresh_model
     from cnncompile.deploy.predict import open_classifier
-    from cnncompile.deploy.onnx_int8 import export_onnx_int8
-    from cnncompile.deploy.tflite_export import export_tflite
 
     compiled = compile_file(path)
     rng = np.random.default_rng(0)
@@ -317,8 +367,9 @@ def test_every_example_exports_to_int8_onnx_and_tflite(path, tmp_path):
                       images[:200], "random")
     options = Int8Options(calibration_images=64, max_accuracy_drop=100, measure_rounds=1)
     model = fresh_model(compiled)
-    results = [export_onnx_int8(compiled, model, tmp_path / "m.int8.onnx", data, opset=17, options=options),
-               export_tflite(compiled, model, tmp_path / "m.tflite", data)]
+    results = [export_model(compiled, model, export_format("onnx"), tmp_path / "m.int8.onnx", data, int8=True,
+                            options=options),
+               export_model(compiled, model, export_format("tflite"), tmp_path / "m.tflite", data)]
     assert results[1].verification.max_abs_diff <= 1e-4
     for result in results:
         classifier = open_classifier(result.path)

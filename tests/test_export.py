@@ -12,7 +12,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from cnncompile.deploy import onnx_export as exporter  # noqa: E402
-from cnncompile.deploy.onnx_export import ExportError, export_onnx, fresh_model  # noqa: E402
+from cnncompile.deploy.pipeline import ExportData, ExportError, export_model, fresh_model  # noqa: E402
 from cnncompile.analysis.check import compile_file  # noqa: E402
 from tests.conftest import EXAMPLES, ROOT, TINY, make_idx_dir, run_cli, write_idx  # noqa: E402
 
@@ -21,6 +21,12 @@ RNG = np.random.default_rng(0)
 
 def images_for(compiled, n=40):
     return RNG.integers(0, 256, (n, *compiled.spec.input.shape), dtype=np.uint8)
+
+
+def export_onnx(compiled, model, out, images, source, *, labels=None, untrained=False):
+    """Float ONNX through the one export pipeline, verified on `images` (no dataset)."""
+    data = ExportData(images, source, labels, None, None)
+    return export_model(compiled, model, exporter.FORMAT, out, data, untrained=untrained)
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -161,7 +167,7 @@ def test_unexportable_activation_names_the_layer_and_line(tmp_path):
 
 def test_run_of_another_spec_is_refused(tmp_path):
     """A model.keras trained from a different spec must not be exported under this one."""
-    from cnncompile.deploy.onnx_export import load_trained
+    from cnncompile.deploy.pipeline import load_trained
 
     lenet = compile_file(ROOT / "examples" / "lenet5.yaml")
     (tmp_path / "run").mkdir()

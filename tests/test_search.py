@@ -76,7 +76,7 @@ def test_unknown_paths_get_did_you_mean_at_the_key(tmp_path):
     ]
 
 
-def test_ranges_themselves_are_checked(tmp_path):
+def test_ranges_themselves_are_checked_and_name_their_path(tmp_path):
     path = write(tmp_path, """
         space:
           layers.conv1.filters: {int: [64, 16]}
@@ -84,10 +84,11 @@ def test_ranges_themselves_are_checked(tmp_path):
           training.optimizer.learning_rate: {float: [0.0, 0.1], log: true}
     """)
     assert errors(path) == [
-        f"{path}:12:33: error: int: low 64 is above high 16",
+        f"{path}:12:33: error: search.space.layers.conv1.filters: int: low 64 is above high 16",
         f"{path}:13:27: error: search.space.layers.conv2.filters: expected {{choice: [...]}}, {{int: [low, high]}} "
         "or {float: [low, high]}",
-        f"{path}:14:47: error: float: log scale needs low > 0, received 0.0",
+        f"{path}:14:47: error: search.space.training.optimizer.learning_rate: float: log scale needs low > 0, "
+        "received 0.0",
     ]
 
 
@@ -158,3 +159,23 @@ def test_a_space_too_big_to_enumerate_is_sampled_and_says_so(tmp_path):
     assert survey.feasible == 100
     with pytest.raises(SpecError):
         compile_space(compile_file(write(tmp_path, "space: {layers.nope.filters: {choice: [1]}}")))
+
+
+def test_a_huge_int_range_is_never_listed(tmp_path):
+    """{int: [1, 10**12]} used to build the list of every value (MemoryError); a range computes
+    its values by position, so its size, survey and ends cost nothing."""
+    path = write(tmp_path, """
+        space:
+          layers.conv1.filters: {int: [1, 1000000000000], step: 3}
+          layers.conv2.filters: {choice: [8, 16]}
+    """)
+    space = compile_space(compile_file(path))
+    (filters, _) = space.dimensions
+    assert filters.size == 333_333_333_334
+    assert list(filters.range.ends()) == [(0, 1), (1, 1_000_000_000_000)]
+    assert space.size() == 2 * 333_333_333_334
+    survey = space.survey(limit=20)
+    assert (survey.grid, survey.evaluated, survey.enumerated) == (2 * 333_333_333_334, 20, False)
+    result = run_cli("check", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "layers.conv1.filters (333,333,333,334)" in result.stdout

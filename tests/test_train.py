@@ -50,6 +50,7 @@ def test_train_end_to_end(project):
     run = project / "run"
     assert f"mnist: 256 train / 64 test images from {project / 'data' / 'mnist'}" in result.stdout
     assert "test accuracy" in result.stdout and f"artifacts in {run}/" in result.stdout
+    assert " after 1 epoch; " in result.stdout  # not "1 epochs"
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("test_accuracy", "test_loss", "epochs", "train_seconds", "train_images_per_second"):
         assert isinstance(metrics[key], (int, float)), key

@@ -9,12 +9,14 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cnncompile.language.diagnostics import SourceMap, SpecError
 from cnncompile.analysis.inference import ModelInfo, infer
 from cnncompile.analysis.weightfile import WeightPlan
+from cnncompile.language.diagnostics import SourceMap, SpecError, in_file_order
+from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import ModelSpec
-from cnncompile.language.validate import parse_spec
+from cnncompile.language.validate import recover_tree
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,26 @@ class CompiledSpec:
 
 
 def compile_file(path: str | Path) -> CompiledSpec:
-    """Read, validate and infer a spec file. Raises SpecError (located) or OSError."""
+    """Read, validate and infer a spec file. Raises SpecError (located) or OSError.
+
+    Every stage runs whatever the one before found (error recovery): a layer that fails
+    validation or wiring only hides what reads it, so schema, wiring and shape errors are
+    all reported in one run, each once, in file order."""
     path = Path(path)
     data = path.read_bytes()
-    spec, source = parse_spec(data)
-    info = infer(spec, source)
+    raw, source = load_yaml(decode(data))
+    return compile_tree(raw, source, data, path)
+
+
+def compile_tree(raw: Any, source: SourceMap, data: bytes, path: Path) -> CompiledSpec:
+    """compile_file's work on a tree already loaded from `data` (the editor loads every edit's
+    tree itself, keeping the last one that parsed). Raises SpecError with every problem of
+    every stage, in file order (located)."""
+    partial = recover_tree(raw, source)
+    if not partial.input_known:  # no shapes to infer from: report what validation found
+        raise SpecError(in_file_order(partial.problems))
+    info = infer(partial.spec, source, partial.problems)
+    spec = partial.spec
     if spec.training is not None and spec.training.phases:
         from cnncompile.analysis.unfreezing import check_unfreeze
 

@@ -68,6 +68,12 @@ class DrawError(Exception):
     """The drawing cannot be made as asked (e.g. Graphviz missing for an image format)."""
 
 
+class DotMissing(DrawError):
+    """Graphviz's `dot` program is not installed: only DOT source can be written."""
+
+    reason = f"Graphviz's `dot` program is not installed or not on PATH; {INSTALL_HINT}"
+
+
 @dataclass(frozen=True)
 class Node:
     id: str  # the layer's name, the block use's name, or "input"
@@ -315,8 +321,7 @@ def render(dot: graphviz.Digraph, fmt_: str) -> bytes:
     try:
         return dot.pipe(format=fmt_)
     except graphviz.ExecutableNotFound:
-        raise DrawError(f"cannot render .{fmt_}: Graphviz's `dot` program is not installed or not on PATH; "
-                        f"{INSTALL_HINT}, or write the DOT source with -o FILE.dot") from None
+        raise DotMissing(f"cannot render .{fmt_}: {DotMissing.reason}, or write the DOT source with -o FILE.dot") from None
     except graphviz.CalledProcessError as exc:
         message = (exc.stderr or b"").decode(errors="replace").strip()
         raise DrawError(f"Graphviz's dot failed to render .{fmt_}: {message or exc}") from None

@@ -30,7 +30,7 @@ from cnncompile.analysis.check import CompiledSpec
 from cnncompile.analysis.inference import ModelInfo, infer
 from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import ModelSpec
-from cnncompile.language.search import Choice, FloatRange, IntRange, Search
+from cnncompile.language.search import Search, SearchRange
 from cnncompile.language.validate import validate_tree
 
 ROOTS = ("input", "layers", "training")  # what a path may start with
@@ -42,21 +42,12 @@ class Dimension:
 
     path: str
     at: Path
-    range: Choice | IntRange | FloatRange
-
-    @property
-    def grid(self) -> list:
-        """The values a survey tries: every discrete value; a float range's two ends."""
-        if isinstance(self.range, Choice):
-            return list(self.range.choice)
-        if isinstance(self.range, IntRange):
-            return self.range.values()
-        return list(self.range.bounds)
+    range: SearchRange
 
     @property
     def size(self) -> int | None:
         """How many values it takes; None for a continuous range."""
-        return None if isinstance(self.range, FloatRange) else len(self.grid)
+        return self.range.size
 
 
 @dataclass(frozen=True)
@@ -133,17 +124,18 @@ class Space:
     def survey(self, limit: int = 512, seed: int = 0) -> Survey:
         """Check every grid point when there are at most `limit`, else a seeded sample of `limit`."""
         started = time.perf_counter()
-        grids = [dim.grid for dim in self.dimensions]
-        points = math.prod(len(g) for g in grids)
+        # Grid points by position: a range of 10**12 integers is never listed.
+        sizes = [dim.range.grid_size for dim in self.dimensions]
+        points = math.prod(sizes)
         if points <= limit:
-            combos: Any = itertools.product(*grids)
+            combos: Any = itertools.product(*map(range, sizes))
         else:
             rng = random.Random(seed)
-            combos = ([rng.choice(g) for g in grids] for _ in range(limit))
+            combos = ([rng.randrange(size) for size in sizes] for _ in range(limit))
         feasible, rejected, example = 0, Counter(), {}
         params, macs = [], []
         for combo in combos:
-            result = self.candidate({dim.path: value for dim, value in zip(self.dimensions, combo)})
+            result = self.candidate({dim.path: dim.range.grid_value(index) for dim, index in zip(self.dimensions, combo)})
             if result.rejection:
                 rejected[result.rejection.kind] += 1
                 example.setdefault(result.rejection.kind, result.rejection.reason)
@@ -160,16 +152,17 @@ class PathError(ValueError):
     """A path that cannot be followed through the tree (into a number, a list, ...)."""
 
 
-def compile_space(compiled: CompiledSpec) -> Space:
+def compile_space(compiled: CompiledSpec, data: bytes | None = None) -> Space:
     """The search space of a checked spec that has `search:`; SpecError (located) if it is wrong.
 
     Every path must lead somewhere, and every value a range can produce at its ends (every
     value of a choice) must be accepted by its field: `filters: {choice: [16, "32"]}` fails
-    here, not at trial 7.
+    here, not at trial 7. `data` is the spec's text when it is not the file on disk (an
+    editor's unsaved buffer).
     """
     search = compiled.spec.search
     assert search is not None, "compile_space needs a spec with search:"
-    data = compiled.path.read_bytes()
+    data = compiled.path.read_bytes() if data is None else data
     tree, source = load_yaml(decode(data))
     base = {key: value for key, value in tree.items() if key != "search"}
     problems = []
@@ -186,7 +179,7 @@ def compile_space(compiled: CompiledSpec) -> Space:
         where = ("search", "space", path)
         try:
             at = _resolve(path, base, compiled.spec)
-            assign(copy.deepcopy(base), at, _first(value_range), compiled.spec)
+            assign(copy.deepcopy(base), at, next(value_range.ends())[1], compiled.spec)
         except PathError as exc:
             problems.append(Diagnostic("error", f"search.space: '{path}': {exc}", source.key(where)))
             continue
@@ -196,10 +189,6 @@ def compile_space(compiled: CompiledSpec) -> Space:
     if problems:
         raise SpecError(problems)
     return Space(search, base, compiled.spec, tuple(dimensions))
-
-
-def _first(value_range: Choice | IntRange | FloatRange) -> Any:
-    return value_range.choice[0] if isinstance(value_range, Choice) else value_range.bounds[0]
 
 
 def _resolve(path: str, base: dict, spec: ModelSpec) -> Path:
@@ -268,11 +257,7 @@ def _kind(value: Any) -> str:
 
 def _check_values(dim: Dimension, base: dict, spec: ModelSpec, source: SourceMap, where: Path) -> list[Diagnostic]:
     """Each value the range can take at its ends, applied alone to the spec, must validate."""
-    if isinstance(dim.range, Choice):
-        values = [(v, source.value((*where, "choice", i))) for i, v in enumerate(dim.range.choice)]
-    else:
-        kind = "int" if isinstance(dim.range, IntRange) else "float"
-        values = [(v, source.value((*where, kind, i))) for i, v in enumerate(dim.range.bounds)]
+    values = [(value, source.value((*where, dim.range.key, i))) for i, value in dim.range.ends()]
     failures = []
     for value, mark in values:
         tree = copy.deepcopy(base)
@@ -292,9 +277,10 @@ def _show(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value).replace("True", "true").replace("False", "false")
 
 
-def describe(space: Space, survey: Survey) -> list[str]:
-    """The survey as lines for `check`: size, what was checked, feasibility, params/MACs range."""
-    dims = ", ".join(f"{d.path} ({d.size if d.size is not None else 'continuous'})" for d in space.dimensions)
+def describe(space: Space, survey: Survey, trials: int | None = None) -> list[str]:
+    """The survey as lines for `check`: size, what was checked, feasibility, params/MACs range.
+    `trials`: how many `tune` will train (search.trials unless --trials says otherwise)."""
+    dims = ", ".join(f"{d.path} ({d.range.describe()})" for d in space.dimensions)
     size = f"{survey.size:,} candidates" if survey.size is not None else \
         f"infinitely many candidates ({survey.grid:,} grid points with float ranges at their ends)"
     how = (f"checked all {survey.evaluated:,}" if survey.enumerated
@@ -309,5 +295,6 @@ def describe(space: Space, survey: Survey) -> list[str]:
                      f"MACs {survey.macs[0]:,} to {survey.macs[1]:,} (feasible candidates)")
     s = space.search
     budgets = ", ".join(f"{k} {v:,}" for k, v in (("max_params", s.max_params), ("max_macs", s.max_macs)) if v)
-    lines.append(f"  tune: {s.trials} trial{'s' if s.trials != 1 else ''}, {s.goal} {s.metric}" + (f"; budgets: {budgets}" if budgets else ""))
+    trials = s.trials if trials is None else trials
+    lines.append(f"  tune: {trials} trial{'s' if trials != 1 else ''}, {s.goal} {s.metric}" + (f"; budgets: {budgets}" if budgets else ""))
     return lines

@@ -8,36 +8,76 @@ import tensorflow as tf
 
 from cnncompile.language import training as t
 
-_OPTIMIZERS = {t.SGD: keras.optimizers.SGD, t.RMSprop: keras.optimizers.RMSprop, t.Adam: keras.optimizers.Adam,
-               t.AdamW: keras.optimizers.AdamW, t.Nadam: keras.optimizers.Nadam}
+# Each spec class maps to the Keras class of the same name in this module, its fields passed
+# as Keras's arguments of the same names. A class whose arguments differ says how here.
+KERAS_MODULES = {t.OPTIMIZER_TYPES: keras.optimizers, t.SCHEDULE_TYPES: keras.optimizers.schedules,
+                 t.LOSS_TYPES: keras.losses, t.CALLBACK_TYPES: keras.callbacks,
+                 t.AUGMENTATION_TYPES: keras.layers}
+# Fields Keras does not take (set from elsewhere, or validated to Keras's fixed value).
+NOT_KERAS_ARGUMENTS = {
+    **{cls: {"learning_rate"} for cls in t.OPTIMIZER_TYPES},  # a float or a schedule, built first
+    t.SparseCategoricalCrossentropy: {"label_smoothing"},  # validated to be 0: Keras's has none
+}
+
+
+def keras_class(cls: type) -> type:
+    """The Keras class a spec class stands for; KeyError naming it when there is none."""
+    for types, module in KERAS_MODULES.items():
+        if cls in types and hasattr(module, cls.__name__):
+            return getattr(module, cls.__name__)
+    raise KeyError(f"{cls.__name__} has no Keras class: add it to a section of cnncompile/backend/fitting.py")
+
+
+# Arguments whose value comes from the run, not the spec.
+FROM_THE_RUN = {
+    # decay_steps defaults to the whole run, so the rate reaches alpha at the last step.
+    t.CosineDecay: lambda spec, run: {"decay_steps": spec.decay_steps or run["total_steps"]},
+    t.TensorBoard: lambda spec, run: {"log_dir": run["tensorboard_dir"]},
+}
+
+
+def keras_arguments(spec, run: dict | None = None) -> dict:
+    """The spec object's fields as Keras arguments (Keras's defaults stand for unset, None,
+    ones), with those that come from the run."""
+    arguments = spec.model_dump(exclude={"type", *NOT_KERAS_ARGUMENTS.get(type(spec), ())}, exclude_none=True)
+    if type(spec) in FROM_THE_RUN:
+        arguments |= FROM_THE_RUN[type(spec)](spec, run or {})
+    return arguments
+
+
+def _make(spec, run: dict | None = None, **extra):
+    return keras_class(type(spec))(**keras_arguments(spec, run), **extra)
 
 
 def learning_rate(value: float | t.CosineDecay | t.ExponentialDecay, total_steps: int):
-    if isinstance(value, t.CosineDecay):
-        # decay_steps defaults to the whole run, so the rate reaches alpha at the last step.
-        return keras.optimizers.schedules.CosineDecay(value.initial_learning_rate,
-                                                      value.decay_steps or total_steps, alpha=value.alpha)
-    if isinstance(value, t.ExponentialDecay):
-        return keras.optimizers.schedules.ExponentialDecay(value.initial_learning_rate, value.decay_steps,
-                                                           value.decay_rate, staircase=value.staircase)
-    return value
+    """A constant rate as it is; a schedule as its Keras schedule over a run of total_steps."""
+    return value if isinstance(value, (int, float)) else _make(value, {"total_steps": total_steps})
 
 
 def optimizer(spec: t.Training, total_steps: int) -> keras.optimizers.Optimizer:
-    args = spec.optimizer.model_dump(exclude={"type", "learning_rate"})
-    if args.get("weight_decay", 0) is None:
-        del args["weight_decay"]
-    lr = learning_rate(spec.optimizer.learning_rate, total_steps)
-    return _OPTIMIZERS[type(spec.optimizer)](learning_rate=lr, **args)
+    return _make(spec.optimizer, learning_rate=learning_rate(spec.optimizer.learning_rate, total_steps))
 
 
 def loss(spec: t.Training, reduction: str | None = "sum_over_batch_size") -> keras.losses.Loss:
     """The spec's loss; reduction=None gives per-image values (distributed training averages
     them over the global batch itself)."""
-    if spec.loss.sparse_labels:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=spec.loss.from_logits, reduction=reduction)
-    return keras.losses.CategoricalCrossentropy(from_logits=spec.loss.from_logits,
-                                                label_smoothing=spec.loss.label_smoothing, reduction=reduction)
+    return _make(spec.loss, reduction=reduction)
+
+
+# A metric is Keras's function of the metric's name (its sparse_ twin for integer labels),
+# logged under that name; 'accuracy' is Keras's alias, which resolves to the functions below.
+METRIC_FUNCTIONS = {t.Accuracy: ("categorical_accuracy", "accuracy")}
+
+
+def metric_function(cls: type, sparse: bool):
+    """(name training logs it under, Keras's per-image function) for a metric class."""
+    function, logged = METRIC_FUNCTIONS.get(cls, (t.tag(cls), t.tag(cls)))
+    if sparse:
+        function, logged = f"sparse_{function}", (logged if cls in METRIC_FUNCTIONS else f"sparse_{logged}")
+    if not hasattr(keras.metrics, function):
+        raise KeyError(f"{cls.__name__} has no Keras metric function {function}: add it to METRIC_FUNCTIONS "
+                       "in cnncompile/backend/fitting.py")
+    return logged, getattr(keras.metrics, function)
 
 
 def metrics(spec: t.Training) -> dict:
@@ -47,14 +87,8 @@ def metrics(spec: t.Training) -> dict:
     model.compile takes the names (Keras resolves them to the same functions); distributed
     training averages the functions itself over the global batch.
     """
-    sparse = spec.loss.sparse_labels
-    table = {
-        "accuracy": ("accuracy", keras.metrics.sparse_categorical_accuracy if sparse
-                     else keras.metrics.categorical_accuracy),
-        "top_k_categorical_accuracy": ("sparse_top_k_categorical_accuracy", keras.metrics.sparse_top_k_categorical_accuracy)
-        if sparse else ("top_k_categorical_accuracy", keras.metrics.top_k_categorical_accuracy),
-    }
-    return dict(table[m] for m in dict.fromkeys(["accuracy", *spec.metrics]))
+    kinds = dict.fromkeys([t.Accuracy, *(type(m) for m in spec.metrics)])
+    return dict(metric_function(cls, spec.loss.sparse_labels) for cls in kinds)
 
 
 def labels(spec: t.Training, y: np.ndarray, classes: int) -> np.ndarray:
@@ -85,23 +119,9 @@ def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, see
 
 
 def callbacks(spec: t.Training, tensorboard_dir: str) -> list[keras.callbacks.Callback]:
-    made = []
-    for cb in spec.callbacks:
-        if isinstance(cb, t.EarlyStopping):
-            made.append(keras.callbacks.EarlyStopping(monitor=cb.monitor, patience=cb.patience, min_delta=cb.min_delta,
-                                                      restore_best_weights=cb.restore_best_weights))
-        elif isinstance(cb, t.ReduceLROnPlateau):
-            made.append(keras.callbacks.ReduceLROnPlateau(monitor=cb.monitor, factor=cb.factor, patience=cb.patience,
-                                                          min_delta=cb.min_delta, min_lr=cb.min_lr))
-        elif isinstance(cb, t.TensorBoard):
-            made.append(keras.callbacks.TensorBoard(log_dir=tensorboard_dir, histogram_freq=cb.histogram_freq))
-    return made
+    return [_make(cb, {"tensorboard_dir": tensorboard_dir}) for cb in spec.callbacks]
 
 
 def augmentation(spec: t.Training, seed: int) -> list[keras.layers.Layer]:
     """Random transforms, active only in training (Keras's random layers are identity at inference)."""
-    layers = []
-    for i, aug in enumerate(spec.augmentation):
-        args = aug.model_dump(exclude={"type"})
-        layers.append(getattr(keras.layers, aug.type)(**args, seed=seed + i, name=f"augment_{i}"))
-    return layers
+    return [_make(aug, seed=seed + i, name=f"augment_{i}") for i, aug in enumerate(spec.augmentation)]

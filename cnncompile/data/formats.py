@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import math
+import os
+import stat
+import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +22,19 @@ class DataError(Exception):
     """Data that cannot be used: missing, corrupt, truncated or inconsistent. Says why."""
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (LeCun's MNIST format), gzip-compressed or raw, as an array."""
+def read_idx(path: Path, max_values: int | None = None) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format), gzip-compressed or raw, as an array. With `max_values`
+    (predict's pixel limit), a larger file is refused from its header, and a gzip stream is
+    never inflated past what that many values need (a compressed file of zeros is small)."""
+    most = None if max_values is None else 4 + 4 * 255 + 8 * max_values + 1  # header + widest values + 1
     try:
         raw = path.read_bytes()
-        data = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+        if raw[:2] != b"\x1f\x8b":
+            data = raw
+        elif most is None:
+            data = gzip.decompress(raw)
+        else:
+            data = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw, most)
     except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read ({exc}); the file is corrupt or truncated") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in IDX_TYPES:
@@ -31,7 +44,11 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < header:
         raise DataError(f"{path}: truncated IDX header")
     dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    values = math.prod(dims)
+    if max_values is not None and values > max_values:
+        raise DataError(f"{path}: IDX header says {dims}, {values:,} values, more than the limit of {max_values:,}; "
+                        f"if you mean it, set {MAX_IMAGE_PIXELS_VARIABLE}={values}")
+    expected = header + values * dtype.itemsize
     if len(data) != expected:
         raise DataError(f"{path}: IDX header says {dims} ({expected:,} bytes) but the file holds "
                         f"{len(data):,} bytes; it is truncated or corrupt")
@@ -109,19 +126,144 @@ def find_idx(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
-    """One PNG/JPEG as uint8 (H, W, C), converted to `channels` and resized to `size` if given."""
+# A deliberate bound on every image decoded from a user's file (predict, training folders,
+# export's verification): checked from the file's header, before Pillow allocates anything, so
+# a 20,000x20,000 PNG of zeros (389 KB on disk, 400 M pixels) costs a header read. 50 M pixels
+# is a large camera photo; Pillow's own guard (a warning at 89 M, an error at 179 M) is an
+# accident of its defaults, not a policy.
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+MAX_IMAGE_PIXELS_VARIABLE = "CNNCOMPILE_MAX_IMAGE_PIXELS"
+IMAGE_FORMATS = "PNG or JPEG"
+# Leading bytes -> format, to say what a file is when it is not what we read.
+SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+              (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"), (b"%PDF", "PDF"), (b"\x1f\x8b", "gzip"),
+              (b"PK\x03\x04", "zip"), (b"\x00\x00\x01\x00", "ICO"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"))
+SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # how Pillow opens 16-bit grayscale
+
+
+def max_image_pixels() -> int:
+    """The pixel limit: DEFAULT_MAX_IMAGE_PIXELS unless $CNNCOMPILE_MAX_IMAGE_PIXELS says otherwise."""
+    text = os.environ.get(MAX_IMAGE_PIXELS_VARIABLE)
+    if text is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        value = int(text.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DataError(f"${MAX_IMAGE_PIXELS_VARIABLE} must be a positive whole number of pixels, got {text!r}")
+    return value
+
+
+def sniff_format(head: bytes) -> str | None:
+    """The format a file's first bytes announce (PNG, JPEG, TIFF, ...), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in SIGNATURES if head.startswith(magic)), None)
+
+
+def regular_file(path: Path) -> None:
+    """Refuse what cannot be read as a file, without opening it (opening a FIFO blocks)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise DataError(f"{path}: {'no such file' if isinstance(exc, FileNotFoundError) else exc.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{path}: is a directory, not an image file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise DataError(f"{path}: is {kind}, not a regular file")
+
+
+def _header_size(path: Path, kind: str) -> tuple[int, int]:
+    """(width, height) from the PNG IHDR chunk or the JPEG start-of-frame marker."""
+    with open(path, "rb") as handle:
+        if kind == "PNG":
+            head = handle.read(24)
+            if len(head) < 24 or head[12:16] != b"IHDR":
+                raise DataError(f"{path}: truncated or corrupt PNG (no IHDR header)")
+            return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        handle.read(2)  # SOI
+        while True:  # JPEG: walk the marker segments up to the first start-of-frame
+            byte = handle.read(1)
+            while byte == b"\xff":
+                byte = handle.read(1)  # fill bytes before the marker code
+            if not byte:
+                raise DataError(f"{path}: truncated JPEG (ends before its frame header)")
+            marker = byte[0]
+            if marker == 0x01 or 0xD0 <= marker <= 0xD7:
+                continue  # markers without a length
+            length = int.from_bytes(handle.read(2), "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+                frame = handle.read(5)
+                if len(frame) < 5:
+                    raise DataError(f"{path}: truncated JPEG (ends inside its frame header)")
+                return int.from_bytes(frame[3:5], "big"), int.from_bytes(frame[1:3], "big")
+            if length < 2:
+                raise DataError(f"{path}: corrupt JPEG (bad segment length)")
+            handle.seek(length - 2, os.SEEK_CUR)
+
+
+@dataclass
+class DecodedImage:
+    pixels: np.ndarray  # uint8 (H, W, C)
+    original_size: tuple[int, int]  # (width, height) as stored
+    notes: list[str]  # what was done to make it fit: resizing, conversions, transparency
+
+
+def decode_image(path: Path, size: tuple[int, int] | None, channels: int) -> DecodedImage:
+    """One PNG/JPEG as uint8 (H, W, C), converted to `channels` and resized to `size` if given.
+    Refuses, with the reason, anything else: not a regular file, another format, a header
+    announcing more than max_image_pixels(), truncated or corrupt data."""
     from PIL import Image, UnidentifiedImageError
 
+    regular_file(path)
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    kind = sniff_format(head)
+    if kind not in ("PNG", "JPEG"):
+        what = "an empty file" if not head else f"a {kind} file" if kind else "not an image"
+        raise DataError(f"{path}: {what}; images must be {IMAGE_FORMATS}")
+    width, height = _header_size(path, kind)
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise DataError(f"{path}: {width:,}x{height:,} is {width * height:,} pixels, more than the limit of "
+                        f"{limit:,}; if you mean it, set {MAX_IMAGE_PIXELS_VARIABLE}={width * height}")
+    if width == 0 or height == 0:
+        raise DataError(f"{path}: corrupt {kind} (its header says {width}x{height})")
+    notes = []
     try:
-        with Image.open(path) as image:
-            image = image.convert("L" if channels == 1 else "RGB")
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.uint8)
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from None
-    return array[..., None] if array.ndim == 2 else array
+        with warnings.catch_warnings():
+            # Our limit was checked above; Pillow's own bomb check only applies when a user raised ours.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            if Image.MAX_IMAGE_PIXELS is not None and limit > Image.MAX_IMAGE_PIXELS:
+                Image.MAX_IMAGE_PIXELS = limit
+            with Image.open(path, formats=[kind]) as image:
+                image.load()
+                mode, target = image.mode, "L" if channels == 1 else "RGB"
+                if mode in SIXTEEN_BIT_MODES:  # Pillow's convert("L") would clip 16-bit values at 255
+                    image = Image.fromarray((np.asarray(image, np.float64) / 257).round().clip(0, 255)
+                                            .astype(np.uint8), "L")
+                    notes.append(f"{path}: 16-bit pixels scaled to 8 bits")
+                if "A" in image.mode or "transparency" in image.info:  # what a viewer shows: alpha over white
+                    image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
+                    notes.append(f"{path}: transparency composited onto white")
+                if mode != target:
+                    notes.append(f"{path}: converted from {mode} to {'grayscale' if channels == 1 else 'RGB'}")
+                image = image.convert(target)
+                if size is not None and image.size != (size[1], size[0]):
+                    notes.append(f"{path}: resized from {image.size[0]}x{image.size[1]} to {size[1]}x{size[0]}")
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = "truncated" if "truncated" in str(exc).lower() else "corrupt"
+        raise DataError(f"{path}: {reason} {kind} ({exc})") from None
+    return DecodedImage(array[..., None] if array.ndim == 2 else array, (width, height), notes)
+
+
+def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.ndarray:
+    """One PNG/JPEG as uint8 (H, W, C); see decode_image."""
+    return decode_image(path, size, channels).pixels
 
 
 def read_image_folders(root: Path, size: tuple[int, int], channels: int,

@@ -2,20 +2,26 @@
 
 Library callers get the same policy as the CLI: the trained run (or a fresh model), real test
 images from the spec's dataset for parity, training images for calibration, and a file written
-only once its format's verification passed.
+only once its format's verification passed (deploy/pipeline.py, the same steps for every format).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cnncompile.deploy.onnx_export import DEFAULT_OPSET, ExportResult, export_data, export_onnx, fresh_model, load_trained
 from cnncompile.analysis.check import CompiledSpec
 from cnncompile.deploy.int8 import Int8Options
+from cnncompile.deploy.pipeline import (DEFAULT_OPSET, ExportFormat, ExportResult, export_data, export_model,
+                                        fresh_model, load_trained)
+# Format name -> the module whose FORMAT row converts to it; imported on use (TFLite's loads TensorFlow).
+FORMAT_MODULES = {"onnx": "cnncompile.deploy.onnx_export", "tflite": "cnncompile.deploy.tflite_export"}
 
-SUFFIX = {"onnx": ".onnx", "tflite": ".tflite"}
+
+def export_format(name: str) -> ExportFormat:
+    return importlib.import_module(FORMAT_MODULES[name]).FORMAT
 
 
 @dataclass(frozen=True)
@@ -35,22 +41,12 @@ class ExportRequest:
         if self.output is not None:
             return self.output
         stem = "model" + (".untrained" if self.untrained else "") + (".int8" if self.int8 else "")
-        return self.run_dir / (stem + SUFFIX[self.format])
+        return self.run_dir / (stem + "." + self.format)
 
 
 def export(compiled: CompiledSpec, request: ExportRequest) -> ExportResult:
     """Raises ExportError (nothing written) when the model, data or verification says no."""
     model = fresh_model(compiled) if request.untrained else load_trained(compiled, request.run_dir)
-    data = export_data(compiled, request.data_dir)
-    if request.format == "tflite":
-        from cnncompile.deploy.tflite_export import export_tflite
-
-        return export_tflite(compiled, model, request.out, data, int8=request.int8, untrained=request.untrained,
-                             options=request.int8_options)
-    if request.int8:
-        from cnncompile.deploy.onnx_int8 import export_onnx_int8
-
-        return export_onnx_int8(compiled, model, request.out, data, opset=request.opset, untrained=request.untrained,
-                                options=request.int8_options)
-    return export_onnx(compiled, model, request.out, data.parity_images, data.parity_source, opset=request.opset,
-                       labels=data.labels, untrained=request.untrained)
+    return export_model(compiled, model, export_format(request.format), request.out,
+                        export_data(compiled, request.data_dir), int8=request.int8, untrained=request.untrained,
+                        opset=request.opset, options=request.int8_options)

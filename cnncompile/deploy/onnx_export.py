@@ -4,16 +4,15 @@ Conversion goes through Keras 3's own `model.export(format="onnx")` (tf2onnx's
 `from_function` with an explicit input signature underneath); tf2onnx's `from_keras`
 fails on Keras 3 models (onnx/tensorflow-onnx#2329, #2348). The graph is then given
 stable names (input `image` with a dynamic `batch` axis, output `probabilities`) and
-metadata, checked, and verified against Keras on real images before it is written.
+checked; deploy/pipeline.py adds the metadata, verifies it against Keras on real images and
+writes it. `FORMAT` at the end is this format's row in that pipeline.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it loads)
@@ -21,232 +20,17 @@ import keras
 import numpy as np
 import onnx
 
-from cnncompile import __version__
-from cnncompile.backend.builder import BackendMismatch, build_model, cross_check
-from cnncompile.deploy.int8 import Int8Capability
 from cnncompile.analysis.check import CompiledSpec
-from cnncompile.deploy.measure import interleaved_throughput
-from cnncompile.deploy.predict import METADATA_SHAPE, Classifier, OnnxClassifier
-from cnncompile.files import write_bytes
+from cnncompile.deploy.int8 import Int8Capability, Int8Options
+from cnncompile.deploy.pipeline import ExportError, ExportFormat, Quantized
+from cnncompile.deploy.predict import OnnxClassifier
 from cnncompile.language.graph import Node
 
 INPUT_NAME, OUTPUT_NAME, BATCH = "image", "probabilities", "batch"
-MAX_ABS_DIFF = 1e-4
-DEFAULT_OPSET = 17
 
 
-class ExportError(Exception):
-    """Export refused or failed verification; nothing was written."""
-
-    def __init__(self, message: str, path: tuple | None = None):
-        super().__init__(message)
-        self.path = path  # where the spec layer at fault is written, for a located error
-
-
-@dataclass
-class Verification:
-    """Float parity: the exported file against Keras on the same images."""
-
-    batch_sizes: list[int]
-    max_abs_diff: float
-    argmax_agreement: float
-    images: int
-    source: str
-
-
-@dataclass
-class AccuracyCheck:
-    """An int8 file against its float reference, top-1 on labeled test images."""
-
-    reference: str  # what the int8 model is compared with ("float ONNX", "Keras")
-    reference_accuracy: float
-    accuracy: float
-    argmax_agreement: float
-    images: int
-    source: str
-    max_drop_points: float
-
-    @property
-    def drop_points(self) -> float:
-        return 100 * (self.reference_accuracy - self.accuracy)
-
-    def as_metadata(self) -> str:
-        return json.dumps({"test_images": self.images, "source": self.source, "reference": self.reference,
-                           "reference_accuracy": self.reference_accuracy, "accuracy": self.accuracy,
-                           "argmax_agreement": self.argmax_agreement, "max_drop_points": self.max_drop_points})
-
-
-@dataclass
-class ExportResult:
-    path: Path
-    opset: int | None  # ONNX only
-    verification: Verification | None  # float parity (also checked before quantizing)
-    metadata: dict[str, str] = field(default_factory=dict)
-    accuracy: AccuracyCheck | None = None  # int8 only
-    comparison: SizeAndSpeed | None = None  # int8 only: against the float file of the same format
-    description: str = "ONNX float32"
-
-
-@dataclass
-class ExportData:
-    """Which images verify an export and calibrate quantization: export policy, kept here so that
-    library callers get the same checks as the CLI."""
-
-    parity_images: np.ndarray  # uint8 (n, H, W, C): Keras vs the file, max |diff| and argmax
-    parity_source: str
-    labels: tuple[str, ...] | None
-    test: tuple[np.ndarray, np.ndarray] | None  # the labeled test set, for int8 accuracy
-    train_images: np.ndarray | None  # calibration draws from these, never from the test set
-    name: str = ""
-    missing: str = ""  # why the dataset could not be loaded, when it could not
-
-    def require_dataset(self, why: str) -> None:
-        if self.test is None or self.train_images is None:
-            raise ExportError(f"{why} needs the spec's dataset (training images to calibrate, labeled test "
-                              f"images to verify accuracy), which could not be loaded: {self.missing}")
-
-
-PARITY_IMAGES = 64
-
-
-def export_data(compiled: CompiledSpec, data_dir: Path | None = None) -> ExportData:
-    """Real images from the spec's dataset when it can be found; else seeded noise for float parity
-    (said so), and nothing for int8, which must refuse without labeled data."""
-    from cnncompile.data.datasets import load_dataset
-    from cnncompile.data.formats import DataError
-
-    training = compiled.spec.training
-    missing = "the spec has no training: section"
-    if training is not None:
-        try:
-            data = load_dataset(training.dataset, data_dir=data_dir, spec_dir=compiled.path.parent,
-                                image_shape=tuple(compiled.spec.input.shape))
-            return ExportData(data.x_test[:PARITY_IMAGES], f"{data.name} test images", data.labels,
-                              (data.x_test, data.y_test), data.x_train, data.name)
-        except DataError as exc:
-            missing = str(exc)
-    noise = np.random.default_rng(0).integers(0, 256, (PARITY_IMAGES, *compiled.spec.input.shape), dtype=np.uint8)
-    return ExportData(noise, "random images (the dataset was not found)", None, None, None, missing=missing)
-
-
-def calibration_sample(train_images: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """A fixed, seeded sample of training images (sorted indices: the same set whatever the order)."""
-    rng = np.random.default_rng(seed)
-    return train_images[np.sort(rng.choice(len(train_images), min(count, len(train_images)), replace=False))]
-
-
-SPEED_BATCHES = (1, 64)
-
-
-@dataclass
-class SizeAndSpeed:
-    """An int8 file against the float one of the same format, measured on this machine."""
-
-    cpu: Int8Capability
-    float_bytes: int
-    int8_bytes: int
-    images_per_second: dict[int, dict[str, float]]  # batch -> {"float": ..., "int8": ...}
-
-    @property
-    def size_ratio(self) -> float:
-        return self.int8_bytes / self.float_bytes
-
-    def speedup(self, batch: int) -> float:
-        rates = self.images_per_second[batch]
-        return rates["int8"] / rates["float"]
-
-    def lines(self) -> list[str]:
-        lines = [f"size: {self.int8_bytes:,} bytes, {self.size_ratio:.2f}x the float file's {self.float_bytes:,}",
-                 f"CPU: {self.cpu.describe()}"]
-        for batch, rates in self.images_per_second.items():
-            ratio = self.speedup(batch)
-            verdict = "faster" if ratio > 1 else "not faster: slower" if ratio < 1 else "the same"
-            lines.append(f"batch {batch}: int8 {rates['int8']:,.0f} images/s vs float {rates['float']:,.0f} "
-                         f"({ratio:.2f}x, {verdict}; medians of interleaved runs here)")
-        return lines
-
-
-def compare_int8(cpu: Int8Capability, float_model: Classifier, int8_model: Classifier, float_bytes: int,
-                 int8_bytes: int, images: np.ndarray, rounds: int) -> SizeAndSpeed:
-    runners = {"float": float_model.run, "int8": int8_model.run}
-    return SizeAndSpeed(cpu, float_bytes, int8_bytes,
-                        interleaved_throughput(runners, images.astype(np.float32), SPEED_BATCHES, rounds))
-
-
-def measured_metadata(accuracy: AccuracyCheck, comparison: SizeAndSpeed) -> dict[str, str]:
-    """What an int8 file records of its own verification and measurement."""
-    return {"cnncompile.accuracy": accuracy.as_metadata(),
-            "cnncompile.measured": json.dumps({
-                "float_bytes": comparison.float_bytes, "cpu": comparison.cpu.describe(),
-                "images_per_second": {str(batch): {name: round(rate, 1) for name, rate in rates.items()}
-                                      for batch, rates in comparison.images_per_second.items()}})}
-
-
-def load_trained(compiled: CompiledSpec, run_dir: Path) -> keras.Model:
-    path = run_dir / "model.keras"
-    if not path.exists():
-        raise ExportError(f"no trained model in {run_dir}/ (model.keras is missing); run "
-                          f"`cnncompile train {compiled.path}` first, or pass --run DIR or --untrained")
-    try:
-        model = keras.models.load_model(path, safe_mode=True)
-    except Exception as exc:  # noqa: BLE001 - a corrupt file can fail in many ways
-        raise ExportError(f"{path} cannot be loaded ({type(exc).__name__}: {exc})") from None
-    try:
-        cross_check(model, compiled.info)  # the run must belong to this spec
-    except (BackendMismatch, ValueError) as exc:
-        raise ExportError(f"{path} was not trained from this spec (retrain it, or pass --run DIR): "
-                          f"{str(exc).removeprefix('internal error: ')}") from None
-    return model
-
-
-def fresh_model(compiled: CompiledSpec, seed: int = 0) -> keras.Model:
-    """The spec's model as built, with its `weights:` loaded when it has them (export --untrained
-    of such a spec is how a Keras file becomes a verified ONNX or TFLite file without training)."""
-    keras.utils.set_random_seed(seed)
-    model = build_model(compiled.spec)
-    cross_check(model, compiled.info)
-    if compiled.spec.weights is not None:
-        from cnncompile.backend.weights import WeightsProblem, load_weights
-
-        try:
-            load_weights(model, compiled.spec, base_dir=compiled.path.parent)
-        except WeightsProblem as exc:
-            raise ExportError("weights: " + "; ".join(exc.problems), ("weights",)) from None
-    return model
-
-
-def export_onnx(compiled: CompiledSpec, model: keras.Model, out: Path, images: np.ndarray, image_source: str,
-                *, opset: int = DEFAULT_OPSET, labels: tuple[str, ...] | None = None,
-                untrained: bool = False) -> ExportResult:
-    """Convert, rename, annotate, check and verify; write `out` atomically only if all pass."""
-    metadata = model_metadata(compiled, labels, untrained)
-    data = convert_onnx(compiled, model, metadata, opset)
-    verification = verify_parity(model, OnnxClassifier(data, name=out.name), images, image_source, "ONNX")
-    write_bytes(out, data)
-    return ExportResult(out, opset, verification, metadata, description=f"ONNX float32, opset {opset}")
-
-
-def model_metadata(compiled: CompiledSpec, labels: tuple[str, ...] | None, untrained: bool) -> dict[str, str]:
-    """What every exported file says about itself, whatever the format (predict reads these keys)."""
-    spec = compiled.spec
-    classes = compiled.info.output_shape[-1]
-    return {
-        "cnncompile.spec_name": spec.name,
-        "cnncompile.spec_sha256": compiled.sha256,
-        "cnncompile.labels": json.dumps(list(labels) if labels else [str(i) for i in range(classes)]),
-        "cnncompile.input_layout": "NHWC",
-        METADATA_SHAPE: json.dumps(list(spec.input.shape)),
-        "cnncompile.input_range": "0-255 (raw pixels; the model scales them)" if spec.input.scaled or spec.input.preprocessing else "as trained",
-        # A spec with `weights:` exports its loaded weights even without a run: not untrained.
-        "cnncompile.untrained": "true" if untrained and spec.weights is None else "false",
-        "cnncompile.precision": "float32",
-        "cnncompile.version": __version__,
-        "keras.version": keras.__version__,
-    }
-
-
-def convert_onnx(compiled: CompiledSpec, model: keras.Model, metadata: dict[str, str], opset: int) -> bytes:
-    """The Keras model as checked ONNX bytes: stable names, `metadata`, output shape as inferred."""
+def convert_onnx(compiled: CompiledSpec, model: keras.Model, opset: int) -> bytes:
+    """The Keras model as checked ONNX bytes: stable names, output shape as inferred."""
     spec = compiled.spec
     model(np.zeros((1, *spec.input.shape), np.float32))  # Keras exports only models that have been called
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,7 +47,6 @@ def convert_onnx(compiled: CompiledSpec, model: keras.Model, metadata: dict[str,
     _refuse_unconverted_ops(graph, compiled, opset)
     _constant_reshape_shapes(graph)
     classes = compiled.info.output_shape[-1]
-    onnx.helper.set_model_props(graph, metadata)
     graph.producer_name, graph.doc_string = "cnncompile", f"{spec.name} compiled from {compiled.path.name}"
     try:
         onnx.checker.check_model(graph, full_check=True)
@@ -274,26 +57,6 @@ def convert_onnx(compiled: CompiledSpec, model: keras.Model, metadata: dict[str,
     if out_shape != [BATCH, classes]:
         raise ExportError(f"ONNX shape inference gives output {out_shape}, but check computed [batch, {classes}]")
     return graph.SerializeToString()
-
-
-def verify_parity(model: keras.Model, exported: Classifier, images: np.ndarray, source: str,
-                  what: str) -> Verification:
-    """Keras and the exported file, in the runtime that deploys it, must agree on real images at
-    batch 1 and an odd batch size (dynamic batch axis, no padding assumptions)."""
-    x = images.astype(np.float32)
-    worst, agree, total = 0.0, 0, 0
-    odd = min(len(x), 37)
-    for batch in (x[:1], x[:odd]):
-        expected = np.asarray(model(batch, training=False))
-        got = exported.run(batch)
-        worst = max(worst, float(np.abs(expected - got).max()))
-        agree += int((expected.argmax(1) == got.argmax(1)).sum())
-        total += len(batch)
-    result = Verification([1, odd], worst, agree / total, total, source)
-    if worst > MAX_ABS_DIFF or agree != total:
-        raise ExportError(f"verification failed: max |diff| {worst:.3g} (limit {MAX_ABS_DIFF:g}), argmax agreement "
-                          f"{agree}/{total} on {source}; the {what} file was not written")
-    return result
 
 
 # Tensors a layer keeps as plain attributes rather than variables (Normalization's mean and
@@ -317,24 +80,6 @@ def _inline_captured_constants(graph: onnx.ModelProto, model: keras.Model, compi
         value = np.asarray(getattr(model.get_layer(node.name), attribute), np.float32)
         graph.graph.initializer.append(onnx.numpy_helper.from_array(value, graph_input.name))
         graph.graph.input.remove(graph_input)
-
-
-def verify_accuracy(reference: np.ndarray, reference_name: str, quantized: Classifier,
-                    test: tuple[np.ndarray, np.ndarray], source: str, max_drop_points: float,
-                    what: str) -> AccuracyCheck:
-    """Top-1 accuracy of the int8 file against its float reference's probabilities on the same
-    labeled images; refuse when it drops by more than `max_drop_points` percentage points."""
-    images, truth = test
-    got = quantized.probabilities(images).argmax(1)
-    expected = reference.argmax(1)
-    check = AccuracyCheck(reference_name, float((expected == truth).mean()), float((got == truth).mean()),
-                          float((got == expected).mean()), len(images), source, max_drop_points)
-    if check.drop_points > max_drop_points:
-        raise ExportError(f"int8 accuracy check failed: top-1 {check.accuracy:.4f} against {reference_name} "
-                          f"{check.reference_accuracy:.4f} on {check.images:,} {source}, a drop of "
-                          f"{check.drop_points:.2f} points (limit {max_drop_points:g}); argmax agreement "
-                          f"{check.argmax_agreement:.2%}; the {what} file was not written")
-    return check
 
 
 def _rename_io(graph: onnx.ModelProto) -> None:
@@ -428,3 +173,21 @@ def _conversion_error(exc: Exception, compiled: CompiledSpec, opset: int) -> Exp
             return ExportError(f"layer '{node.name}' ({node.layer.type}) cannot be exported at opset {opset}: {first}",
                                path=node.path)
     return ExportError(f"conversion to ONNX (opset {opset}) failed: {type(exc).__name__}: {first}")
+
+
+def with_onnx_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
+    """ONNX keeps metadata as the model's metadata_props (string keys and values), replaced whole."""
+    graph = onnx.load_from_string(content)
+    onnx.helper.set_model_props(graph, metadata)
+    return graph.SerializeToString()
+
+
+def _quantize(compiled: CompiledSpec, model: keras.Model, float_bytes: bytes, calibration: np.ndarray,
+              cpu: Int8Capability, options: Int8Options) -> Quantized:
+    from cnncompile.deploy.onnx_int8 import quantize_onnx  # onnxruntime's quantization tooling, only for --int8
+
+    return quantize_onnx(float_bytes, calibration, cpu, options)
+
+
+FORMAT = ExportFormat("ONNX", convert_onnx, _quantize, with_onnx_metadata, OnnxClassifier,
+                      "ONNX float32, opset {opset}", has_opset=True)

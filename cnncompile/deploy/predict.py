@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncompile.data.formats import DataError, IMAGE_SUFFIXES, as_images, read_idx
+from cnncompile.data.formats import (IDX_TYPES, IMAGE_FORMATS, DataError, as_images, decode_image, max_image_pixels,
+                                     read_idx, regular_file, sniff_format)
 from cnncompile.native import quiet_native_stderr
 
 IDX_IMAGE_MARK, IDX_LABEL_MARK = "images-idx3", "labels-idx1"
 METADATA_SHAPE = "cnncompile.input_shape"
+METADATA_MEAN = "cnncompile.training_mean_pixel"  # of the raw training images, for the polarity hint
 TFLITE_IDENTIFIER = b"TFL3"
 TFLITE_METADATA_NAME = "cnncompile"  # the .tflite metadata entry holding the same keys as ONNX metadata_props
 
@@ -30,10 +32,17 @@ class Prediction:
 
 
 @dataclass
+class InputError:
+    source: str
+    message: str  # one line: the file and the reason
+
+
+@dataclass
 class PredictReport:
     predictions: list[Prediction]
     notes: list[str]  # e.g. resizing, per file
     accuracy: dict[str, float]  # IDX file -> accuracy, where its labels file exists
+    errors: list[InputError]  # inputs that could not be classified, one each
 
 
 class Classifier:
@@ -137,6 +146,7 @@ def read_tflite_metadata(content: bytes) -> dict[str, str]:
 
 def open_classifier(path: Path, threads: int | None = None) -> Classifier:
     """By content, not name: TFLite flatbuffers carry the identifier TFL3 at byte 4."""
+    regular_file(path)
     with open(path, "rb") as handle:
         head = handle.read(8)
     if head[4:8] == TFLITE_IDENTIFIER:
@@ -144,38 +154,63 @@ def open_classifier(path: Path, threads: int | None = None) -> Classifier:
     return OnnxClassifier(path, threads)
 
 
-def predict(model_path: Path, inputs: list[Path], top_k: int = 3) -> PredictReport:
-    from cnncompile.data.formats import read_image
-
+def predict(model_path: Path, inputs: list[Path], top_k: int = 3, invert: bool = False) -> PredictReport:
+    """Classify every input it can; each one it cannot becomes one line in `errors` (the file and
+    why), and the rest of the call goes on. A model that cannot be opened raises DataError."""
     classifier = open_classifier(model_path)
-    height, width, channels = classifier.shape
-    report = PredictReport([], [], {})
+    report = PredictReport([], [], {}, [])
     if classifier.untrained:
         report.notes.append(f"{model_path} is an untrained export: its predictions are meaningless")
     for path in inputs:
-        if not path.is_file():
-            raise DataError(f"{path}: no such file")
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            from PIL import Image
-
-            with Image.open(path) as original:
-                size, mode = original.size, original.mode
-            if size != (width, height):
-                report.notes.append(f"{path}: resized from {size[0]}x{size[1]} to {width}x{height}")
-            image = read_image(path, (height, width), channels)
-            if mode not in ("L" if channels == 1 else "RGB",):
-                report.notes.append(f"{path}: converted from {mode} to {'grayscale' if channels == 1 else 'RGB'}")
-            probs = classifier.probabilities(image[None])[0]
-            report.predictions.append(Prediction(str(path), classifier.top(probs, top_k)))
-        else:
-            images = as_images(read_idx(path), str(path))
-            if images.shape[1:] != (height, width, channels):
-                raise DataError(f"{path}: IDX images are {images.shape[1:]}, the model takes {(height, width, channels)}")
-            probs = classifier.probabilities(images)
-            report.predictions += [Prediction(f"{path}[{i}]", classifier.top(p, top_k)) for i, p in enumerate(probs)]
-            labels_path = path.with_name(path.name.replace(IDX_IMAGE_MARK, IDX_LABEL_MARK))
-            if labels_path != path and labels_path.is_file():
-                truth = read_idx(labels_path).reshape(-1)
-                if len(truth) == len(images):
-                    report.accuracy[str(path)] = float((probs.argmax(1) == truth).mean())
+        try:
+            _predict_file(classifier, path, top_k, invert, report)
+        except DataError as exc:
+            report.errors.append(InputError(str(path), str(exc)))
     return report
+
+
+def _predict_file(classifier: Classifier, path: Path, top_k: int, invert: bool, report: PredictReport) -> None:
+    """By content, not name: PNG/JPEG images one at a time, IDX sets (raw or gzip) whole."""
+    regular_file(path)
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    kind = sniff_format(head)
+    if kind not in ("PNG", "JPEG", "gzip") and not (head[:2] == b"\0\0" and len(head) >= 4 and head[2] in IDX_TYPES):
+        what = "an empty file" if not head else f"a {kind} file" if kind else "not an image"
+        raise DataError(f"{path}: {what}; predict reads {IMAGE_FORMATS} images or IDX image sets")
+    height, width, channels = classifier.shape
+    if kind in ("PNG", "JPEG"):
+        decoded = decode_image(path, (height, width), channels)
+        report.notes += decoded.notes
+        image = 255 - decoded.pixels if invert else decoded.pixels
+        report.notes += _polarity_hint(classifier, path, image, invert)
+        probabilities = classifier.probabilities(image[None])[0]
+        report.predictions.append(Prediction(str(path), classifier.top(probabilities, top_k)))
+        return
+    images = as_images(read_idx(path, max_image_pixels()), str(path))
+    if images.shape[1:] != (height, width, channels):
+        raise DataError(f"{path}: IDX images are {images.shape[1:]}, the model takes {(height, width, channels)}")
+    probabilities = classifier.probabilities(255 - images if invert else images)
+    report.predictions += [Prediction(f"{path}[{i}]", classifier.top(p, top_k)) for i, p in enumerate(probabilities)]
+    labels_path = path.with_name(path.name.replace(IDX_IMAGE_MARK, IDX_LABEL_MARK))
+    if labels_path != path and labels_path.is_file():
+        truth = read_idx(labels_path, max_image_pixels()).reshape(-1)
+        if len(truth) == len(images):
+            report.accuracy[str(path)] = float((probabilities.argmax(1) == truth).mean())
+
+
+def _polarity_hint(classifier: Classifier, path: Path, image: np.ndarray, inverted: bool) -> list[str]:
+    """MNIST-style models read light strokes on a dark background; a dark digit on white paper
+    is read confidently and wrongly. Say so when the image's brightness is on the other side
+    of the middle from the training images' (recorded at export)."""
+    trained = classifier.metadata.get(METADATA_MEAN)
+    if trained is None:
+        return []
+    trained_mean, mean = float(trained), float(image.mean())
+    if (mean > 127.5) == (trained_mean > 127.5):
+        return []
+    light, trained_light = ("light" if m > 127.5 else "dark" for m in (mean, trained_mean))
+    fix = ("this image may not need --invert" if inverted else
+           f"if the digit is {'dark on light' if light == 'light' else 'light on dark'}, pass --invert")
+    return [f"{path}: mostly {light}{' after --invert' if inverted else ''} (mean pixel {mean:.0f} of 255), but the "
+            f"model was trained on {trained_light} images (mean pixel {trained_mean:.0f}); {fix}"]

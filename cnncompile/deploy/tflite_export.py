@@ -14,7 +14,8 @@ worse for `predict`: the TFLite Metadata schema would add tflite-support (its wr
 reader) to predict's dependencies, and a labels file beside the model gets separated from it.
 The table is read with the schema module that ai-edge-litert ships, without TensorFlow.
 
-Verification runs the bytes in that same LiteRT interpreter before anything is written.
+deploy/pipeline.py verifies the bytes in that same LiteRT interpreter before anything is written;
+`FORMAT` at the end is this format's row in that pipeline.
 """
 
 from __future__ import annotations
@@ -30,54 +31,25 @@ import tensorflow as tf
 from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
-from cnncompile.deploy.onnx_export import (ExportData, ExportError, ExportResult, calibration_sample, compare_int8,
-                               measured_metadata, model_metadata, verify_accuracy, verify_parity)
 from cnncompile.analysis.check import CompiledSpec
-from cnncompile.deploy.int8 import Int8Options, int8_capability
-from cnncompile.native import quiet_native_stderr
+from cnncompile.deploy.int8 import Int8Capability, Int8Options
+from cnncompile.deploy.pipeline import ExportError, ExportFormat, Quantized
 from cnncompile.deploy.predict import TFLITE_METADATA_NAME, LiteRTClassifier
-from cnncompile.files import write_bytes
+from cnncompile.native import quiet_native_stderr
 
 
-def export_tflite(compiled: CompiledSpec, model, out: Path, data: ExportData, *, int8: bool = False,
-                  untrained: bool = False, options: Int8Options = Int8Options()) -> ExportResult:
-    """Float: parity with Keras. Int8: accuracy within the allowed drop of Keras's, plus size and
-    throughput against the float file, measured. Written only when verified."""
-    if int8:
-        data.require_dataset("--tflite --int8")
-    metadata = model_metadata(compiled, data.labels, untrained)
-    float_bytes = with_metadata(_convert(compiled, model), metadata)
-    float_model = LiteRTClassifier(float_bytes, name=out.name)
-    verification = verify_parity(model, float_model, data.parity_images, data.parity_source, "TFLite")
-    if not int8:
-        write_bytes(out, float_bytes)
-        return ExportResult(out, None, verification, metadata, description="TFLite float32")
+def convert_tflite(compiled: CompiledSpec, model, opset: int | None = None) -> bytes:
+    """Float32 LiteRT bytes (builtin operators only); `opset` is ONNX's and ignored here."""
+    return _convert(compiled, model)
 
-    cpu = int8_capability()
-    calibration = calibration_sample(data.train_images, options.calibration_images, options.calibration_seed)
-    settings = {
-        "tool": f"TensorFlow {tf.__version__} TFLiteConverter, full-integer (TFLITE_BUILTINS_INT8)",
-        "activations": "int8", "weights": "int8, per channel", "input_output": "float32",
-        "calibration_images": len(calibration), "calibration_seed": options.calibration_seed,
-        "calibration_source": f"{data.name} training images", "cpu": cpu.describe(),
-    }
-    int8_metadata = {**metadata, "cnncompile.precision": "int8", "cnncompile.quantization": json.dumps(settings)}
-    converted = _convert(compiled, model, calibration)
-    int8_bytes = with_metadata(converted, int8_metadata)
-    int8_model = LiteRTClassifier(int8_bytes, name=out.name)
-    images, _ = data.test
-    keras_probabilities = np.concatenate([np.asarray(model(images[i:i + 500].astype(np.float32), training=False))
-                                          for i in range(0, len(images), 500)])
-    accuracy = verify_accuracy(keras_probabilities, "Keras", int8_model, data.test, f"{data.name} test images",
-                               options.max_accuracy_drop, "int8 TFLite")
-    comparison = compare_int8(cpu, float_model, int8_model, len(float_bytes), len(int8_bytes), images,
-                              options.measure_rounds)
-    int8_metadata |= measured_metadata(accuracy, comparison)
-    final = with_metadata(converted, int8_metadata)
-    write_bytes(out, final)
-    comparison.int8_bytes = len(final)
-    return ExportResult(out, None, verification, int8_metadata, accuracy, comparison,
-                        description="TFLite int8 (full integer, float32 input/output)")
+
+def quantize_tflite(compiled: CompiledSpec, model, float_bytes: bytes, calibration: np.ndarray,
+                    cpu: Int8Capability, options: Int8Options) -> Quantized:
+    """Full-integer conversion from the Keras model (TFLite quantizes while converting)."""
+    settings = {"tool": f"TensorFlow {tf.__version__} TFLiteConverter, full-integer (TFLITE_BUILTINS_INT8)",
+                "activations": "int8", "weights": "int8, per channel", "input_output": "float32"}
+    return Quantized(_convert(compiled, model, calibration), settings,
+                     "TFLite int8 (full integer, float32 input/output)")
 
 
 def _convert(compiled: CompiledSpec, model, calibration: np.ndarray | None = None) -> bytes:
@@ -105,7 +77,7 @@ def _convert(compiled: CompiledSpec, model, calibration: np.ndarray | None = Non
         return path.read_bytes()
 
 
-def with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
+def with_tflite_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
     """The converter's flatbuffer with a `cnncompile` metadata entry added."""
     model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
     model.metadata = model.metadata or []
@@ -116,3 +88,7 @@ def with_metadata(content: bytes, metadata: dict[str, str]) -> bytes:
     entry.name, entry.buffer = TFLITE_METADATA_NAME, len(model.buffers) - 1
     model.metadata.append(entry)
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+FORMAT = ExportFormat("TFLite", convert_tflite, quantize_tflite, with_tflite_metadata, LiteRTClassifier,
+                      "TFLite float32")

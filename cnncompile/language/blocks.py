@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from cnncompile.language.types import Strict
 
@@ -42,6 +43,27 @@ class Block(Strict):
         description="Layers (and block uses) like the top-level ones, whose values may be "
         "`${...}` expressions over the parameters and `index`; `when: ${...}` drops a layer "
         "(its name then means its first input).")
+
+    @field_validator("params")
+    @classmethod
+    def _not_reserved(cls, params: dict[str, Any]) -> dict[str, Any]:
+        # A use's own keys would be read as the use's, never as the parameter: refuse them.
+        taken = [key for key in params if key in RESERVED]
+        if taken:
+            raise PydanticCustomError(
+                "reserved_parameter", f"{', '.join(repr(k) for k in taken)} cannot be a parameter: "
+                f"{', '.join(RESERVED[:-1])} are keys of every use and index is the repeat count; rename it")
+        return params
+
+    @field_validator("inputs")
+    @classmethod
+    def _distinct(cls, inputs: list[str]) -> list[str]:
+        twice = sorted({name for name in inputs if inputs.count(name) > 1})
+        if twice:
+            raise PydanticCustomError(
+                "duplicate_input", f"{', '.join(repr(n) for n in twice)} is listed more than once; "
+                "each input of a block needs its own name")
+        return inputs
 
 
 class BlockUse(BaseModel):

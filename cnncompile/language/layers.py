@@ -11,6 +11,7 @@ shape raise ShapeError from `output_shape` (like Keras's `build`).
 # No `from __future__ import annotations` here: with 32 classes, pydantic evaluating string
 # annotations was ~25% of this module's import time, which every `check` pays.
 
+import functools
 import math
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -33,7 +34,9 @@ from cnncompile.language.types import (
     Strict,
 )
 
-LayerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=128)]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+MAX_NAME_LENGTH = 128
+LayerName = Annotated[str, Field(pattern=NAME_PATTERN.pattern, max_length=MAX_NAME_LENGTH)]
 
 MODEL_INPUT = "input"
 """The name by which layers read the model's input (so no layer may take it)."""
@@ -55,6 +58,7 @@ def _channels_last(value: Any) -> str:
 DataFormat = Annotated[str, PlainValidator(_channels_last), WithJsonSchema({"const": "channels_last"})]
 
 
+@functools.cache  # one per layer type: a 50,000-layer spec asks 50,000 times
 def snake_case(class_name: str) -> str:
     """Keras's default layer base name: Conv2D -> conv2d, MaxPooling2D -> max_pooling2d."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
@@ -71,7 +75,8 @@ class LayerSpec(Strict):
 
     type: str
     name: LayerName | None = Field(
-        None, description="Unique layer name; defaults to Keras's (conv2d, conv2d_1, ...)."
+        None, description="Unique layer name; default: Keras's (conv2d, conv2d_1, ...), "
+        "skipping names already taken by any layer."
     )
     inputs: Annotated[list[LayerName], Field(min_length=1)] | None = Field(
         None, description="Names of the layers it reads (`input` is the model input); "
@@ -106,7 +111,8 @@ class LayerSpec(Strict):
         return (0, 0)
 
     def macs(self, *shapes: Shape) -> int:
-        """Multiply-accumulates per sample."""
+        """Not counted (0): only convolutions and Dense are, as in the usual MAC tables (pooling,
+        normalization, activations, merges and reshapes cost a few operations per element)."""
         return 0
 
     def output_activation(self) -> str | None:
@@ -175,6 +181,8 @@ class Conv2D(_Windowed):
         return (shapes.conv2d_params(shape[2], self.filters, self.kernel_size, self.groups, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
+        """Output height x width x filters x kernel height x kernel width x input channels / groups
+        (bias additions not counted)."""
         return shapes.conv2d_macs(self.output_shape(shape), self.kernel_size, shape[2], self.groups)
 
 
@@ -212,7 +220,8 @@ class Conv2DTranspose(_Windowed):
         return (shapes.conv2d_params(shape[2], self.filters, self.kernel_size, 1, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
-        # Every input pixel scatters a kernel-sized patch to every output channel.
+        """Input height x width x channels x kernel height x kernel width x filters: every input
+        pixel scatters a kernel-sized patch to every output channel."""
         return math.prod(shape) * self.kernel_size[0] * self.kernel_size[1] * self.filters
 
 
@@ -233,6 +242,8 @@ class DepthwiseConv2D(_Windowed):
         return (shapes.depthwise_params(shape[2], self.depth_multiplier, self.kernel_size, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
+        """Output height x width x channels x kernel height x kernel width: each output channel
+        reads one input channel."""
         return shapes.depthwise_macs(self.output_shape(shape), self.kernel_size)
 
 
@@ -260,6 +271,8 @@ class SeparableConv2D(_Windowed):
         return (depthwise + shapes.conv2d_params(middle, self.filters, (1, 1), 1, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
+        """The depthwise step's (as DepthwiseConv2D, with depth_multiplier) plus the pointwise
+        1x1 convolution's (as Conv2D)."""
         height, width = self.spatial(shape)
         middle = shape[2] * self.depth_multiplier
         depthwise = shapes.depthwise_macs((height, width, middle), self.kernel_size)
@@ -362,6 +375,7 @@ class Dense(LayerSpec):
         return (shapes.dense_params(shape[-1], self.units, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
+        """Input size x units (per position when the input has more than one axis)."""
         return shapes.dense_macs(shape, self.units)
 
     def output_activation(self) -> str | None:

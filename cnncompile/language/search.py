@@ -14,16 +14,60 @@ fits its field is checked against the model itself (cnncompile/analysis/space.py
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Iterator
+from typing import Annotated, Any, ClassVar, Literal, Union
 
+import yaml
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from cnncompile.language.types import PositiveInt, Strict
 
 
-class Choice(Strict):
+def label(value: Any) -> Any:
+    """A value as a scalar: itself, or a list or mapping as its YAML flow text (`[5, 3]`).
+    Optuna's categorical choices and the logs show values this way."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip()
+
+
+class SearchRange(Strict):
+    """What one path may take. A range knows its own values: how many (`size`), the points a
+    survey tries (`grid_size`, `grid_value`), the values `check` validates (`ends`), and
+    how Optuna samples it (`suggest`); nothing outside asks which kind it is. Values are
+    computed by position, never listed: `{int: [1, 10**12]}` costs nothing."""
+
+    key: ClassVar[str]  # the YAML key that says which range a mapping is
+
+    @property
+    def size(self) -> int | None:
+        """How many distinct values; None for a continuous range."""
+        raise NotImplementedError
+
+    @property
+    def grid_size(self) -> int:
+        """How many points a survey tries: every value of a discrete range."""
+        return self.size  # type: ignore[return-value]
+
+    def grid_value(self, index: int) -> Any:
+        raise NotImplementedError
+
+    def ends(self) -> Iterator[tuple[int, Any]]:
+        """(position in the YAML list, value) for each value `check` validates against its field."""
+        raise NotImplementedError
+
+    def suggest(self, trial: Any, path: str) -> Any:
+        """The value an Optuna trial samples for `path`."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return "continuous" if self.size is None else f"{self.size:,}"
+
+
+class Choice(SearchRange):
     """One of a list of values."""
 
+    key: ClassVar[str] = "choice"
     choice: Annotated[list[Any], Field(min_length=1)] = Field(
         description="The values to try, each of which the field itself must accept.")
 
@@ -36,10 +80,26 @@ class Choice(Strict):
             seen.append(value)
         return self
 
+    @property
+    def size(self) -> int:
+        return len(self.choice)
 
-class IntRange(Strict):
+    def grid_value(self, index: int) -> Any:
+        return self.choice[index]
+
+    def ends(self) -> Iterator[tuple[int, Any]]:
+        return enumerate(self.choice)
+
+    def suggest(self, trial: Any, path: str) -> Any:
+        # Optuna's choices are scalars; lists (kernel_size: [3, 5]) travel as their YAML text.
+        labels = [label(value) for value in self.choice]
+        return self.choice[labels.index(trial.suggest_categorical(path, labels))]
+
+
+class IntRange(SearchRange):
     """Integers from low to high inclusive, every `step`."""
 
+    key: ClassVar[str] = "int"
     bounds: Annotated[list[int], Field(min_length=2, max_length=2, alias="int")] = Field(
         description="[low, high], both included.")
     step: PositiveInt = Field(1, description="Distance between neighbouring values (16 for 16, 32, 48, ...).")
@@ -51,14 +111,26 @@ class IntRange(Strict):
             raise ValueError(f"int: low {low} is above high {high}")
         return self
 
-    def values(self) -> list[int]:
+    @property
+    def size(self) -> int:
         low, high = self.bounds
-        return list(range(low, high + 1, self.step))
+        return (high - low) // self.step + 1
+
+    def grid_value(self, index: int) -> int:
+        return self.bounds[0] + index * self.step
+
+    def ends(self) -> Iterator[tuple[int, Any]]:
+        # The highest value reached on the step grid, which is `high` when the step divides.
+        return iter([(0, self.bounds[0]), (1, self.grid_value(self.size - 1))][:min(self.size, 2)])
+
+    def suggest(self, trial: Any, path: str) -> int:
+        return trial.suggest_int(path, self.bounds[0], self.grid_value(self.size - 1), step=self.step)
 
 
-class FloatRange(Strict):
+class FloatRange(SearchRange):
     """Real numbers from low to high."""
 
+    key: ClassVar[str] = "float"
     bounds: Annotated[list[float], Field(min_length=2, max_length=2, alias="float")] = Field(
         description="[low, high].")
     log: bool = Field(False, description="Sample uniformly in log space (learning rates, weight decay).")
@@ -72,20 +144,42 @@ class FloatRange(Strict):
             raise ValueError(f"float: log scale needs low > 0, received {low}")
         return self
 
+    @property
+    def size(self) -> None:
+        return None
+
+    @property
+    def grid_size(self) -> int:
+        return 2  # a survey tries the two ends
+
+    def grid_value(self, index: int) -> float:
+        return self.bounds[index]
+
+    def ends(self) -> Iterator[tuple[int, Any]]:
+        return enumerate(self.bounds)
+
+    def suggest(self, trial: Any, path: str) -> float:
+        return trial.suggest_float(path, self.bounds[0], self.bounds[1], log=self.log)
+
+
+RANGE_TYPES: tuple[type[SearchRange], ...] = (Choice, IntRange, FloatRange)
+"""Every kind of range; the union below and the reference derive from it."""
+
+_BY_KEY = {cls.key: cls for cls in RANGE_TYPES}
+
 
 def _range_kind(value: Any) -> str | None:
     """Which range a mapping is, by the key it carries."""
     if isinstance(value, dict):
-        return next((key for key in ("choice", "int", "float") if key in value), None)
-    if isinstance(value, (Choice, IntRange, FloatRange)):
-        return {Choice: "choice", IntRange: "int", FloatRange: "float"}[type(value)]
-    return None
+        return next((key for key in _BY_KEY if key in value), None)
+    return value.key if isinstance(value, SearchRange) else None
 
 
+_FORMS = [f"{{{key}: [...]}}" if key == "choice" else f"{{{key}: [low, high]}}" for key in _BY_KEY]
 Range = Annotated[
-    Annotated[Choice, Tag("choice")] | Annotated[IntRange, Tag("int")] | Annotated[FloatRange, Tag("float")],
+    Union[tuple(Annotated[cls, Tag(cls.key)] for cls in RANGE_TYPES)],  # noqa: UP007 (a tuple of classes)
     Discriminator(_range_kind, custom_error_type="search_range",
-                  custom_error_message="expected {choice: [...]}, {int: [low, high]} or {float: [low, high]}"),
+                  custom_error_message=f"expected {', '.join(_FORMS[:-1])} or {_FORMS[-1]}"),
 ]
 
 METRIC_DIRECTIONS = {"val_accuracy": "maximize", "val_loss": "minimize"}

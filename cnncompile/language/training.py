@@ -1,13 +1,20 @@
 """The `training:` section: what `cnncompile train` does with a model.
 
-Names follow Keras: optimizers by their string names ('rmsprop', 'adam', ...),
-schedules, callbacks and augmentation layers by their class names. A bare string
-for `optimizer` or `loss` means that one with Keras's defaults.
+Names follow Keras: optimizers, losses and metrics by their string names ('rmsprop',
+'categorical_crossentropy', 'accuracy'), schedules, callbacks and augmentation layers by
+their class names. A bare string for `optimizer`, `loss` or a metric means that one with
+Keras's defaults.
+
+Each kind of entry has one tuple of classes (OPTIMIZER_TYPES, SCHEDULE_TYPES, LOSS_TYPES,
+METRIC_TYPES, CALLBACK_TYPES, AUGMENTATION_TYPES, like layers.LAYER_TYPES): the pydantic
+union, the reference and the JSON Schema derive from it, and the class name is Keras's own,
+which is how backend/fitting.py finds the Keras side (tests/test_sections.py proves every
+class has one).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -54,7 +61,19 @@ class ExponentialDecay(Strict):
     staircase: bool = False
 
 
-LearningRate = PositiveFloat | Annotated[CosineDecay | ExponentialDecay, Field(discriminator="type")]
+def tag(cls: type[Strict]) -> str:
+    """The `type:` a class is written as in YAML ('adam' for Adam, 'CosineDecay' for CosineDecay)."""
+    return cls.model_fields["type"].default
+
+
+def _union(types: tuple[type[Strict], ...]) -> Any:
+    """The discriminated union of a section's classes, chosen by `type`."""
+    return Annotated[Union[types], Field(discriminator="type")]  # noqa: UP007 (a tuple of classes)
+
+
+SCHEDULE_TYPES: tuple[type[Strict], ...] = (CosineDecay, ExponentialDecay)
+
+LearningRate = PositiveFloat | _union(SCHEDULE_TYPES)
 
 
 class _Optimizer(Strict):
@@ -111,8 +130,7 @@ class Nadam(_AdamFamily):
     type: Literal["nadam"] = "nadam"
 
 
-OPTIMIZER_NAMES = ("sgd", "rmsprop", "adam", "adamw", "nadam")
-LOSS_NAMES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
+OPTIMIZER_TYPES: tuple[type[Strict], ...] = (SGD, RMSprop, Adam, AdamW, Nadam)
 
 
 def _named(value: Any) -> Any:
@@ -120,27 +138,53 @@ def _named(value: Any) -> Any:
     return {"type": value} if isinstance(value, str) else value
 
 
-Optimizer = Annotated[SGD | RMSprop | Adam | AdamW | Nadam, Field(discriminator="type"),
-                      BeforeValidator(_named)]
+Optimizer = Annotated[_union(OPTIMIZER_TYPES), BeforeValidator(_named)]
 
 
-class Loss(Strict):
-    """categorical_crossentropy takes one-hot labels, sparse_categorical_crossentropy integers."""
-
-    type: Literal[LOSS_NAMES]  # type: ignore[valid-type]
+class _Loss(Strict):
     from_logits: bool = Field(False, description="The model outputs logits (no softmax).")
-    label_smoothing: UnitFloat = 0.0
+    label_smoothing: UnitFloat = Field(0.0, description="categorical_crossentropy only: 0.1 trains towards 0.91 "
+                                                        "and 0.01 instead of 1 and 0 (10 classes).")
+    sparse_labels: ClassVar[bool] = False  # labels are class indices, not one-hot rows
 
-    @property
-    def sparse_labels(self) -> bool:
-        """Labels are class indices (sparse_categorical_crossentropy), not one-hot rows."""
-        return self.type == "sparse_categorical_crossentropy"
+
+class CategoricalCrossentropy(_Loss):
+    """Cross-entropy against one-hot labels (keras.losses.CategoricalCrossentropy)."""
+
+    type: Literal["categorical_crossentropy"] = "categorical_crossentropy"
+
+
+class SparseCategoricalCrossentropy(_Loss):
+    """Cross-entropy against integer class labels (keras.losses.SparseCategoricalCrossentropy)."""
+
+    type: Literal["sparse_categorical_crossentropy"] = "sparse_categorical_crossentropy"
+    sparse_labels: ClassVar[bool] = True
 
     @model_validator(mode="after")
-    def _config(self) -> Loss:
-        if self.label_smoothing and self.sparse_labels:
+    def _config(self) -> SparseCategoricalCrossentropy:
+        if self.label_smoothing:
             raise ValueError("label_smoothing needs categorical_crossentropy (Keras's sparse loss has none)")
         return self
+
+
+LOSS_TYPES: tuple[type[Strict], ...] = (CategoricalCrossentropy, SparseCategoricalCrossentropy)
+Loss = Annotated[_union(LOSS_TYPES), BeforeValidator(_named)]
+
+
+class Accuracy(Strict):
+    """Share of images whose most probable class is the label (Keras's 'accuracy'; always reported)."""
+
+    type: Literal["accuracy"] = "accuracy"
+
+
+class TopKCategoricalAccuracy(Strict):
+    """Share of images whose label is among the 5 most probable classes."""
+
+    type: Literal["top_k_categorical_accuracy"] = "top_k_categorical_accuracy"
+
+
+METRIC_TYPES: tuple[type[Strict], ...] = (Accuracy, TopKCategoricalAccuracy)
+Metric = Annotated[_union(METRIC_TYPES), BeforeValidator(_named)]
 
 
 Monitor = Literal["loss", "val_loss", "accuracy", "val_accuracy"]
@@ -174,7 +218,8 @@ class TensorBoard(Strict):
     histogram_freq: Annotated[int, Field(ge=0)] = 0
 
 
-Callback = Annotated[EarlyStopping | ReduceLROnPlateau | TensorBoard, Field(discriminator="type")]
+CALLBACK_TYPES: tuple[type[Strict], ...] = (EarlyStopping, ReduceLROnPlateau, TensorBoard)
+Callback = _union(CALLBACK_TYPES)
 
 Factor = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -205,7 +250,8 @@ class RandomZoom(Strict):
     fill_mode: Literal["reflect", "wrap", "constant", "nearest"] = "reflect"
 
 
-Augmentation = Annotated[RandomTranslation | RandomRotation | RandomZoom, Field(discriminator="type")]
+AUGMENTATION_TYPES: tuple[type[Strict], ...] = (RandomTranslation, RandomRotation, RandomZoom)
+Augmentation = _union(AUGMENTATION_TYPES)
 
 
 class Distribute(Strict):
@@ -222,10 +268,12 @@ class Distribute(Strict):
 
 
 def _allow_bare_names(schema: dict[str, Any]) -> None:
-    """JSON Schema: optimizer and loss may also be bare names (the BeforeValidator's shorthand)."""
-    for field, names in (("optimizer", OPTIMIZER_NAMES), ("loss", LOSS_NAMES)):
-        prop = schema["properties"][field]
-        schema["properties"][field] = {"anyOf": [{"type": "string", "enum": list(names)}, prop]}
+    """JSON Schema: optimizer, loss and metrics may also be bare names (the BeforeValidator's shorthand)."""
+    properties = schema["properties"]
+    for field, types in (("optimizer", OPTIMIZER_TYPES), ("loss", LOSS_TYPES)):
+        properties[field] = {"anyOf": [{"type": "string", "enum": [tag(cls) for cls in types]}, properties[field]]}
+    items = properties["metrics"]["items"]
+    properties["metrics"]["items"] = {"anyOf": [{"type": "string", "enum": [tag(cls) for cls in METRIC_TYPES]}, items]}
 
 
 class Training(Strict):
@@ -237,9 +285,10 @@ class Training(Strict):
         description="'mnist', 'fashion_mnist', or {path: ...} for your own data."
     )
     optimizer: Optimizer = Field("rmsprop", validate_default=True, description="A Keras optimizer name, or a mapping with type and arguments.")  # type: ignore[assignment]
-    loss: Annotated[Loss, BeforeValidator(_named)] = Field(  # type: ignore[assignment]
+    loss: Loss = Field(  # type: ignore[assignment]
         "categorical_crossentropy", validate_default=True, description="A loss name, or {type, from_logits, label_smoothing}.")
-    metrics: list[Literal["accuracy", "top_k_categorical_accuracy"]] = ["accuracy"]
+    metrics: list[Metric] = Field(["accuracy"], validate_default=True,  # type: ignore[assignment]
+                                  description="Metric names logged every epoch (accuracy is always one).")
     epochs: PositiveInt = 1
     batch_size: PositiveInt = 32
     validation_split: Rate = Field(0.0, description="Fraction of the training images held out for validation.")

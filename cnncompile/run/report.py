@@ -19,6 +19,7 @@ import base64
 import hashlib
 import html
 import json
+import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -95,19 +96,19 @@ def _plot_confusion(path: Path, matrix, labels: Sequence[str]) -> None:
     panel = cell * classes
     image = Image.new("RGB", (left + 2 * panel + gap + 16, top + panel + 16), "white")
     draw = ImageDraw.Draw(image)
-    panels = ((matrix / max(matrix.max(), 1), matrix, "counts", lambda v: f"{v:d}"),
-              (normalised, normalised, "row-normalised (recall on the diagonal)",
-               lambda v: f"{v:.2f}".lstrip("0") if v else "0"))
-    for p, (shade, values, title, text) in enumerate(panels):
+    panels = ((matrix, "counts", lambda v: f"{v:d}"),
+              (normalised, "row-normalised (recall on the diagonal)", lambda v: f"{v:.2f}".lstrip("0") if v else "0"))
+    for p, (values, title, text) in enumerate(panels):
+        shade = error_shades(values, normalised)
         x0 = left + p * (panel + gap)
         draw.text((x0, 8), title, fill="#0f172a", font=font)
         draw.text((x0 + panel // 2, 28), "predicted", fill="#475569", font=small, anchor="mt")
         for (row, column), value in np.ndenumerate(values):
-            colour = _blue(shade[row, column])
+            colour = _blue(shade[row][column]) if row == column else _red(shade[row][column])
             box = (x0 + column * cell, top + row * cell, x0 + (column + 1) * cell - 1, top + (row + 1) * cell - 1)
             draw.rectangle(box, fill=colour)
             if annotated:
-                ink = "white" if shade[row, column] > 0.55 else "#0f172a"
+                ink = "white" if shade[row][column] > 0.55 else "#0f172a"
                 draw.text((box[0] + cell // 2, box[1] + cell // 2), text(value), fill=ink, font=small, anchor="mm")
         for k, name in enumerate(names):
             if upwards:
@@ -125,9 +126,28 @@ def _plot_confusion(path: Path, matrix, labels: Sequence[str]) -> None:
         image.save(tmp, format="PNG", optimize=True)
 
 
+def error_shades(values, recall) -> list[list[float]]:
+    """How dark each cell is, 0 to 1: the diagonal by recall (the row's share), the errors off it
+    by their own scale (the largest error darkest). On one scale a 0.99 diagonal would leave
+    the confusions that matter (23 sevens read as 2) barely tinted. Plain Python: `report`
+    imports no numpy."""
+    values = [[float(v) for v in row] for row in values]
+    largest_error = max((v for r, row in enumerate(values) for c, v in enumerate(row) if r != c), default=0.0)
+    return [[float(recall[r][c]) if r == c else v / (largest_error or 1.0) for c, v in enumerate(row)]
+            for r, row in enumerate(values)]
+
+
 def _blue(share: float) -> tuple[int, int, int]:
     """White to the report's blue (#2563eb) to a dark navy, like matplotlib's 'Blues'."""
-    stops = ((0.0, (255, 255, 255)), (0.6, (37, 99, 235)), (1.0, (23, 37, 84)))
+    return _ramp(share, ((0.0, (255, 255, 255)), (0.6, (37, 99, 235)), (1.0, (23, 37, 84))))
+
+
+def _red(share: float) -> tuple[int, int, int]:
+    """White to red (#dc2626) to a dark red: errors, apart from the diagonal's blue."""
+    return _ramp(share, ((0.0, (255, 255, 255)), (0.6, (220, 38, 38)), (1.0, (127, 29, 29))))
+
+
+def _ramp(share: float, stops) -> tuple[int, int, int]:
     for (a, low), (b, high) in zip(stops, stops[1:]):
         if share <= b:
             t = (share - a) / (b - a)
@@ -285,6 +305,15 @@ def _image(path: Path, alt: str) -> str:
     return f'<img src="{uri}" alt="{html.escape(alt)}">'
 
 
+def drawing_problem() -> str | None:
+    """Why report.html cannot have an architecture drawing on this machine, or None."""
+    import shutil
+
+    from cnncompile.analysis.draw import DotMissing
+
+    return None if shutil.which("dot") else DotMissing.reason
+
+
 def _architecture(compiled) -> str:
     if compiled is None:
         return '<p class="note">No drawing: the spec is not available (see Spec below).</p>'
@@ -292,18 +321,21 @@ def _architecture(compiled) -> str:
     from cnncompile.analysis import summary
 
     info = compiled.info
-    # Block uses drawn as one node each keep a ResNet-50 on a page; the table lists every layer.
-    has_blocks = any(getattr(layer, "block", ()) for layer in info.layers)
-    try:
-        drawing = f'<div class="drawing">{draw.svg(compiled, collapse_blocks=has_blocks)}</div>'
-    except draw.DrawError as exc:
-        drawing = f'<p class="note">No drawing: {html.escape(str(exc))}</p>'
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
                    for row in summary.rows(info))
     head = "".join(f"<th>{html.escape(h)}</th>" for h in summary.HEADERS)
     totals = "".join(f"<li>{html.escape(t)}</li>" for t in summary.totals(info))
     table = (f'<div class="summary"><h3>cnncompile check</h3><table class="check"><thead><tr>{head}</tr></thead>'
              f"<tbody>{rows}</tbody></table><ul class=\"totals\">{totals}</ul></div>")
+    # Block uses drawn as one node each keep a ResNet-50 on a page; the table lists every layer.
+    has_blocks = any(getattr(layer, "block", ()) for layer in info.layers)
+    try:
+        drawing = f'<div class="drawing">{draw.svg(compiled, collapse_blocks=has_blocks)}</div>'
+    except draw.DrawError as exc:
+        why = (f"{html.escape(draw.DotMissing.reason)}, then run <code>cnncompile report RUN_DIR</code> to add it"
+               if isinstance(exc, draw.DotMissing) else html.escape(str(exc)))
+        # Above the table, not beside it: a note in the drawing's column would squeeze the table.
+        return f'<p class="note">No drawing: {why}.</p>{table}'
     return f'<div class="arch-grid">{drawing}{table}</div>'
 
 
@@ -315,19 +347,23 @@ def _confusion(out: Path, metrics: dict, labels: Sequence[str]) -> str:
         return _image(out / "confusion.png", "confusion matrix")
     e = html.escape
 
+    shares = [[count / (sum(row) or 1) for count in row] for row in matrix]
+
     def table(normalised: bool) -> str:
         head = "".join(f"<th>{e(label)}</th>" for label in labels)
+        shades = error_shades(shares if normalised else matrix, shares)
         body = []
-        for label, row in zip(labels, matrix):
-            total = sum(row) or 1
+        for r, (label, row) in enumerate(zip(labels, matrix)):
             cells = []
             for column, count in enumerate(row):
-                share = count / total
-                text = (f"{share:.2f}" if count else "0") if normalised else f"{count:,}"
-                ink = "#fff" if share > 0.55 else "#0f172a"
-                cells.append(f'<td style="background:rgba(37,99,235,{share:.3f});color:{ink}">{text}</td>')
+                text = (f"{shares[r][column]:.2f}" if count else "0") if normalised else f"{count:,}"
+                shade = shades[r][column]
+                ink = "#fff" if shade > 0.55 else "#0f172a"
+                rgb = "37,99,235" if r == column else "220,38,38"
+                cells.append(f'<td style="background:rgba({rgb},{shade:.3f});color:{ink}">{text}</td>')
             body.append(f"<tr><th>{e(label)}</th>{''.join(cells)}</tr>")
-        caption = "row-normalised: each row sums to 1; the diagonal is recall" if normalised else "counts"
+        caption = ("row-normalised: each row sums to 1; the diagonal is recall" if normalised else "counts") + \
+            "; errors in red, darkest for the largest"
         return (f'<table class="cm"><caption>{caption}</caption><thead><tr><th class="corner">true ╲ predicted</th>'
                 f'{head}</tr></thead><tbody>{"".join(body)}</tbody></table>')
 
@@ -339,12 +375,23 @@ def _per_class(metrics: dict) -> str:
     if rows is None:
         return '<p class="note">This run did not record per-class numbers (trained by an older cnncompile).</p>'
     e = html.escape
+    low = bar_start([r["f1"] for r in rows])
     body = "".join(
         f"<tr><th>{e(r['label'])}</th><td>{r['precision']:.4f}</td><td>{r['recall']:.4f}</td>"
-        f'<td>{r["f1"]:.4f}</td><td class="bar"><span style="width:{100 * r["f1"]:.1f}%"></span></td>'
-        f"<td>{r['support']:,}</td></tr>" for r in rows)
-    return (f'<table class="classes"><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th></th>'
-            f"<th>support</th></tr></thead><tbody>{body}</tbody></table>")
+        f'<td>{r["f1"]:.4f}</td><td class="bar"><span style="width:{100 * max(r["f1"] - low, 0) / (1 - low):.1f}%">'
+        f"</span></td><td>{r['support']:,}</td></tr>" for r in rows)
+    scale = f"F1 from {low:g} to 1" if low else "F1 from 0 to 1"
+    return (f'<table class="classes"><thead><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>'
+            f'<th class="scale">{scale}</th><th>support</th></tr></thead><tbody>{body}</tbody></table>')
+
+
+def bar_start(values: Sequence[float]) -> float:
+    """Where F1 bars start: 0, or, when every class scores high, a round value below the lowest,
+    so that 0.96 and 0.99 look different (the scale is written above the bars)."""
+    lowest = min(values, default=0.0)
+    if lowest < 0.5:
+        return 0.0
+    return math.floor((lowest - 0.01) * 20) / 20  # a multiple of 0.05 at least 0.01 below the lowest
 
 
 def _mistakes(out: Path, metrics: dict) -> str:
@@ -418,6 +465,7 @@ table.cm th{font-size:12px}
 table.cm caption{caption-side:top;text-align:left;color:#475569;padding-bottom:6px}
 th.corner{font-weight:400;color:#64748b;font-size:11px}
 table.classes td.bar{width:160px}
+th.scale{font-weight:400;font-size:11px;color:#64748b;text-align:left}
 td.bar span{display:block;height:10px;background:#2563eb;border-radius:3px}
 pre{background:#f8fafc;border:1px solid #e2e8f0;border-radius:8px;padding:12px 14px;overflow:auto;font-size:12.5px}
 code{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:12px}

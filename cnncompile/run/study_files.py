@@ -45,15 +45,12 @@ def write_trials_csv(study: optuna.Study, target: Path) -> None:
     write_bytes(target, buffer.getvalue().encode())
 
 
-def plot_study(study: optuna.Study, out: Path, metric: str) -> None:
-    """history.png (every trained trial's value and the best so far) and importances.png."""
+def history_figure(complete: list, maximize: bool, name: str, metric: str):
+    """Every trained trial's value and the best so far, by trial number."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if not complete:
-        return
-    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     fig = Figure(figsize=(7, 4))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -63,12 +60,25 @@ def plot_study(study: optuna.Study, out: Path, metric: str) -> None:
         running = t.value if running is None else (max if maximize else min)(running, t.value)
         best.append(running)
     ax.step([t.number for t in complete], best, where="post", label="best so far")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # trials are numbered: no trial 0.5
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
-    ax.set_title(f"{study.study_name}: optimisation history")
+    ax.set_title(f"{name}: optimisation history")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_study(study: optuna.Study, out: Path, metric: str) -> None:
+    """history.png (every trained trial's value and the best so far) and importances.png."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not complete:
+        return
+    fig = history_figure(complete, study.direction == optuna.study.StudyDirection.MAXIMIZE, study.study_name, metric)
     with atomic_path(out / "history.png") as tmp:
         fig.savefig(tmp, dpi=100)
     if len(complete) < MIN_TRIALS_FOR_IMPORTANCES:

@@ -32,13 +32,13 @@ import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it 
 
 import keras
 import optuna
-import yaml
 from optuna.trial import TrialState
 
 from cnncompile.analysis.check import compile_file
 from cnncompile.analysis.space import Candidate, Space
 from cnncompile.data.datasets import Dataset, load_dataset
 from cnncompile.files import read_json, write_bytes, write_json
+from cnncompile.language.search import label as _label
 from cnncompile.run.study import (HEARTBEAT_SECONDS, HOST, Heartbeat, TuneError, TuneOptions, claim,
                                   fail_lost_trials, open_study, process_start, running_trials, surplus,
                                   trained_trials)
@@ -118,27 +118,7 @@ def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
 
 
 def _suggest(trial: optuna.Trial, space: Space) -> dict:
-    from cnncompile.language.search import Choice, IntRange
-
-    values = {}
-    for dim in space.dimensions:
-        r = dim.range
-        if isinstance(r, Choice):
-            # Optuna's choices are scalars; lists (kernel_size: [3, 5]) travel as their YAML text.
-            labels = [_label(v) for v in r.choice]
-            picked = trial.suggest_categorical(dim.path, labels)
-            values[dim.path] = r.choice[labels.index(picked)]
-        elif isinstance(r, IntRange):
-            values[dim.path] = trial.suggest_int(dim.path, r.bounds[0], r.bounds[1], step=r.step)
-        else:
-            values[dim.path] = trial.suggest_float(dim.path, r.bounds[0], r.bounds[1], log=r.log)
-    return values
-
-
-def _label(value):
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return yaml.safe_dump(value, default_flow_style=True).strip()
+    return {dim.path: dim.range.suggest(trial, dim.path) for dim in space.dimensions}
 
 
 class _Reporter(keras.callbacks.Callback):
@@ -215,7 +195,7 @@ class _Runner:
             self.log(f"trial {trial.number}: finished, but another process had already failed and re-queued it; "
                      "its retry counts instead")
             return
-        self.log(f"trial {trial.number}: {self.space.search.metric} {value:.4f} after {len(history)} epochs ({seconds:.1f} s)")
+        self.log(f"trial {trial.number}: {self.space.search.metric} {value:.4f} after {len(history)} epoch{'s' if len(history) != 1 else ''} ({seconds:.1f} s)")
 
 
 def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOptions) -> StudyReport:
