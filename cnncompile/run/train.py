@@ -301,7 +301,7 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
     """Test scores, curves, model.keras, the report, then metrics.json (last: it marks the run complete)."""
     # Draw curves.png while TensorFlow evaluates (it releases the GIL): saves ~0.3 s a run.
     plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), compiled.spec.name,
-                                                          phasing.phase_starts(compiled.spec)))
+                                                          tuple(phasing.phase_starts(compiled.spec))))
     plotter.start()
     training = compiled.spec.training
     test_scores = _test_scores(model, training, dataset.x_test, fit_data.y_test, cluster) if options.evaluate_test else {}
@@ -399,7 +399,7 @@ def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions,
     }
 
 
-def _plot_curves(out: Path, history: list[dict], title: str, phase_starts: list[int] = ()) -> None:
+def _plot_curves(out: Path, history: list[dict], title: str, phase_starts: tuple[int, ...] = ()) -> None:
     # matplotlib's object API, not pyplot: no global state, safe off the main thread.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
