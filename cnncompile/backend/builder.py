@@ -19,7 +19,7 @@ from cnncompile.language.shapes import fmt
 from cnncompile.language import layers as spec_layers
 from cnncompile.language.model import ModelSpec
 from cnncompile.language.types import L1L2
-from cnncompile.backend.preprocessing import preprocess
+from cnncompile.backend.preprocessing import PREPROCESSING, preprocess  # noqa: F401  (PREPROCESSING: the importer reads it here)
 
 
 class BackendMismatch(RuntimeError):
