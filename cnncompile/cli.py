@@ -120,7 +120,12 @@ def check(spec: str, as_json: bool) -> None:
     info = compiled.info
     space_lines = _space_lines(compiled, spec) if compiled.spec.search else []
     if as_json:
-        click.echo(json.dumps(info.to_json(), indent=2))
+        summary_json = info.to_json()
+        if compiled.weights is not None:
+            plan = compiled.weights
+            summary_json["weights"] = {"source": plan.source, "loaded": list(plan.loaded), "fresh": list(plan.fresh),
+                                       "unused": plan.unused}
+        click.echo(json.dumps(summary_json, indent=2))
         return
     from cnncompile.analysis import summary
 
@@ -132,6 +137,8 @@ def check(spec: str, as_json: bool) -> None:
             console.print(renderable)
     else:
         click.echo(summary.plain(info))
+    if compiled.weights is not None:
+        click.echo(f"weights: {compiled.weights.describe()}")
     for line in space_lines:
         click.echo(line)
 
@@ -348,7 +355,7 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
                    f"argmax agreement {a.argmax_agreement:.2%}")
     for line in result.comparison.lines() if result.comparison else []:
         click.echo(line)
-    click.echo(f"wrote {result.path} ({result.description}{', untrained' if untrained else ''})")
+    click.echo(f"wrote {result.path} ({result.description}{', untrained' if untrained and compiled.spec.weights is None else ''})")
 
 
 @main.command()

@@ -5,12 +5,14 @@ Everything `cnncompile check` needs, and nothing that imports a framework.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnncompile.analysis.inference import ModelInfo, infer
+from cnncompile.analysis.weightfile import WeightPlan
 from cnncompile.language.diagnostics import SourceMap, SpecError, in_file_order
 from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import ModelSpec
@@ -24,6 +26,7 @@ class CompiledSpec:
     source: SourceMap
     info: ModelInfo
     sha256: str  # of the file's bytes: identifies the exact spec a run or export came from
+    weights: WeightPlan | None = None  # what `weights:` loads (None: no weights, or not yet downloaded)
 
 
 def compile_file(path: str | Path) -> CompiledSpec:
@@ -46,4 +49,17 @@ def compile_tree(raw: Any, source: SourceMap, data: bytes, path: Path) -> Compil
     if not partial.input_known:  # no shapes to infer from: report what validation found
         raise SpecError(in_file_order(partial.problems))
     info = infer(partial.spec, source, partial.problems)
-    return CompiledSpec(path, partial.spec, source, info, hashlib.sha256(data).hexdigest())
+    spec = partial.spec
+    if spec.training is not None and spec.training.phases:
+        from cnncompile.analysis.unfreezing import check_unfreeze
+
+        problems = check_unfreeze(spec.graph(), spec.training.phases, source)
+        if problems:
+            raise SpecError(problems)
+    plan = None
+    if spec.weights is not None:
+        from cnncompile.analysis.weightfile import check_weights
+
+        plan, warnings = check_weights(spec, info, source, path.parent)
+        info = dataclasses.replace(info, warnings=(*info.warnings, *warnings))
+    return CompiledSpec(path, spec, source, info, hashlib.sha256(data).hexdigest(), plan)

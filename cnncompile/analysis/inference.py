@@ -98,7 +98,7 @@ def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[D
     in file order."""
     source = source or SourceMap()
     nodes = spec.graph(source)
-    shapes: dict[str, Shape] = {MODEL_INPUT: tuple(spec.input.shape)}
+    shapes: dict[str, Shape] = {MODEL_INPUT: spec.input.tensor_shape}
     infos: list[LayerInfo] = []
     errors: list[Diagnostic] = []
     by_name: dict[str, Node] | None = None
@@ -110,6 +110,8 @@ def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[D
         try:
             out = node.layer.output_shape(*inputs)
             trainable, frozen = node.layer.params(*inputs)
+            if not node.trainable:  # frozen: Keras counts all of a frozen layer's weights as non-trainable
+                trainable, frozen = 0, trainable + frozen
             macs = node.layer.macs(*inputs)
         except ShapeError as exc:
             if by_name is None:  # once per graph, however many merge errors it has

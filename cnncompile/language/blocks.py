@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 from cnncompile.language.types import Strict
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
-RESERVED = ("block", "name", "repeat", "inputs", "when", "index")
+RESERVED = ("block", "name", "repeat", "inputs", "when", "trainable", "index")
 """Keys of a use that are not parameters; `index` is the repeat index in expressions."""
 
 
@@ -79,6 +79,8 @@ class BlockUse(BaseModel):
                               "`index` counts them from 1.")
     inputs: list[str] | None = Field(None, description="What the block's inputs read; default: the layer before.")
     when: bool | str = Field(True, description="Inside a block: false drops the use.")
+    trainable: bool = Field(True, description="false freezes every layer the use expands to "
+                            "(see the layers' `trainable`).")
 
     @property
     def arguments(self) -> dict[str, Any]:

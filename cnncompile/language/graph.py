@@ -62,6 +62,7 @@ class Use:
     block: str
     instance: str
     path: Path
+    trainable: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,11 @@ class Node:
     def label(self) -> str:
         """How messages name the layer: `layers[3] Conv2D 'conv2d_2'`."""
         return f"{_where(self.path)} {self.layer.type} '{self.name}'"
+
+    @property
+    def trainable(self) -> bool:
+        """False when the layer, or a block use it was expanded from, says `trainable: false`."""
+        return self.layer.trainable and all(use.trainable for use in self.uses)
 
     @property
     def block(self) -> tuple[str, ...]:
@@ -573,7 +579,7 @@ class _Expansion:
                        f"received {len(operands)}", (*path, "inputs"), scope.uses)
             return None
         child = _Scope(("blocks", use.block, "layers"), full + "_", dict(zip(block.inputs, operands)),
-                       {**block.params, **arguments, "index": index}, (*scope.uses, Use(use.block, full, path)))
+                       {**block.params, **arguments, "index": index}, (*scope.uses, Use(use.block, full, path, use.trainable)))
         before = len(self.nodes)
         output = self.expand(block.layers, child, operands[0])
         scope.names[instance] = output

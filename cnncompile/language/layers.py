@@ -82,6 +82,10 @@ class LayerSpec(Strict):
         None, description="Names of the layers it reads (`input` is the model input); "
         "default: the layer listed before it."
     )
+    trainable: bool = Field(
+        True, description="false freezes the layer's weights (Keras's layer.trainable): they count as "
+        "non-trainable and training leaves them as loaded. A frozen BatchNormalization also runs in "
+        "inference mode, normalizing with its moving statistics, as Keras's transfer-learning guide prescribes.")
 
     # Facts about the class that shared code asks instead of testing for types.
     example: ClassVar[str]
@@ -623,6 +627,47 @@ class Rescaling(LayerSpec):
     preserves_shape: ClassVar[bool] = True
 
 
+class Resizing(LayerSpec):
+    """Resize the image to height x width (keras.layers.Resizing): e.g. 28x28 digits to the 224x224
+    a pretrained network expects. In-graph, so exports carry it."""
+
+    type: Literal["Resizing"] = "Resizing"
+    height: PositiveInt
+    width: PositiveInt
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos3", "lanczos5", "area"] = "bilinear"
+    crop_to_aspect_ratio: bool = Field(False, description="Crop the largest centred window of the target aspect ratio first.")
+    pad_to_aspect_ratio: bool = Field(False, description="Pad to the target aspect ratio first instead.")
+    data_format: DataFormat = "channels_last"
+
+    example: ClassVar[str] = "{type: Resizing, height: 224, width: 224}"
+
+    @model_validator(mode="after")
+    def _config(self) -> "Resizing":
+        if self.crop_to_aspect_ratio and self.pad_to_aspect_ratio:
+            raise ValueError("crop_to_aspect_ratio and pad_to_aspect_ratio cannot both be true (Keras rejects it)")
+        return self
+
+    def output_shape(self, shape: Shape) -> Shape:
+        shapes.require_rank(shape, 3, "4D image")
+        return (self.height, self.width, shape[2])
+
+
+class CenterCrop(LayerSpec):
+    """Crop the central height x width window (keras.layers.CenterCrop); a smaller image is
+    resized up to it first, as Keras does."""
+
+    type: Literal["CenterCrop"] = "CenterCrop"
+    height: PositiveInt
+    width: PositiveInt
+    data_format: DataFormat = "channels_last"
+
+    example: ClassVar[str] = "{type: CenterCrop, height: 224, width: 224}"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        shapes.require_rank(shape, 3, "4D image")
+        return (self.height, self.width, shape[2])
+
+
 # Merge layers: Keras's merging layers, which take a list of tensors (base_merge.py).
 
 class _Merge(LayerSpec):
@@ -707,7 +752,7 @@ LAYER_TYPES: tuple[type[LayerSpec], ...] = (
     Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, MaxPooling2D, AveragePooling2D,
     GlobalAveragePooling2D, GlobalMaxPooling2D, UpSampling2D, Flatten, Dense, Dropout,
     SpatialDropout2D, BatchNormalization, LayerNormalization, Normalization, Activation, ReLU,
-    LeakyReLU, Softmax, Identity, ZeroPadding2D, Cropping2D, Reshape, Rescaling,
+    LeakyReLU, Softmax, Identity, ZeroPadding2D, Cropping2D, Reshape, Rescaling, Resizing, CenterCrop,
     Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
 )
 """Every layer type, in reference order. The union, the names, the reference and the

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from cnncompile.language import search, training
+from cnncompile.language import phases, search, training
+from cnncompile.language.weights import WeightsFrom
 from cnncompile.language.blocks import Block, BlockUse
 from cnncompile.language.layers import LAYER_TYPES, LayerSpec, LayerUnion
 from cnncompile.language.model import Input, ModelSpec, entry
@@ -238,10 +239,28 @@ def markdown() -> str:
         "",
         *_fields_table(Input),
         "",
+        "## weights",
+        "",
+        "Start from trained weights. Layers are matched **by name** (as Keras 3 stores them), shapes",
+        "checked; `check` reports every mismatch at once, located here, without a framework. Every",
+        "spec layer with weights must be in the file unless `skip` names it (names or globs).",
+        "",
+        "```yaml",
+        "weights: imagenet                 # a zoo file: Keras Applications' file, via Keras's cache",
+        "weights: runs/mnist_resnet        # a run directory: its model.keras",
+        "weights: base.weights.h5          # or a .keras file; relative to the spec file",
+        "weights: {from: base.keras, skip: [predictions]}   # a new head starts fresh",
+        "```",
+        "",
+        *_section(WeightsFrom, level="###")[2:],
+        "Freeze layers with `trainable: false` on any layer or block use; train them later with",
+        "`training.phases` (see Phases). `export --untrained` of a spec with weights exports them.",
+        "",
         "## Layers",
         "",
         "Each entry of `layers` is a mapping with `type` and that layer's arguments. Every layer",
-        "also takes `name` (unique; default: Keras's, e.g. `conv2d`, `conv2d_1`) and `inputs`.",
+        "also takes `name` (unique; default: Keras's, e.g. `conv2d`, `conv2d_1`), `inputs`, and",
+        "`trainable` (false freezes it; a frozen BatchNormalization also runs in inference mode).",
         "Default names count each type from the top of the list, skipping names already taken by",
         "any layer: `[Conv2D, Conv2D named conv2d_1, Conv2D]` names the third `conv2d_2` (Keras 3",
         "would name it `conv2d_1` and then refuse the model for two layers of that name).",
@@ -302,6 +321,11 @@ def markdown() -> str:
             "```yaml", "training:", "  distribute: {strategy: multi_worker, timeout_seconds: 120}", "```", "",
             "Every worker runs the same command with its own `TF_CONFIG`; only worker 0 (the chief)",
             "writes the run directory. See the README for a cluster walk-through.", ""]
+    out += ["### Phases", "", *_section(phases.Phase, level="####")[2:],
+            "```yaml", "training:", "  phases:", "    - {epochs: 3}                                 # the head, base frozen",
+            "    - {epochs: 5, unfreeze: [\"conv5_*\"], learning_rate: 1.0e-5}", "```", "",
+            "Epochs are numbered across phases; each phase starts a fresh optimizer. A run killed in",
+            "phase 2 resumes in phase 2; the curves and the report mark where each phase starts.", ""]
     out += ["### dataset: {path: ...}", "", *_section(training.DatasetPath, level="####")[2:]]
     out += ["## search", "", inspect.cleandoc(search.Search.__doc__ or ""), "", *_fields_table(search.Search), "",
             "```yaml", "search:", "  metric: val_accuracy", "  trials: 20", "  max_params: 150000", "  space:",
