@@ -142,6 +142,14 @@ def test_round_trip_spec_keras_import(tmp_path, example):
             np.testing.assert_array_equal(ours, theirs)
     images = mnist_images()
     assert np.max(np.abs(rebuilt.predict(images, verbose=0) - model.predict(images, verbose=0))) <= 1e-4
+    # The spec names its weights file (`weights:`), and the path `train`/`export` take loads it.
+    from cnncompile.backend.weights import load_weights
+
+    assert imported.spec.weights == "imported.weights.h5"
+    through_spec = build_model(imported.spec, preprocessing=False)
+    plan = load_weights(through_spec, imported.spec, base_dir=tmp_path)
+    assert not plan.fresh and len(plan.loaded) == sum(1 for layer in model.layers if layer.weights)
+    assert np.max(np.abs(through_spec.predict(images, verbose=0) - model.predict(images, verbose=0))) <= 1e-4
 
 
 def _small_model(*extra):
