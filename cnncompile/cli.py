@@ -121,7 +121,12 @@ def check(spec: str, as_json: bool) -> None:
     info = compiled.info
     space_lines = _space_lines(compiled, spec) if compiled.spec.search else []
     if as_json:
-        click.echo(json.dumps(info.to_json(), indent=2))
+        summary_json = info.to_json()
+        if compiled.weights is not None:
+            plan = compiled.weights
+            summary_json["weights"] = {"source": plan.source, "loaded": list(plan.loaded), "fresh": list(plan.fresh),
+                                       "unused": plan.unused}
+        click.echo(json.dumps(summary_json, indent=2))
         return
     from cnncompile.analysis import summary
 
@@ -133,6 +138,8 @@ def check(spec: str, as_json: bool) -> None:
             console.print(renderable)
     else:
         click.echo(summary.plain(info))
+    if compiled.weights is not None:
+        click.echo(f"weights: {compiled.weights.describe()}")
     for line in space_lines:
         click.echo(line)
 
@@ -354,7 +361,7 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
                    f"argmax agreement {a.argmax_agreement:.2%}")
     for line in result.comparison.lines() if result.comparison else []:
         click.echo(line)
-    click.echo(f"wrote {result.path} ({result.description}{', untrained' if untrained else ''})")
+    click.echo(f"wrote {result.path} ({result.description}{', untrained' if untrained and compiled.spec.weights is None else ''})")
 
 
 @main.command()
@@ -422,6 +429,43 @@ def report(run_dir: str, output: str | None) -> None:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     click.echo(f"wrote {path}")
+
+
+@main.command("import")
+@click.argument("model", type=click.Path(dir_okay=False, exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The spec to write (.yaml).")
+@click.option("--weights", type=click.Path(dir_okay=False),
+              help="Also write the model's weights here (a .weights.h5 file), checked against the source's outputs.")
+@click.option("--flat", is_flag=True, help="One layer per line: do not fold repeated structure into blocks.")
+def import_(model: str, output: str, weights: str | None, flat: bool) -> None:
+    """Write a spec describing MODEL, a Keras (.keras, .h5) or ONNX (.onnx) file.
+
+    Repeated structure becomes blocks (see docs/import.md). The spec is checked to expand to
+    exactly the source's layers before it is written; anything the language cannot express
+    is listed at once, and nothing is written.
+    """
+    from cnncompile.importer.imported import ImportRefused
+    from cnncompile.importer.model_import import SourceError, import_model
+
+    try:
+        result = import_model(Path(model), Path(output), Path(weights) if weights else None, flat=flat)
+    except SourceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    except ImportRefused as exc:
+        for problem in exc.problems:
+            click.echo(f"{model}: error: {problem}", err=True)
+        click.echo(f"{_count(len(exc.problems), 'unsupported part')} in {model}; nothing written", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+    blocks = f", blocks: {', '.join(result.blocks)}" if result.blocks else ""
+    click.echo(f"wrote {output} ({_count(result.layers, 'layer')} in {result.text.count(chr(10))} lines{blocks})")
+    if result.weights_path is not None:
+        click.echo(f"wrote {result.weights_path} (outputs agree with {model}: max |diff| {result.max_abs_diff:.2g})")
+    if result.weights_line:
+        click.echo(f"note: this cnncompile has no `weights:` key yet; add `{result.weights_line}` to {output} "
+                   "once it does", err=True)
 
 
 @main.command()

@@ -47,7 +47,7 @@ def test_check_json_has_the_documented_shape():
     assert data["input_shape"] == [None, 28, 28, 1]
     assert data["layers"][0] == {"name": "conv2d", "type": "Conv2D", "output_shape": [None, 26, 26, 32],
                                  "params": 320, "trainable_params": 320, "macs": 194688, "line": 7,
-                                 "inputs": ["input"], "block": []}
+                                 "inputs": ["input"], "block": [], "dead": False}
     assert (data["total_params"], data["trainable_params"], data["non_trainable_params"],
             data["total_macs"]) == (93322, 93322, 0, 2794240)
 
@@ -71,7 +71,7 @@ def test_invalid_spec_exits_1_with_located_errors_and_no_traceback(tmp_path):
     assert result.stdout == ""
     lines = result.stderr.splitlines()
     assert lines[0] == f"{path}:5:5: error: layers[0]: unknown layer type 'Conv2d'; did you mean 'Conv2D'?"
-    assert lines[-1] == f"3 errors in {path}"
+    assert lines[-1] == f"2 errors in {path}"  # `unit: 10` once, as a misspelt key
     assert "Traceback" not in result.stderr
 
 

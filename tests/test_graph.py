@@ -62,8 +62,9 @@ def test_chains_are_unchanged_by_the_graph_language(write_spec):
       "(layers[1] at line 6); a layer reads only the model input and layers listed before it, so the graph "
       "has no cycles: move it below its inputs"]),
     ("{type: Flatten, name: loop, inputs: [loop]}",
-     ["m.yaml:5:42: error: layers[0] Flatten 'loop': inputs: cannot read itself; a layer reads only the model "
-      "input and layers listed before it, so the graph has no cycles: move it below its inputs"]),
+     ["m.yaml:5:42: error: layers[0] Flatten 'loop': inputs: a layer cannot read itself; name the layers it "
+      "reads (the model input or layers listed before it), or leave out inputs to read the layer listed just "
+      "before"]),
     ("{type: Flatten, name: input}",
      ["m.yaml:5:27: error: layers[0] Flatten 'input': the name 'input' is reserved for the model input; "
       "choose another"]),
@@ -85,7 +86,7 @@ def test_every_wiring_error_is_reported_in_one_run(write_spec):
         {type: Dense, units: 3, inputs: [a, a]}
     """)
     assert [line.split(": error: ")[0] for line in found] == ["m.yaml:6:26", "m.yaml:7:29", "m.yaml:8:37"]
-    assert "duplicate layer name 'a' (also layers[0] at line 5)" in found[0]
+    assert "duplicate name 'a' (also layers[0] at line 5)" in found[0]
 
 
 def test_merge_operands_that_do_not_broadcast_name_both_with_their_shapes_and_lines(write_spec):
@@ -125,7 +126,7 @@ def test_a_dead_branch_is_a_warning_at_its_end(write_spec):
         {type: Dense, units: 10}
     """)
     assert found == ["m.yaml:7:5: warning: layers[2] MaxPooling2D 'forgotten_pool': its output is never used "
-                     "(the model's output is 'dense', the last layer); a dead branch is usually a wiring mistake"]
+                     "(the model's output is 'dense', the last layer); a dead branch is usually a wiring mistake, and Keras leaves it out of the model (and the totals)"]
 
 
 def test_channels_first_is_refused_and_channels_last_accepted(write_spec):

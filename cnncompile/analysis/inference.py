@@ -13,13 +13,17 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
-from cnncompile.language.diagnostics import Diagnostic, SourceMap, SpecError
-from cnncompile.language.shapes import Shape, ShapeError, fmt
+from cnncompile.language.diagnostics import (
+    Diagnostic,
+    SourceMap,
+    SpecError,
+    in_file_order,
+)
 from cnncompile.language.graph import Node, first_of_each
 from cnncompile.language.layers import MODEL_INPUT
 from cnncompile.language.model import ModelSpec
+from cnncompile.language.shapes import Shape, ShapeError, fmt
 from cnncompile.language.training import BUILTIN_DATASETS
-
 
 _Wired = TypeVar("_Wired")  # anything with .name and .inputs: graph nodes, layer infos
 
@@ -35,6 +39,9 @@ class LayerInfo:
     line: int | None
     inputs: tuple[str, ...] = ()  # the layers it reads; "input" is the model input
     block: tuple[str, ...] = ()  # the block instances it was expanded from, outermost first
+    dead: bool = False
+    """Its output never reaches the model's output: Keras leaves it out of the model, so the
+    totals do too."""
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,12 @@ class ModelInfo:
 
     @property
     def total_params(self) -> int:
-        return sum(layer.params for layer in self.layers)
+        """The built model's count: dead layers are not in it."""
+        return sum(layer.params for layer in self.layers if not layer.dead)
 
     @property
     def trainable_params(self) -> int:
-        return sum(layer.trainable_params for layer in self.layers)
+        return sum(layer.trainable_params for layer in self.layers if not layer.dead)
 
     @property
     def non_trainable_params(self) -> int:
@@ -58,7 +66,7 @@ class ModelInfo:
 
     @property
     def total_macs(self) -> int:
-        return sum(layer.macs for layer in self.layers)
+        return sum(layer.macs for layer in self.layers if not layer.dead)
 
     @property
     def output_shape(self) -> tuple[int | None, ...]:
@@ -82,13 +90,19 @@ class ModelInfo:
         }
 
 
-def infer(spec: ModelSpec, source: SourceMap | None = None) -> ModelInfo:
-    """Shapes, parameters and MACs of every layer; SpecError with located problems otherwise."""
+def infer(spec: ModelSpec, source: SourceMap | None = None, problems: Sequence[Diagnostic] = ()) -> ModelInfo:
+    """Shapes, parameters and MACs of every layer; SpecError with located problems otherwise.
+
+    `problems` are those validation and wiring found (a Partial's): the graph then holds the
+    layers they did not touch, which are all still checked, and SpecError lists every problem
+    in file order."""
     source = source or SourceMap()
     nodes = spec.graph(source)
-    shapes: dict[str, Shape] = {MODEL_INPUT: tuple(spec.input.shape)}
+    shapes: dict[str, Shape] = {MODEL_INPUT: spec.input.tensor_shape}
     infos: list[LayerInfo] = []
     errors: list[Diagnostic] = []
+    by_name: dict[str, Node] | None = None
+    live = {node.name for node in _ancestors(nodes)} if nodes else set()
     for node in nodes:
         if not all(name in shapes for name in node.inputs):
             continue  # an input failed: its error is reported; this layer's would only echo it
@@ -96,30 +110,34 @@ def infer(spec: ModelSpec, source: SourceMap | None = None) -> ModelInfo:
         try:
             out = node.layer.output_shape(*inputs)
             trainable, frozen = node.layer.params(*inputs)
+            if not node.trainable:  # frozen: Keras counts all of a frozen layer's weights as non-trainable
+                trainable, frozen = 0, trainable + frozen
             macs = node.layer.macs(*inputs)
         except ShapeError as exc:
-            errors.append(_shape_error(node, exc, inputs, nodes, source))
+            if by_name is None:  # once per graph, however many merge errors it has
+                by_name = {other.name: other for other in nodes}
+            errors.append(_shape_error(node, exc, inputs, by_name, source))
             continue
         shapes[node.name] = out
         mark = source.value(node.path)
         infos.append(LayerInfo(node.name, node.layer.type, (None, *out), trainable + frozen, trainable, macs,
-                               mark.line if mark else None, node.inputs, node.block))
-    if errors:
-        raise SpecError(first_of_each(errors))
+                               mark.line if mark else None, node.inputs, node.block, node.name not in live))
+    if errors or problems:  # the input against the dataset is independent of the layers: say it too
+        raise SpecError(in_file_order([*problems, *first_of_each(errors), *_input_against_dataset(spec, source)]))
     model = ModelInfo(spec.name, (None, *spec.input.shape), tuple(infos))
     errors, warnings = check_against_training(spec, model, source)
-    warnings = _dead_branches(nodes, source) + warnings
+    warnings = _dead_branches(nodes, live, source) + warnings
     if errors:
         raise SpecError(errors + warnings)
     return ModelInfo(model.name, model.input_shape, model.layers, tuple(warnings))
 
 
-def _shape_error(node: Node, exc: ShapeError, inputs: list[Shape], nodes: list[Node],
+def _shape_error(node: Node, exc: ShapeError, inputs: list[Shape], by_name: dict[str, Node],
                  source: SourceMap) -> Diagnostic:
     """Located at the argument to blame; merge clashes name both operands and their lines."""
     if exc.operands:
-        defined_at = {other.name: source.value(other.path) for other in nodes}
-        operands = " and ".join(_operand(node.inputs[i], inputs[i], defined_at.get(node.inputs[i]))
+        operands = " and ".join(_operand(node.inputs[i], inputs[i], source.value(by_name[node.inputs[i]].path)
+                                         if node.inputs[i] in by_name else None)
                                 for i in exc.operands)
         return Diagnostic("error", f"{node.label}: inputs {operands} {exc}",
                           source.value((*node.path, "inputs")), node.notes(source))
@@ -133,14 +151,14 @@ def _operand(name: str, shape: Shape, mark) -> str:
     return f"'{name}' {fmt((None, *shape))}" + (f" (line {mark.line})" if mark else "")
 
 
-def _dead_branches(nodes: list[Node], source: SourceMap) -> list[Diagnostic]:
+def _dead_branches(nodes: list[Node], live: set[str], source: SourceMap) -> list[Diagnostic]:
     """Layers whose output never reaches the model's output: almost always a wiring mistake."""
-    live = {node.name for node in _ancestors(nodes)}
     read = {name for node in nodes for name in node.inputs}
     output = nodes[-1].name
     # One warning per dead branch: at its end, the layer nobody reads.
     return [Diagnostic("warning", f"{node.label}: its output is never used (the model's output is "
-                       f"'{output}', the last layer); a dead branch is usually a wiring mistake",
+                       f"'{output}', the last layer); a dead branch is usually a wiring mistake, and "
+                       "Keras leaves it out of the model (and the totals)",
                        source.value(node.path))
             for node in nodes if node.name not in live and node.name not in read]
 
@@ -156,12 +174,8 @@ def check_against_training(
         return errors, warnings
     nodes = spec.graph()
     if isinstance(training.dataset, str):
-        image_shape, labels = BUILTIN_DATASETS[training.dataset]
-        if tuple(spec.input.shape) != image_shape:
-            errors.append(Diagnostic(
-                "error", f"input.shape {list(spec.input.shape)} does not match {training.dataset}'s "
-                f"images, which are {list(image_shape)}", source.value(("input", "shape"))))
-        errors.extend(_check_output(spec, nodes, model, len(labels), source))
+        errors.extend(_input_against_dataset(spec, source))
+        errors.extend(_check_output(spec, nodes, model, len(BUILTIN_DATASETS[training.dataset][1]), source))
     activation, at = _final_activation(nodes)
     last = nodes[-1]
     if training.loss.from_logits and activation == "softmax":
@@ -175,6 +189,18 @@ def check_against_training(
             f"'{activation or 'linear'}', but {training.loss.type} expects probabilities; "
             "use activation: softmax or set the loss's from_logits: true", source.value(last.path)))
     return errors, warnings
+
+
+def _input_against_dataset(spec: ModelSpec, source: SourceMap) -> list[Diagnostic]:
+    """The input must be the built-in dataset's image shape: known whatever the layers are."""
+    dataset = spec.training.dataset if spec.training else None
+    if not isinstance(dataset, str):
+        return []
+    image_shape = BUILTIN_DATASETS[dataset][0]
+    if tuple(spec.input.shape) == image_shape:
+        return []
+    return [Diagnostic("error", f"input.shape {list(spec.input.shape)} does not match {dataset}'s images, "
+                       f"which are {list(image_shape)}", source.value(("input", "shape")))]
 
 
 def _check_output(spec: ModelSpec, nodes: list[Node], model: ModelInfo, classes: int,

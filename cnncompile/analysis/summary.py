@@ -7,6 +7,7 @@ from cnncompile.language.shapes import fmt
 
 HEADERS = ("Layer (type)", "Output Shape", "Param #", "MACs")
 CONNECTED = "Connected to"
+DEAD = " [dead]"  # its output never reaches the model's: Keras leaves it out, and the totals do
 
 
 def _connections(model: ModelInfo) -> list[str] | None:
@@ -23,18 +24,21 @@ def headers(model: ModelInfo) -> tuple[str, ...]:
 
 
 def rows(model: ModelInfo) -> list[tuple[str, ...]]:
-    table = [(f"{layer.name} ({layer.type})", fmt(layer.output_shape), f"{layer.params:,}", f"{layer.macs:,}")
+    table = [(f"{layer.name} ({layer.type}){DEAD if layer.dead else ''}", fmt(layer.output_shape),
+              f"{layer.params:,}", f"{layer.macs:,}")
              for layer in model.layers]
     connections = _connections(model)
     return [(*row, cell) for row, cell in zip(table, connections)] if connections else table
 
 
 def totals(model: ModelInfo) -> list[str]:
+    dead = sum(layer.dead for layer in model.layers)
     return [
         f"Total params: {model.total_params:,}",
         f"Trainable params: {model.trainable_params:,}",
         f"Non-trainable params: {model.non_trainable_params:,}",
         f"Total MACs: {model.total_macs:,} per image",
+        *([f"Dead layers ({dead}, marked{DEAD}) are not in the model or these totals"] if dead else []),
     ]
 
 

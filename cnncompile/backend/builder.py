@@ -20,6 +20,7 @@ from cnncompile.language.shapes import fmt
 from cnncompile.language import layers as spec_layers
 from cnncompile.language.model import ModelSpec
 from cnncompile.language.types import L1L2
+from cnncompile.backend.preprocessing import PREPROCESSING, preprocess  # noqa: F401  (PREPROCESSING: the importer reads it here)
 
 
 class BackendMismatch(RuntimeError):
@@ -34,7 +35,7 @@ def _regularizer(value: Any) -> Any:
 
 def _kwargs(layer: spec_layers.LayerSpec, name: str) -> dict[str, Any]:
     """The spec's fields as Keras arguments: same names, regularizers made objects."""
-    args = layer.model_dump(exclude={"type", "name", "inputs"})
+    args = layer.model_dump(exclude={"type", "name", "inputs", "trainable"})
     for key in args:
         if key.endswith("_regularizer"):
             args[key] = _regularizer(getattr(layer, key))
@@ -81,6 +82,8 @@ BUILDERS: dict[type[spec_layers.LayerSpec], Callable[[Any, str], keras.layers.La
     spec_layers.Cropping2D: _passthrough(keras.layers.Cropping2D),
     spec_layers.Reshape: _reshape,
     spec_layers.Rescaling: _passthrough(keras.layers.Rescaling),
+    spec_layers.Resizing: _passthrough(keras.layers.Resizing),
+    spec_layers.CenterCrop: _passthrough(keras.layers.CenterCrop),
     spec_layers.Add: _passthrough(keras.layers.Add),
     spec_layers.Subtract: _passthrough(keras.layers.Subtract),
     spec_layers.Multiply: _passthrough(keras.layers.Multiply),
@@ -90,20 +93,15 @@ BUILDERS: dict[type[spec_layers.LayerSpec], Callable[[Any, str], keras.layers.La
     spec_layers.Concatenate: _passthrough(keras.layers.Concatenate),
 }
 
-PREPROCESSING = "preprocessing"  # name of the in-graph input scaling layer
-
-
 def build_model(spec: ModelSpec, preprocessing: bool = True) -> keras.Model:
     """The inference model: raw pixels in, the spec's layers, the last layer's output out.
 
-    With `preprocessing`, a Rescaling layer applies input.scale/offset first, so the model
-    (and its ONNX export) takes raw 0-255 pixels.
+    With `preprocessing`, the input's own preprocessing comes first (backend/preprocessing.py:
+    channels, preprocess_input's mode or scale/offset), so the model (and its ONNX export) takes
+    raw 0-255 pixels. Layers with `trainable: false` (or in a frozen block use) are frozen.
     """
     inputs = keras.Input(shape=tuple(spec.input.shape), name="image")
-    tensors = {"input": inputs}
-    if preprocessing and (spec.input.scale != 1 or spec.input.offset != 0):
-        tensors["input"] = keras.layers.Rescaling(spec.input.scale, spec.input.offset,
-                                                  name=PREPROCESSING)(inputs)
+    tensors = {"input": preprocess(spec.input, inputs) if preprocessing else inputs}
     nodes = spec.graph()
     for node in nodes:
         # Under a mixed policy the output layer still computes in float32 (Keras's mixed-precision
@@ -111,6 +109,7 @@ def build_model(spec: ModelSpec, preprocessing: bool = True) -> keras.Model:
         output = node is nodes[-1] and keras.config.dtype_policy().name != "float32"
         with dtype_policy("float32") if output else contextlib.nullcontext():
             keras_layer = BUILDERS[type(node.layer)](node.layer, node.name)
+        keras_layer.trainable = node.trainable
         operands = [tensors[name] for name in node.inputs]
         # Merge layers take one list of tensors (Keras's Merge.call(inputs)); the rest one tensor.
         merges = node.layer.max_inputs != 1
@@ -151,13 +150,14 @@ def cross_check(model: keras.Model, info: ModelInfo) -> None:
 ADAPT_LIMIT = 20_000  # images: plenty for per-channel statistics, bounded memory on big datasets
 
 
-def adapt_normalization(model: keras.Model, spec: ModelSpec, images) -> list[tuple[str, int]]:
+def adapt_normalization(model: keras.Model, spec: ModelSpec, images, keep: tuple[str, ...] = ()) -> list[tuple[str, int]]:
     """Set every Normalization layer that has no mean/variance in the spec from the training
-    images, as they reach it (through the layers before it, in-graph scaling included).
-    Returns (layer name, images used) for each, so the caller can say what it did."""
+    images, as they reach it (through the layers before it, in-graph scaling included), except
+    those in `keep` (loaded from `weights:`). Returns (layer name, images used) for each, so the
+    caller can say what it did."""
     adapted = []
     for node in spec.graph():
-        if not (isinstance(node.layer, spec_layers.Normalization) and node.layer.adapted):
+        if not (isinstance(node.layer, spec_layers.Normalization) and node.layer.adapted) or node.name in keep:
             continue
         layer = model.get_layer(node.name)
         sample = images[:ADAPT_LIMIT]

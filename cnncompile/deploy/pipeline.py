@@ -224,9 +224,18 @@ def load_trained(compiled: CompiledSpec, run_dir: Path) -> keras.Model:
 
 
 def fresh_model(compiled: CompiledSpec, seed: int = 0) -> keras.Model:
+    """The spec's model as built, with its `weights:` loaded when it has them (export --untrained
+    of such a spec is how a Keras file becomes a verified ONNX or TFLite file without training)."""
     keras.utils.set_random_seed(seed)
     model = build_model(compiled.spec)
     cross_check(model, compiled.info)
+    if compiled.spec.weights is not None:
+        from cnncompile.backend.weights import WeightsProblem, load_weights
+
+        try:
+            load_weights(model, compiled.spec, base_dir=compiled.path.parent)
+        except WeightsProblem as exc:
+            raise ExportError("weights: " + "; ".join(exc.problems), ("weights",)) from None
     return model
 
 
@@ -240,8 +249,9 @@ def model_metadata(compiled: CompiledSpec, data: ExportData, untrained: bool) ->
         "cnncompile.labels": json.dumps(list(data.labels) if data.labels else [str(i) for i in range(classes)]),
         "cnncompile.input_layout": "NHWC",
         METADATA_SHAPE: json.dumps(list(spec.input.shape)),
-        "cnncompile.input_range": "0-255 (raw pixels; the model scales them)" if spec.input.scale != 1 else "as trained",
-        "cnncompile.untrained": "true" if untrained else "false",
+        "cnncompile.input_range": "0-255 (raw pixels; the model scales them)" if spec.input.scaled or spec.input.preprocessing else "as trained",
+        # A spec with `weights:` exports its loaded weights even without a run: not untrained.
+        "cnncompile.untrained": "true" if untrained and spec.weights is None else "false",
         "cnncompile.precision": "float32",
         "cnncompile.version": __version__,
         "keras.version": keras.__version__,

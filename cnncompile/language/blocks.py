@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from cnncompile.language.types import Strict
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
-RESERVED = ("block", "name", "repeat", "inputs", "when", "index")
+RESERVED = ("block", "name", "repeat", "inputs", "when", "trainable", "index")
 """Keys of a use that are not parameters; `index` is the repeat index in expressions."""
 
 
@@ -43,6 +44,27 @@ class Block(Strict):
         "`${...}` expressions over the parameters and `index`; `when: ${...}` drops a layer "
         "(its name then means its first input).")
 
+    @field_validator("params")
+    @classmethod
+    def _not_reserved(cls, params: dict[str, Any]) -> dict[str, Any]:
+        # A use's own keys would be read as the use's, never as the parameter: refuse them.
+        taken = [key for key in params if key in RESERVED]
+        if taken:
+            raise PydanticCustomError(
+                "reserved_parameter", f"{', '.join(repr(k) for k in taken)} cannot be a parameter: "
+                f"{', '.join(RESERVED[:-1])} are keys of every use and index is the repeat count; rename it")
+        return params
+
+    @field_validator("inputs")
+    @classmethod
+    def _distinct(cls, inputs: list[str]) -> list[str]:
+        twice = sorted({name for name in inputs if inputs.count(name) > 1})
+        if twice:
+            raise PydanticCustomError(
+                "duplicate_input", f"{', '.join(repr(n) for n in twice)} is listed more than once; "
+                "each input of a block needs its own name")
+        return inputs
+
 
 class BlockUse(BaseModel):
     """`{block: NAME, name: ..., repeat: N, inputs: [...], when: ..., PARAM: VALUE, ...}`."""
@@ -57,6 +79,8 @@ class BlockUse(BaseModel):
                               "`index` counts them from 1.")
     inputs: list[str] | None = Field(None, description="What the block's inputs read; default: the layer before.")
     when: bool | str = Field(True, description="Inside a block: false drops the use.")
+    trainable: bool = Field(True, description="false freezes every layer the use expands to "
+                            "(see the layers' `trainable`).")
 
     @property
     def arguments(self) -> dict[str, Any]:

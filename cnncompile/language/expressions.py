@@ -6,8 +6,12 @@ A block's layers compute their arguments from the block's parameters:
 whitelist of node types: numbers, strings, booleans, names of parameters, arithmetic,
 comparisons, and/or/not, `a if c else b`, and a few pure functions. Anything else (an
 attribute, a subscript, a lambda, an unknown function) is refused with a message, so a
-spec can never run code. Powers and numbers are bounded, so a spec cannot make the
-evaluator spend unbounded time or memory either.
+spec can never run code. Every value it can build is bounded before it is built (numbers,
+powers, the length of texts and lists; %-formatting is refused) and so is the nesting, so a
+spec cannot make the evaluator spend unbounded time or memory either.
+
+Strings work as in Python: `'a' + name`, `name * 2`, comparisons, and `${...}` inside longer
+text interpolates (`conv${index}`); booleans read as YAML spells them (`true`, `false`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from typing import Any
 
 MAX_LENGTH = 500  # characters of one expression
 MAX_MAGNITUDE = 10**15  # no layer argument is anywhere near this; keeps ** cheap
+MAX_ITEMS = 1_000  # characters of a text value, items of a list: names and kernel sizes are short
+MAX_DEPTH = 40  # nesting of one expression (`- - - 1`, parentheses): deeper is not arithmetic anyone writes
 
 FUNCTIONS = {
     "min": min, "max": max, "abs": abs, "int": int, "float": float, "round": round,
@@ -60,7 +66,7 @@ def substitute(value: Any, names: dict[str, Any], path: tuple = ()) -> Any:
         whole = WHOLE.match(value)
         if whole and "${" not in whole.group(1):
             return evaluate(whole.group(1), names, path)
-        return PART.sub(lambda m: _text(evaluate(m.group(1), names, path)), value)
+        return _interpolate(value, names, path)
     if isinstance(value, list):
         return [substitute(item, names, (*path, i)) for i, item in enumerate(value)]
     if isinstance(value, dict):
@@ -68,7 +74,25 @@ def substitute(value: Any, names: dict[str, Any], path: tuple = ()) -> Any:
     return value
 
 
-def _text(value: Any) -> str:
+def _interpolate(value: str, names: dict[str, Any], path: tuple) -> str:
+    """Text with each `${...}` replaced by its value, the result bounded as it grows."""
+    parts, size, end = [], 0, 0
+    for match in PART.finditer(value):
+        try:  # a parameter can hold a long YAML list: refuse it before it becomes text
+            part = _bounded(evaluate(match.group(1), names, path))
+        except ExpressionError as exc:
+            raise ExpressionError(f"in '${{{match.group(1).strip()[:60]}}}': {exc}", path) from None
+        piece = value[end:match.start()] + text_of(part)
+        size += len(piece)
+        if size > MAX_ITEMS:
+            raise ExpressionError(f"the text would be longer than {MAX_ITEMS:,} characters", path)
+        parts.append(piece)
+        end = match.end()
+    return "".join(parts) + value[end:]
+
+
+def text_of(value: Any) -> str:
+    """A value as it reads inside text: booleans in YAML's spelling."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
@@ -79,16 +103,36 @@ def evaluate(text: str, names: dict[str, Any], path: tuple = ()) -> Any:
         raise ExpressionError("empty expression '${}'", path)
     if len(source) > MAX_LENGTH:
         raise ExpressionError(f"expression longer than {MAX_LENGTH} characters", path)
+    shown = _cut(source, 80)  # messages quote the expression, never 500 characters of it
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        raise ExpressionError(f"cannot parse '${{{source}}}': {exc.msg}", path) from None
+        raise ExpressionError(f"cannot parse '${{{shown}}}': {exc.msg}", path) from None
+    except (RecursionError, MemoryError):
+        raise ExpressionError(f"'${{{shown}}}' is nested too deeply", path) from None
+    if _depth(tree.body) > MAX_DEPTH:
+        raise ExpressionError(f"'${{{shown}}}' is nested more than {MAX_DEPTH} deep", path)
     try:
         return _Interpreter(names).visit(tree.body)
     except ExpressionError as exc:
-        raise ExpressionError(f"in '${{{source}}}': {exc}", path) from None
+        raise ExpressionError(f"in '${{{shown}}}': {exc}", path) from None
     except (ArithmeticError, TypeError, ValueError) as exc:
-        raise ExpressionError(f"in '${{{source}}}': {exc}", path) from None
+        raise ExpressionError(f"in '${{{shown}}}': {_cut(str(exc))}", path) from None
+
+
+def _depth(node: ast.AST) -> int:
+    """How deeply `node` nests, counted without recursion (the evaluator recurses)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth <= MAX_DEPTH:
+            stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 class _Interpreter(ast.NodeVisitor):
@@ -125,6 +169,9 @@ class _Interpreter(ast.NodeVisitor):
         left, right = self.visit(node.left), self.visit(node.right)
         if op is operator.pow and isinstance(right, (int, float)) and abs(right) > 64:
             raise ExpressionError(f"exponent {right} is too large")
+        if op is operator.mod and isinstance(left, str):
+            raise ExpressionError("%-formatting is not allowed; write ${...} inside the text instead")
+        _check_size(op, left, right)
         return _bounded(op(left, right))
 
     def visit_UnaryOp(self, node: ast.UnaryOp) -> Any:
@@ -162,16 +209,42 @@ class _Interpreter(ast.NodeVisitor):
         return self.visit(node.body) if self.visit(node.test) else self.visit(node.orelse)
 
     def visit_Call(self, node: ast.Call) -> Any:
-        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS or node.keywords:
-            name = node.func.id if isinstance(node.func, ast.Name) else "this call"
-            raise ExpressionError(f"function '{name}' is not allowed; available: {', '.join(FUNCTIONS)}")
+        if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+            raise ExpressionError(f"function '{_cut(ast.unparse(node.func), 60)}' is not allowed; "
+                                  f"available: {', '.join(FUNCTIONS)}")
+        if node.keywords:
+            raise ExpressionError(f"{node.func.id}() takes no keyword arguments here "
+                                  f"(received {', '.join(str(k.arg) for k in node.keywords)})")
         return _bounded(FUNCTIONS[node.func.id](*(self.visit(arg) for arg in node.args)))
 
     def visit_List(self, node: ast.List) -> Any:
-        return [self.visit(item) for item in node.elts]
+        return _bounded([self.visit(item) for item in node.elts])
+
+
+def _check_size(op: Any, left: Any, right: Any) -> None:
+    """Refuse a text or list that would be too long *before* building it ('x' * 10**10)."""
+    sequences = (str, list)
+    if op is operator.mul and isinstance(left, int) and isinstance(right, sequences):
+        left, right = right, left
+    if op is operator.mul and isinstance(left, sequences) and isinstance(right, int):
+        size = len(left) * right
+    elif op is operator.add and isinstance(left, sequences) and isinstance(right, sequences):
+        size = len(left) + len(right)
+    else:
+        return
+    if size > MAX_ITEMS:
+        raise ExpressionError(f"the {_noun(left)} would be longer than {MAX_ITEMS:,} "
+                              f"{'characters' if isinstance(left, str) else 'items'}")
+
+
+def _noun(value: Any) -> str:
+    return "text" if isinstance(value, str) else "list"
 
 
 def _bounded(value: Any) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > MAX_MAGNITUDE:
         raise ExpressionError(f"value {value:.3g} is out of range (at most {MAX_MAGNITUDE:.0e})")
+    if isinstance(value, (str, list)) and len(value) > MAX_ITEMS:
+        raise ExpressionError(f"the {_noun(value)} is longer than {MAX_ITEMS:,} "
+                              f"{'characters' if isinstance(value, str) else 'items'}")
     return value

@@ -11,6 +11,7 @@ shape raise ShapeError from `output_shape` (like Keras's `build`).
 # No `from __future__ import annotations` here: with 32 classes, pydantic evaluating string
 # annotations was ~25% of this module's import time, which every `check` pays.
 
+import functools
 import math
 import re
 from typing import Annotated, Any, ClassVar, Literal, Union
@@ -33,7 +34,9 @@ from cnncompile.language.types import (
     Strict,
 )
 
-LayerName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=128)]
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+MAX_NAME_LENGTH = 128
+LayerName = Annotated[str, Field(pattern=NAME_PATTERN.pattern, max_length=MAX_NAME_LENGTH)]
 
 MODEL_INPUT = "input"
 """The name by which layers read the model's input (so no layer may take it)."""
@@ -55,6 +58,7 @@ def _channels_last(value: Any) -> str:
 DataFormat = Annotated[str, PlainValidator(_channels_last), WithJsonSchema({"const": "channels_last"})]
 
 
+@functools.cache  # one per layer type: a 50,000-layer spec asks 50,000 times
 def snake_case(class_name: str) -> str:
     """Keras's default layer base name: Conv2D -> conv2d, MaxPooling2D -> max_pooling2d."""
     name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", class_name)
@@ -71,12 +75,17 @@ class LayerSpec(Strict):
 
     type: str
     name: LayerName | None = Field(
-        None, description="Unique layer name; defaults to Keras's (conv2d, conv2d_1, ...)."
+        None, description="Unique layer name; default: Keras's (conv2d, conv2d_1, ...), "
+        "skipping names already taken by any layer."
     )
     inputs: Annotated[list[LayerName], Field(min_length=1)] | None = Field(
         None, description="Names of the layers it reads (`input` is the model input); "
         "default: the layer listed before it."
     )
+    trainable: bool = Field(
+        True, description="false freezes the layer's weights (Keras's layer.trainable): they count as "
+        "non-trainable and training leaves them as loaded. A frozen BatchNormalization also runs in "
+        "inference mode, normalizing with its moving statistics, as Keras's transfer-learning guide prescribes.")
 
     # Facts about the class that shared code asks instead of testing for types.
     example: ClassVar[str]
@@ -102,7 +111,8 @@ class LayerSpec(Strict):
         return (0, 0)
 
     def macs(self, *shapes: Shape) -> int:
-        """Multiply-accumulates per sample."""
+        """Not counted (0): only convolutions and Dense are, as in the usual MAC tables (pooling,
+        normalization, activations, merges and reshapes cost a few operations per element)."""
         return 0
 
     def output_activation(self) -> str | None:
@@ -171,6 +181,8 @@ class Conv2D(_Windowed):
         return (shapes.conv2d_params(shape[2], self.filters, self.kernel_size, self.groups, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
+        """Output height x width x filters x kernel height x kernel width x input channels / groups
+        (bias additions not counted)."""
         return shapes.conv2d_macs(self.output_shape(shape), self.kernel_size, shape[2], self.groups)
 
 
@@ -208,7 +220,8 @@ class Conv2DTranspose(_Windowed):
         return (shapes.conv2d_params(shape[2], self.filters, self.kernel_size, 1, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
-        # Every input pixel scatters a kernel-sized patch to every output channel.
+        """Input height x width x channels x kernel height x kernel width x filters: every input
+        pixel scatters a kernel-sized patch to every output channel."""
         return math.prod(shape) * self.kernel_size[0] * self.kernel_size[1] * self.filters
 
 
@@ -229,6 +242,8 @@ class DepthwiseConv2D(_Windowed):
         return (shapes.depthwise_params(shape[2], self.depth_multiplier, self.kernel_size, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
+        """Output height x width x channels x kernel height x kernel width: each output channel
+        reads one input channel."""
         return shapes.depthwise_macs(self.output_shape(shape), self.kernel_size)
 
 
@@ -256,6 +271,8 @@ class SeparableConv2D(_Windowed):
         return (depthwise + shapes.conv2d_params(middle, self.filters, (1, 1), 1, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
+        """The depthwise step's (as DepthwiseConv2D, with depth_multiplier) plus the pointwise
+        1x1 convolution's (as Conv2D)."""
         height, width = self.spatial(shape)
         middle = shape[2] * self.depth_multiplier
         depthwise = shapes.depthwise_macs((height, width, middle), self.kernel_size)
@@ -358,6 +375,7 @@ class Dense(LayerSpec):
         return (shapes.dense_params(shape[-1], self.units, self.use_bias), 0)
 
     def macs(self, shape: Shape) -> int:
+        """Input size x units (per position when the input has more than one axis)."""
         return shapes.dense_macs(shape, self.units)
 
     def output_activation(self) -> str | None:
@@ -609,6 +627,47 @@ class Rescaling(LayerSpec):
     preserves_shape: ClassVar[bool] = True
 
 
+class Resizing(LayerSpec):
+    """Resize the image to height x width (keras.layers.Resizing): e.g. 28x28 digits to the 224x224
+    a pretrained network expects. In-graph, so exports carry it."""
+
+    type: Literal["Resizing"] = "Resizing"
+    height: PositiveInt
+    width: PositiveInt
+    interpolation: Literal["nearest", "bilinear", "bicubic", "lanczos3", "lanczos5", "area"] = "bilinear"
+    crop_to_aspect_ratio: bool = Field(False, description="Crop the largest centred window of the target aspect ratio first.")
+    pad_to_aspect_ratio: bool = Field(False, description="Pad to the target aspect ratio first instead.")
+    data_format: DataFormat = "channels_last"
+
+    example: ClassVar[str] = "{type: Resizing, height: 224, width: 224}"
+
+    @model_validator(mode="after")
+    def _config(self) -> "Resizing":
+        if self.crop_to_aspect_ratio and self.pad_to_aspect_ratio:
+            raise ValueError("crop_to_aspect_ratio and pad_to_aspect_ratio cannot both be true (Keras rejects it)")
+        return self
+
+    def output_shape(self, shape: Shape) -> Shape:
+        shapes.require_rank(shape, 3, "4D image")
+        return (self.height, self.width, shape[2])
+
+
+class CenterCrop(LayerSpec):
+    """Crop the central height x width window (keras.layers.CenterCrop); a smaller image is
+    resized up to it first, as Keras does."""
+
+    type: Literal["CenterCrop"] = "CenterCrop"
+    height: PositiveInt
+    width: PositiveInt
+    data_format: DataFormat = "channels_last"
+
+    example: ClassVar[str] = "{type: CenterCrop, height: 224, width: 224}"
+
+    def output_shape(self, shape: Shape) -> Shape:
+        shapes.require_rank(shape, 3, "4D image")
+        return (self.height, self.width, shape[2])
+
+
 # Merge layers: Keras's merging layers, which take a list of tensors (base_merge.py).
 
 class _Merge(LayerSpec):
@@ -693,7 +752,7 @@ LAYER_TYPES: tuple[type[LayerSpec], ...] = (
     Conv2D, DepthwiseConv2D, SeparableConv2D, Conv2DTranspose, MaxPooling2D, AveragePooling2D,
     GlobalAveragePooling2D, GlobalMaxPooling2D, UpSampling2D, Flatten, Dense, Dropout,
     SpatialDropout2D, BatchNormalization, LayerNormalization, Normalization, Activation, ReLU,
-    LeakyReLU, Softmax, Identity, ZeroPadding2D, Cropping2D, Reshape, Rescaling,
+    LeakyReLU, Softmax, Identity, ZeroPadding2D, Cropping2D, Reshape, Rescaling, Resizing, CenterCrop,
     Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate,
 )
 """Every layer type, in reference order. The union, the names, the reference and the

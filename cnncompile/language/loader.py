@@ -24,7 +24,8 @@ from cnncompile.language.diagnostics import Diagnostic, Mark, Path, SourceMap, S
 
 # A model spec is a few hundred nodes; these leave room for very large ones while
 # keeping hostile input cheap to reject.
-MAX_NODES = 100_000
+MAX_NODES = 500_000  # values written out: a 50,000-layer file holds about 250,000
+MAX_ALIASED = 100_000  # values repeated through aliases (a "billion laughs" stops here)
 MAX_DEPTH = 64
 MAX_BYTES = 10 * 1024 * 1024
 INT_LIMIT = 2**63
@@ -51,18 +52,20 @@ class _Builder:
         self.source = SourceMap()
         self.anchors: dict[str, tuple[Any, int]] = {}  # value and its node count
         self.nodes = 0
+        self.aliased = 0  # of self.nodes, how many came through aliases
 
     def fail(self, message: str, mark: Mark) -> SpecError:
         return SpecError([Diagnostic("error", message, mark)])
 
-    def count(self, n: int, mark: Mark) -> None:
+    def count(self, n: int, mark: Mark, aliased: bool = False) -> None:
         self.nodes += n
+        self.aliased += n if aliased else 0
+        if self.aliased > MAX_ALIASED:
+            raise self.fail(f"aliases repeat more than {MAX_ALIASED:,} values; refusing to load the "
+                            "document (write a block and use it instead)", mark)
         if self.nodes > MAX_NODES:
-            raise self.fail(
-                f"document expands to more than {MAX_NODES:,} values (through aliases?); "
-                "refusing to load it",
-                mark,
-            )
+            raise self.fail(f"the document holds more than {MAX_NODES:,} values; refusing to load it "
+                            "(a block used with repeat: writes a long chain in one line)", mark)
 
     def check_tag(self, event: Any) -> None:
         if event.tag not in _ALLOWED_TAGS:
@@ -117,7 +120,7 @@ class _Builder:
             if event.anchor not in self.anchors:
                 raise self.fail(f"alias *{event.anchor} refers to no anchor defined before it", mark)
             value, size = self.anchors[event.anchor]
-            self.count(size, mark)
+            self.count(size, mark, aliased=True)
             self.source.values[path] = mark
             return value
         start = self.nodes

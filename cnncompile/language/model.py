@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, PrivateAttr, Tag
+from pydantic import Discriminator, Field, PrivateAttr, Tag, model_validator
 
 from cnncompile.language.diagnostics import SourceMap
 from cnncompile.language.graph import Node, resolve
@@ -13,6 +13,12 @@ from cnncompile.language.layers import Layer, LayerName
 from cnncompile.language.search import Search
 from cnncompile.language.training import Training
 from cnncompile.language.types import PositiveInt, Strict
+from cnncompile.language.weights import Weights
+
+# Keras Applications' preprocess_input modes (keras/src/applications/imagenet_utils.py), on raw
+# 0-255 RGB pixels: caffe flips RGB to BGR and subtracts ImageNet's per-channel means; tf maps
+# to [-1, 1]; torch scales to [0, 1] and standardizes with ImageNet's per-channel mean and std.
+PREPROCESSING_MODES = ("caffe", "tf", "torch")
 
 
 class Input(Strict):
@@ -25,6 +31,33 @@ class Input(Strict):
     # ONNX export need no preprocessing outside. Set scale: 1 for data already scaled.
     scale: float = Field(1 / 255, description="Pixels are multiplied by this inside the model (default 1/255).")
     offset: float = Field(0.0, description="Then this is added (e.g. -1 with scale 1/127.5 for [-1, 1]).")
+    channels: Literal[3] | None = Field(
+        None, description="Repeat a single (grayscale) channel to 3, in-graph, for networks trained on RGB "
+        "images; layers then read (height, width, 3).")
+    preprocessing: Literal[PREPROCESSING_MODES] | None = Field(  # type: ignore[valid-type]
+        None, description="Keras Applications' preprocess_input mode, in-graph on raw 0-255 pixels, instead of "
+        "scale/offset: caffe (BGR, ImageNet means subtracted; VGG16, ResNet50), tf ([-1, 1]; MobileNetV2, "
+        "Xception, InceptionV3), torch ([0, 1] then ImageNet mean/std; DenseNet).")
+
+    @model_validator(mode="after")
+    def _config(self) -> Input:
+        if self.preprocessing and self.model_fields_set & {"scale", "offset"}:
+            raise ValueError(f"preprocessing: {self.preprocessing} replaces scale and offset; remove them")
+        if self.channels is not None and (len(self.shape) != 3 or self.shape[2] != 1):
+            raise ValueError(f"channels: {self.channels} repeats a single channel; input.shape must be "
+                             f"[height, width, 1], received {list(self.shape)}")
+        return self
+
+    @property
+    def scaled(self) -> bool:
+        """Whether scale/offset apply (preprocessing replaces them)."""
+        return self.preprocessing is None and (self.scale != 1 or self.offset != 0)
+
+    @property
+    def tensor_shape(self) -> tuple[int, ...]:
+        """The shape the first layers read: input.shape with `channels` applied."""
+        shape = tuple(self.shape)
+        return (*shape[:-1], self.channels) if self.channels else shape
 
 
 def _entry_kind(value: Any) -> str:
@@ -51,6 +84,9 @@ class ModelSpec(Strict):
     layers: Annotated[list[entry(Layer)], Field(min_length=1)]
     training: Training | None = None
     search: Search | None = Field(None, description="Hyperparameter search for `cnncompile tune` (see Search).")
+    weights: Weights | None = Field(
+        None, description="Start from trained weights, matched by layer name: imagenet (zoo files), a run "
+        "directory, a .keras or .weights.h5 file, or {from: FILE, skip: [names or globs]}.")
 
     _graph: list | None = PrivateAttr(None)
 

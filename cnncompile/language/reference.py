@@ -14,10 +14,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from cnncompile.language import search
-from cnncompile.language import training
+from cnncompile.language import phases, search, training
+from cnncompile.language.weights import WeightsFrom
 from cnncompile.language.blocks import Block, BlockUse
-from cnncompile.language.layers import LAYER_TYPES, LayerUnion
+from cnncompile.language.layers import LAYER_TYPES, LayerSpec, LayerUnion
 from cnncompile.language.model import Input, ModelSpec, entry
 from cnncompile.language.types import ACTIVATIONS, INITIALIZERS
 
@@ -121,6 +121,8 @@ def _fields_table(cls: type[BaseModel], skip: tuple[str, ...] = ("type",)) -> li
 def _section(cls: type[BaseModel], level: str = "###", example: str | None = None) -> list[str]:
     out = [f"{level} {cls.__name__}", "", inspect.cleandoc(cls.__doc__ or ""), ""]
     out += _fields_table(cls) + [""]
+    if issubclass(cls, LayerSpec):  # how `check` counts its MACs
+        out += [f"MACs per image: {' '.join(inspect.cleandoc(cls.macs.__doc__ or '').split())}", ""]
     if example:
         out += ["```yaml", f"- {example}", "```", ""]
     return out
@@ -166,19 +168,37 @@ def _blocks_section() -> list[str]:
         "  the block's parameters and `index` (the repeat index, from 1), numbers, `+ - * / // % **`,",
         "  comparisons, `and`/`or`/`not`, `a if c else b`, and `min max abs int float round ceil floor`.",
         "  They are interpreted by cnncompile's own evaluator, never Python's `eval`: nothing else",
-        "  (attributes, subscripts, other functions) is allowed.",
+        "  (attributes, subscripts, other functions) is allowed. Strings work as in Python",
+        "  (`'conv' + kind`, `kind == 'se'`, `'x' * 3`); `%`-formatting is refused (interpolate",
+        "  with `${...}` instead). Every value is bounded before it is built: numbers up to 10^15,",
+        "  texts and lists up to 1,000 characters or items, 40 levels of nesting.",
+        "- **`index`** belongs to each use: inside a block it is the repeat index of the use that",
+        "  expanded that block, from 1. A nested use without `repeat` sees 1, not its parent's",
+        "  index; pass that on as a parameter (`{block: inner, stage: \"${index}\"}`).",
         "- **Names.** A layer inside a use is named `<use name>_<layer name>`: the use above makes",
         "  `conv2_block1_0_conv` ... `conv2_block3_out`, Keras Applications' own names. Unnamed layers",
-        "  get `<use name>_<Keras default>`. With `repeat`, a name without `${...}` gets `_<index>`.",
+        "  get `<use name>_<Keras default>`, numbered within the block (`unit_conv2d`, `unit_conv2d_1`),",
+        "  so every use makes the same local names. With `repeat`, a name without `${...}` gets",
+        "  `_<index>`. An unnamed use is named after its block, numbered within its list (`unit`,",
+        "  `unit_1`). Use names follow the layer-name rules, and a name may be defined once: a use",
+        "  named like a layer (or an automatic use name that collides) is a duplicate-name error.",
         "- **Wiring.** Inside a block, `input` (or the names in the block's `inputs:`) is what the use",
         "  passes in; a use reads the layer before it unless it gives `inputs:`. Each repeated",
         "  instance reads the previous one. The block's output is its last layer. Later layers can",
         "  read an instance by its name (its output) or any expanded layer by its full name.",
         "- **`when`.** A layer (or a use) whose `when:` is false is dropped; its name then stands for",
-        "  its first input, so `add` above reads the block's input when there is no projection.",
+        "  its first input (the layer before it, when it has no `inputs`), so `add` above reads the",
+        "  block's input when there is no projection. `when` must be `true` or `false` once",
+        "  substituted (the text `no` or `'false'` is an error). A dropped merge whose first input",
+        "  would bypass a layer computed in the same block (`Add: inputs: [input, project_bn]`,",
+        "  Keras's order for a shortcut) is an error with the fix: list first the operand that",
+        "  should stand for it (`inputs: [project_bn, input]`). `when` applies only inside blocks.",
         "- **Errors** inside a block are reported at the line inside the block, with a note at each",
         "  use that expanded it (`note: in expansion of block 'bottleneck' as 'conv2_block1'`). Blocks",
-        "  may use blocks; recursion is an error.", "",
+        "  may use blocks, up to 64 deep; recursion is an error. A spec expands to at most 100,000",
+        "  layers: the size of each use is counted before it is expanded. Parameters cannot be",
+        "  named like a use's own keys (`block`, `name`, `repeat`, `inputs`, `when`, `index`), and",
+        "  a block cannot be named like a layer type.", "",
         *_section(Block, level="###"),
         *_section(BlockUse, level="###"),
         "Every other key of a use sets one of the block's parameters.", "",
@@ -219,10 +239,31 @@ def markdown() -> str:
         "",
         *_fields_table(Input),
         "",
+        "## weights",
+        "",
+        "Start from trained weights. Layers are matched **by name** (as Keras 3 stores them), shapes",
+        "checked; `check` reports every mismatch at once, located here, without a framework. Every",
+        "spec layer with weights must be in the file unless `skip` names it (names or globs).",
+        "",
+        "```yaml",
+        "weights: imagenet                 # a zoo file: Keras Applications' file, via Keras's cache",
+        "weights: runs/mnist_resnet        # a run directory: its model.keras",
+        "weights: base.weights.h5          # or a .keras file; relative to the spec file",
+        "weights: {from: base.keras, skip: [predictions]}   # a new head starts fresh",
+        "```",
+        "",
+        *_section(WeightsFrom, level="###")[2:],
+        "Freeze layers with `trainable: false` on any layer or block use; train them later with",
+        "`training.phases` (see Phases). `export --untrained` of a spec with weights exports them.",
+        "",
         "## Layers",
         "",
         "Each entry of `layers` is a mapping with `type` and that layer's arguments. Every layer",
-        "also takes `name` (unique; default: Keras's, e.g. `conv2d`, `conv2d_1`) and `inputs`.",
+        "also takes `name` (unique; default: Keras's, e.g. `conv2d`, `conv2d_1`), `inputs`, and",
+        "`trainable` (false freezes it; a frozen BatchNormalization also runs in inference mode).",
+        "Default names count each type from the top of the list, skipping names already taken by",
+        "any layer: `[Conv2D, Conv2D named conv2d_1, Conv2D]` names the third `conv2d_2` (Keras 3",
+        "would name it `conv2d_1` and then refuse the model for two layers of that name).",
         "Shapes exclude the batch axis; `cnncompile check` prints every layer's output shape,",
         "parameters and MACs.",
         "",
@@ -234,7 +275,9 @@ def markdown() -> str:
         "valid execution order and a cycle cannot be written. Merge layers (Add, Subtract,",
         "Multiply, Average, Maximum, Minimum, Concatenate) take two or more inputs; every other",
         "layer takes one. The model's output is the last layer listed; a layer whose output",
-        "never reaches it gets a warning (a dead branch is almost always a wiring mistake).",
+        "never reaches it gets a warning (a dead branch is almost always a wiring mistake), is",
+        "marked `[dead]` in `check`'s table (`\"dead\": true` in `--json`) and is left out of the",
+        "totals, as Keras leaves it out of the model.",
         "",
         "```yaml",
         "layers:",
@@ -278,6 +321,11 @@ def markdown() -> str:
             "```yaml", "training:", "  distribute: {strategy: multi_worker, timeout_seconds: 120}", "```", "",
             "Every worker runs the same command with its own `TF_CONFIG`; only worker 0 (the chief)",
             "writes the run directory. See the README for a cluster walk-through.", ""]
+    out += ["### Phases", "", *_section(phases.Phase, level="####")[2:],
+            "```yaml", "training:", "  phases:", "    - {epochs: 3}                                 # the head, base frozen",
+            "    - {epochs: 5, unfreeze: [\"conv5_*\"], learning_rate: 1.0e-5}", "```", "",
+            "Epochs are numbered across phases; each phase starts a fresh optimizer. A run killed in",
+            "phase 2 resumes in phase 2; the curves and the report mark where each phase starts.", ""]
     out += ["### dataset: {path: ...}", "", *_section(training.DatasetPath, level="####")[2:]]
     out += ["## search", "", inspect.cleandoc(search.Search.__doc__ or ""), "", *_fields_table(search.Search), "",
             "```yaml", "search:", "  metric: val_accuracy", "  trials: 20", "  max_params: 150000", "  space:",

@@ -302,6 +302,9 @@ class Training(Strict):
     callbacks: list[Callback] = []
     augmentation: list[Augmentation] = Field([], description="Random image transforms applied during training only; never exported.")
     distribute: Distribute | None = Field(None, description="Train on several devices or machines (see Distributed training).")
+    phases: list[phase_module.Phase] | None = Field(
+        None, min_length=1, description="Fine-tuning in steps (see Phase); their epochs add up to the run's, "
+        "which replaces `epochs`.")
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
         "float32", description="Compute dtype while training (Keras's dtype policies): mixed_* keep float32 weights "
         "and the output layer in float32; auto picks mixed_bfloat16 on a CPU with AVX512_BF16 or AMX, mixed_float16 "
@@ -317,4 +320,27 @@ class Training(Strict):
             isinstance(c, ReduceLROnPlateau) for c in self.callbacks
         ):
             raise ValueError("ReduceLROnPlateau cannot change a scheduled learning_rate; use one or the other")
+        if self.phases is not None:
+            _check_phases(self)
         return self
+
+    @property
+    def total_epochs(self) -> int:
+        """The run's epochs: the phases' sum when there are phases."""
+        return sum(phase.epochs for phase in self.phases) if self.phases else self.epochs
+
+
+def _check_phases(training: Training) -> None:
+    if "epochs" in training.model_fields_set and training.epochs != training.total_epochs:
+        raise ValueError(f"epochs ({training.epochs}) differs from the phases' sum ({training.total_epochs}); "
+                         "remove epochs (the phases set it)")
+    if training.callbacks and not all(isinstance(c, TensorBoard) for c in training.callbacks):
+        # Their patience and best values would carry across a phase's new optimizer; not defined yet.
+        raise ValueError("EarlyStopping and ReduceLROnPlateau cannot be combined with phases yet")
+    if training.distribute is not None:
+        raise ValueError("phases cannot be combined with distribute yet")
+
+
+# At the end: phases.py builds on this module's Optimizer and LearningRate (annotations here are
+# strings, resolved when Training is first validated).
+from cnncompile.language import phases as phase_module  # noqa: E402

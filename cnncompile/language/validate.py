@@ -8,13 +8,14 @@ path back into a line and column.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from cnncompile.language.diagnostics import (Diagnostic, Path, SourceMap, SpecError, did_you_mean, kind_of, show,
-                                               value_at)
-from cnncompile.language.graph import default_names
+from cnncompile.language.diagnostics import (Diagnostic, Path, SourceMap, SpecError, did_you_mean, in_file_order,
+                                               kind_of, show, value_at)
+from cnncompile.language.graph import Broken, default_names, nothing_left, wire
 from cnncompile.language.layers import LAYER_NAMES, LAYER_TYPES, MODEL_INPUT
 from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import Input, ModelSpec
@@ -41,19 +42,111 @@ def parse_spec(data: bytes) -> tuple[ModelSpec, SourceMap]:
 
 
 def validate_tree(raw: Any, source: SourceMap) -> ModelSpec:
-    """A loaded YAML tree -> a validated ModelSpec (`tune` validates candidate trees this way)."""
+    """A loaded YAML tree -> a validated, wired ModelSpec (`tune` validates candidate trees
+    this way); SpecError with every schema and wiring problem, in file order."""
+    partial = recover_tree(raw, source)
+    if partial.problems:
+        raise SpecError(in_file_order(partial.problems))
+    return partial.spec
+
+
+@dataclass(frozen=True)
+class Partial:
+    """What validation and wiring could make of a tree, and every problem found on the way.
+
+    Error recovery, as in a compiler: a layer, block use or block that fails validation stays
+    in the spec as a `Broken` marker, so its name is still defined and only what reads it is
+    skipped; a top-level section that fails is left out. `spec.graph()` is the wired rest."""
+
+    spec: ModelSpec
+    problems: list[Diagnostic]
+    input_known: bool  # False when `input` itself failed: no shape can be inferred
+
+
+def recover_tree(raw: Any, source: SourceMap) -> Partial:
+    """Validate and wire as much of `raw` as can be; SpecError only when nothing can be."""
     if raw is None:
         raise SpecError([Diagnostic("error", "the file is empty; expected a mapping with "
                                     "name, input and layers", source.value(()))])
     if not isinstance(raw, dict):
         raise SpecError([Diagnostic("error", "the top level must be a mapping with name, input "
                                     f"and layers, received {kind_of(raw)}", source.value(()))])
-    try:
-        spec = ModelSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise SpecError(translate(exc, raw, source)) from None
-    spec.graph(source)  # wiring: names, inputs, arity; raises SpecError, located
-    return spec
+    tree, problems, input_known = dict(raw), [], True
+    broken_layers: dict[int, Any] = {}
+    broken_blocks: dict[str, Any] = {}
+    for _ in range(3):  # each round sets aside what failed; a third is never needed in practice
+        try:
+            spec = ModelSpec.model_validate(tree)
+            break
+        except ValidationError as exc:
+            located = located_errors(exc, tree, source)
+            problems.extend(diagnostic for _, diagnostic in located)
+            for path, _ in located:
+                if not _set_aside(path, tree, raw, broken_layers, broken_blocks):
+                    raise SpecError(in_file_order(problems)) from None
+                input_known = input_known and path[:1] != ("input",)
+    else:
+        raise SpecError(in_file_order(list(dict.fromkeys(problems))))
+    for index, item in broken_layers.items():
+        spec.layers[index] = Broken(item)
+    if broken_blocks:
+        spec.blocks.update({name: Broken(block) for name, block in broken_blocks.items()})  # type: ignore[union-attr]
+    problems += _blocks_named_like_layers(spec, source)
+    nodes, wiring = wire(spec, source)
+    spec._graph = nodes
+    problems = list(dict.fromkeys([*problems, *wiring]))
+    return Partial(spec, problems or ([] if nodes else [nothing_left(source)]), input_known)
+
+
+def _blocks_named_like_layers(spec: ModelSpec, source: SourceMap) -> list[Diagnostic]:
+    """A block called `Conv2D` reads as the layer type wherever it is used: refuse the name."""
+    return [Diagnostic("error", f"blocks.{name}: a block cannot be named like a layer type; "
+                       "choose another name", source.key(("blocks", name)))
+            for name in spec.blocks or {} if name in LAYER_NAMES]
+
+
+# Placeholders that stand in, for validation only, for a part that failed (set aside).
+_STAND_IN_LAYER = {"block": "_"}  # a block use validates without looking at the block
+_STAND_IN_INPUT = {"shape": [1]}
+
+
+def _set_aside(path: Path, tree: dict, raw: dict, layers: dict[int, Any], blocks: dict[str, Any]) -> bool:
+    """Replace the part of `tree` an error is in by a stand-in; False when nothing can stand
+    in for it (the layers list itself)."""
+    top = path[0] if path else None
+    if top == "layers" and len(path) >= 2 and isinstance(path[1], int) and isinstance(tree.get("layers"), list):
+        if path[1] not in layers:
+            tree["layers"] = list(tree["layers"])
+            layers[path[1]] = raw["layers"][path[1]]
+            tree["layers"][path[1]] = _STAND_IN_LAYER
+        return True
+    if top == "blocks" and len(path) >= 2 and isinstance(tree.get("blocks"), dict):
+        tree["blocks"] = {key: block for key, block in tree["blocks"].items() if key != path[1]}
+        blocks[str(path[1])] = raw["blocks"].get(path[1])
+        return True
+    if top == "input":
+        tree["input"] = _STAND_IN_INPUT
+        return True
+    if top == "name":
+        tree["name"] = "model"
+        return True
+    if top in ("layers", None):
+        return False
+    tree.pop(top, None)  # training, search, blocks as a whole, an unknown key: optional
+    return True
+
+
+def located_errors(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), subject: str = "",
+                   notes: tuple[Diagnostic, ...] = ()) -> list[tuple[Path, Diagnostic]]:
+    """Every pydantic error as (its path in `raw`, a located, readable diagnostic)."""
+    errors = _drop_misspelt_missing(
+        _drop_losing_branches([(_data_path(e["loc"], raw, e["type"], e.get("input")), e) for e in exc.errors()]))
+    located = []
+    for path, _branches, error in errors:
+        message, at_key = _describe(error, path, raw)
+        mark = source.key((*at, *path)) if at_key else source.value((*at, *path))
+        located.append((path, Diagnostic("error", (subject or _subject(path, raw)) + message, mark, notes)))
+    return located
 
 
 def translate(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), subject: str = "",
@@ -64,17 +157,11 @@ def translate(exc: ValidationError, raw: Any, source: SourceMap, at: Path = (), 
     expanded from a block), `at` is where that part sits in the file, `subject` names it
     and `notes` say where it was instantiated.
     """
-    errors = _drop_losing_branches([(_data_path(e["loc"], raw, e["type"]), e) for e in exc.errors()])
-    diagnostics = []
-    for path, _branches, error in errors:
-        message, at_key = _describe(error, path, raw)
-        mark = source.key((*at, *path)) if at_key else source.value((*at, *path))
-        diagnostics.append(Diagnostic("error", (subject or _subject(path, raw)) + message, mark, notes))
-    unique = list(dict.fromkeys(diagnostics))
-    return sorted(unique, key=lambda d: (d.mark.line, d.mark.column) if d.mark else (0, 0))
+    unique = list(dict.fromkeys(d for _, d in located_errors(exc, raw, source, at, subject, notes)))
+    return in_file_order(unique)
 
 
-def _data_path(loc: tuple, raw: Any, kind: str) -> tuple[Path, tuple]:
+def _data_path(loc: tuple, raw: Any, kind: str, received: Any = None) -> tuple[Path, tuple]:
     """Split pydantic's loc into the data path and the union-branch labels it passed through.
 
     pydantic's documented loc mixes two kinds of step: keys and indices into the input, and,
@@ -84,18 +171,20 @@ def _data_path(loc: tuple, raw: Any, kind: str) -> tuple[Path, tuple]:
     that does not lead into the data is a label; only a `missing` error's last step names a
     key that is not there. A step that is a key of the mapping could still be a label (a Tag
     `block` on `{block: ...}`): both readings are tried, and the one that explains the error
-    best wins, the one whose last step lands in the data, then the one with fewer labels.
+    best wins, the one whose last step lands in the data, then the one that reaches the value
+    pydantic refused, then the one with fewer labels.
     """
     readings = list(_readings(tuple(loc), raw, kind, (), (), 0))
-    path, branches, _, _ = max(readings, key=lambda r: (r[2], r[3], -len(r[1])))
+    path, branches, *_ = max(readings, key=lambda r: (r[2], r[3], r[4] is received, -len(r[1])))
     return path, branches
 
 
 def _readings(loc: tuple, node: Any, kind: str, path: Path, branches: tuple, found: int):
     """Every way of reading `loc` from `node` on: (data path, labels, how many steps led into
-    the data, whether the last step is data). The best reading follows the data furthest."""
+    the data, whether the last step is data, the value reached). The best reading follows the
+    data furthest."""
     if not loc:
-        yield path, branches, found, bool(path) and not (branches and branches[-1][0] == len(path))
+        yield path, branches, found, bool(path) and not (branches and branches[-1][0] == len(path)), node
         return
     step, rest = loc[0], loc[1:]
     as_label = (path, (*branches, (len(path), step)), found)
@@ -106,7 +195,7 @@ def _readings(loc: tuple, node: Any, kind: str, path: Path, branches: tuple, fou
         if isinstance(step, str):
             yield from _readings(rest, node, kind, *as_label)
     elif isinstance(node, dict) and not rest and kind == "missing":
-        yield (*path, step), branches, found + 1, True  # the key that should be there
+        yield (*path, step), branches, found + 1, True, None  # the key that should be there
     elif isinstance(step, str) and node is not None:
         yield from _readings(rest, node, kind, *as_label)
     else:
@@ -152,6 +241,18 @@ def _drop_losing_branches(items: list) -> list[tuple[Path, tuple, dict]]:
     return kept
 
 
+def _drop_misspelt_missing(errors: list) -> list:
+    """`filterz: 8` is one mistake, not two: the unknown key's error (which suggests
+    `filters`) says it all, so the missing `filters` is not reported besides."""
+    extras = defaultdict(list)
+    for path, _, error in errors:
+        if error["type"] == "extra_forbidden" and path:
+            extras[path[:-1]].append(str(path[-1]))
+    return [(path, branches, error) for path, branches, error in errors
+            if not (error["type"] == "missing" and path
+                    and any(did_you_mean(extra, [str(path[-1])]) for extra in extras[path[:-1]]))]
+
+
 def _superficial(errors: list, depth: int) -> bool:
     """Only complaints about the kind of value at the branch's root (depth)."""
     return all(len(path) == depth and error["type"] in _BRANCH_MISMATCH for path, _, error in errors)
@@ -165,12 +266,18 @@ def _describe(error: dict, path: Path, raw: Any) -> tuple[str, bool]:
         owner, key = _field(path[:-1]), str(path[-1])
         if kind == "missing":
             return f"{owner}missing required key '{key}'", True
+        if key == "when" and len(path) == 3 and path[0] == "layers":
+            return (f"{owner}unknown key 'when': `when` keeps or drops a layer per use of a block, so it "
+                    "applies only inside blocks; here, delete the layer or move it into a block"), True
         choices = _allowed_keys(value_at(raw, path[:-1]), path[:-1])
         return f"{owner}unknown key '{key}'{did_you_mean(key, choices)}", True
     if kind == "union_tag_invalid":
         what = _KINDS.get(_container(path), "type")
         tags = [t.strip(" '") for t in ctx.get("expected_tags", "").split(",")]
         tag = ctx.get("tag")
+        blocks = raw.get("blocks") if isinstance(raw, dict) else None
+        if what == "layer type" and isinstance(blocks, dict) and tag in blocks:
+            return f"{field}'{tag}' is a block, not a layer type: write {{block: {tag}, ...}}", False
         hint = did_you_mean(str(tag), tags) or f"; expected one of {', '.join(tags)}"
         return f"{field}unknown {what} '{tag}'{hint}", False
     if kind == "union_tag_not_found":

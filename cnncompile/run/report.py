@@ -243,6 +243,14 @@ def _data_uri(path: Path) -> str | None:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
+def _phases(metrics: dict) -> str:
+    """training.phases: where each starts (the curves mark the same epochs with dashed lines)."""
+    starts = metrics.get("phase_starts")
+    if not starts:
+        return ""
+    return "<p>" + "; ".join(f"phase {i} from epoch {epoch}" for i, epoch in enumerate(starts, start=1)) + "</p>"
+
+
 def render(out: Path, record: dict, metrics: dict, spec_text: str | None, compiled, spec_note: str | None) -> str:
     e = html.escape
     name = compiled.spec.name if compiled else Path(record.get("spec", "run")).stem
@@ -253,7 +261,7 @@ def render(out: Path, record: dict, metrics: dict, spec_text: str | None, compil
              ("training time", f"{metrics['train_seconds']:.1f} s")]
     # What a classifier is judged by first (how it errs), then what it is, then where it came from.
     sections = [
-        _section("Training curves", _image(out / "curves.png", "loss and accuracy per epoch")),
+        _section("Training curves", _image(out / "curves.png", "loss and accuracy per epoch") + _phases(metrics)),
         _section("Confusion matrix", _confusion(out, metrics, labels)),
         _section("Per-class precision, recall and F1", _per_class(metrics)),
         _section("Most confidently wrong test images", _mistakes(out, metrics)),

@@ -32,10 +32,11 @@ import keras
 import numpy as np
 
 from cnncompile.run import checkpoint as ckpt
+from cnncompile.run import phasing
 from cnncompile.backend import fitting as kt
 from cnncompile.backend.builder import adapt_normalization, build_model, cross_check, dtype_policy
 from cnncompile.backend.precision import choose as choose_precision
-from cnncompile.backend.precision import float32_inference, loss_scaled
+from cnncompile.backend.precision import float32_inference
 from cnncompile.data.datasets import Dataset, load_dataset
 from cnncompile.data.formats import DataError
 from cnncompile.analysis.check import CompiledSpec
@@ -97,7 +98,10 @@ def train_spec(compiled: CompiledSpec, *, out: Path | None = None, epochs: int |
     if strategy is not None:  # the command line picks the strategy; the spec's timeout still holds
         distribute = Distribute(strategy=strategy, **({"timeout_seconds": distribute.timeout_seconds}
                                                       if distribute else {}))
-    options = TrainOptions(out or default_run_dir(compiled.spec.name), epochs or training.epochs,
+    if epochs is not None and training.phases:
+        raise RunError("--epochs cannot override training.phases; change the phases' epochs",
+                       where=("training", "phases"))
+    options = TrainOptions(out or default_run_dir(compiled.spec.name), epochs or training.total_epochs,
                            batch_size or training.batch_size, seed, force, distribute, precision=precision)
     return train(compiled, dataset, options, log=log, progress=progress)
 
@@ -177,7 +181,7 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
         else:
             ckpt.assign(ckpt.training_variables(model), resume.saved)
     write_history(out / "history.csv", resume.state["history"] if resume.state else [])  # drops rows after the checkpoint
-    checkpoint = _fit(compiled, model, fit_data, options, out, resume, cluster, progress)
+    checkpoint = _fit(compiled, inference, model, fit_data, options, out, resume, cluster, progress, log)
     metrics = _finish(compiled, dataset, options, out, inference, model, checkpoint, fit_data, cluster)
     return RunResult(out, metrics, resume.epoch)
 
@@ -242,21 +246,36 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
         with dtype_policy(options.precision):
             inference = build_model(spec)
         cross_check(inference, compiled.info)
+        loaded = _load_weights(compiled, inference, log) if resume.epoch == 0 else ()
         if resume.epoch == 0:  # a resumed run takes the statistics from its checkpoint
-            for name, count in adapt_normalization(inference, spec, dataset.x_train):
+            for name, count in adapt_normalization(inference, spec, dataset.x_train, keep=loaded):
                 log(f"{name}: Normalization mean and variance adapted from {count:,} training images")
         model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
                                   *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
-        model.compile(optimizer=loss_scaled(kt.optimizer(training, fit_data.steps_per_epoch * options.epochs),
-                                            options.precision),
-                      loss=kt.loss(training), metrics=list(kt.metrics(training)))
-        model.optimizer.build(model.trainable_variables)  # its slots exist before a checkpoint is read
+        # Compiled as the phase that wrote the checkpoint (the first, for a fresh run).
+        phase = phasing.phase_of(phasing.phase_runs(spec, options.epochs), resume.epoch)
+        phasing.enter(phase, spec, inference, model, fit_data.steps_per_epoch, options.precision)
     return inference, model
 
 
-def _fit(compiled: CompiledSpec, model: keras.Model, fit_data: _FitData, options: TrainOptions, out: Path,
-         resume: _Resume, cluster, progress: keras.callbacks.Callback | None) -> ckpt.Checkpoint:
-    """Train from the resume point to the last epoch, checkpointing each one."""
+def _load_weights(compiled: CompiledSpec, inference: keras.Model, log: Callable[[str], None]) -> tuple[str, ...]:
+    """The spec's `weights:` into a fresh run's model (a resumed run's come from its checkpoint)."""
+    if compiled.spec.weights is None:
+        return ()
+    from cnncompile.backend.weights import WeightsProblem, load_weights
+
+    try:
+        plan = load_weights(inference, compiled.spec, base_dir=compiled.path.parent)
+    except WeightsProblem as exc:
+        raise RunError("weights: " + "; ".join(exc.problems), where=("weights",)) from None
+    log(plan.describe())
+    return plan.loaded
+
+
+def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit_data: _FitData, options: TrainOptions,
+         out: Path, resume: _Resume, cluster, progress: keras.callbacks.Callback | None,
+         log: Callable[[str], None]) -> ckpt.Checkpoint:
+    """Train from the resume point to the last epoch, checkpointing each one, phase by phase."""
     training = compiled.spec.training
     callbacks = kt.callbacks(training, str(out / "tensorboard"))
     # After the callbacks whose state it saves and restores (see checkpoint.Checkpoint).
@@ -270,11 +289,21 @@ def _fit(compiled: CompiledSpec, model: keras.Model, fit_data: _FitData, options
         callback_list.on_train_begin()
         callback_list.on_train_end()
     elif cluster is None:
-        data = kt.batches(fit_data.x_fit, fit_data.y_fit, batch_size=options.batch_size, shuffle=training.shuffle,
-                          seed=options.seed, first_epoch=resume.epoch, epochs=last_epoch)
-        model.fit(data, epochs=last_epoch, initial_epoch=resume.epoch, steps_per_epoch=fit_data.steps_per_epoch,
-                  shuffle=False, validation_data=fit_data.validation, validation_batch_size=256,
-                  callbacks=callbacks, verbose=0)
+        runs = phasing.phase_runs(compiled.spec, options.epochs)
+        current = phasing.phase_of(runs, resume.epoch)  # what _build compiled
+        for phase in runs:
+            first = max(resume.epoch, phase.first_epoch)
+            if first >= phase.last_epoch:
+                continue
+            if phase is not current:
+                phasing.enter(phase, compiled.spec, inference, model, fit_data.steps_per_epoch, options.precision)
+            if len(runs) > 1:
+                log(phase.describe(len(runs)))
+            data = kt.batches(fit_data.x_fit, fit_data.y_fit, batch_size=options.batch_size, shuffle=training.shuffle,
+                              seed=options.seed, first_epoch=first, epochs=phase.last_epoch)
+            model.fit(data, epochs=phase.last_epoch, initial_epoch=first, steps_per_epoch=fit_data.steps_per_epoch,
+                      shuffle=False, validation_data=fit_data.validation, validation_batch_size=256,
+                      callbacks=callbacks, verbose=0)
     else:
         from cnncompile.run import distributed
 
@@ -289,7 +318,8 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
     """Test scores, curves, model.keras, the report, then metrics.json (last: it marks the run complete)."""
     inference = float32_inference(inference, compiled.spec)  # what is saved and exported
     # Draw curves.png while TensorFlow evaluates (it releases the GIL): saves ~0.3 s a run.
-    plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), compiled.spec.name))
+    plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), compiled.spec.name,
+                                                          tuple(phasing.phase_starts(compiled.spec))))
     plotter.start()
     training = compiled.spec.training
     test_scores = _test_scores(model, training, dataset.x_test, fit_data.y_test, cluster) if options.evaluate_test else {}
@@ -306,6 +336,8 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
         "total_params": compiled.info.total_params,
         "precision": options.precision,
     }
+    if compiled.spec.training.phases:
+        metrics["phase_starts"] = [1, *phasing.phase_starts(compiled.spec)]
     if cluster is not None:
         metrics["distribute"] = {"strategy": cluster.name, "workers": cluster.workers,
                                  "replicas": cluster.replicas, "global_batch_size": options.batch_size}
@@ -387,7 +419,7 @@ def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions,
     }
 
 
-def _plot_curves(out: Path, history: list[dict], title: str) -> None:
+def _plot_curves(out: Path, history: list[dict], title: str, phase_starts: tuple[int, ...] = ()) -> None:
     # matplotlib's object API, not pyplot: no global state, safe off the main thread.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -402,6 +434,10 @@ def _plot_curves(out: Path, history: list[dict], title: str) -> None:
             values = [row.get(key) for row in history]
             if any(v is not None for v in values):
                 ax.plot(epochs, values, marker="o", label=label)
+        for number, epoch in enumerate(phase_starts, start=2):  # a line between the phases' epochs
+            ax.axvline(epoch - 0.5, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(f"phase {number}", (epoch - 0.5, 1), xycoords=("data", "axes fraction"),
+                        xytext=(3, -12), textcoords="offset points", color="grey", fontsize=8)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(metric)
