@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from cnncompile.language.diagnostics import Diagnostic, SpecError
+from cnncompile.language.training import PRECISIONS
 from cnncompile.deploy.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, Int8Options
 
 EXIT_INVALID = 1  # usage errors exit 2, through click
@@ -194,10 +195,12 @@ def draw(spec: str, output: str | None, rankdir: str, detail: str, collapse_bloc
 @click.option("--force", is_flag=True, help="Start over, discarding a finished or unfinished run in --out.")
 @click.option("--distribute", type=click.Choice(["mirrored", "multi_worker"]),
               help="Override training.distribute.strategy (multi_worker reads the cluster from TF_CONFIG).")
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="Override training.precision (auto: bfloat16 where the CPU has it, float16 on tensor-core GPUs).")
 @click.option("--quiet", is_flag=True, help="Print only the result line and errors.")
 @needs("train")
 def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | None, out: str | None,
-          data_dir: str | None, force: bool, distribute: str | None, quiet: bool) -> None:
+          data_dir: str | None, force: bool, distribute: str | None, precision: str | None, quiet: bool) -> None:
     """Train SPEC on its dataset and save a reproducible, resumable run directory.
 
     Killed or interrupted runs resume from their last completed epoch when the same
@@ -214,7 +217,7 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     try:
         result = train_spec(compiled, out=Path(out) if out else None, epochs=epochs, seed=seed, batch_size=batch_size,
                             data_dir=Path(data_dir) if data_dir else None, force=force, strategy=distribute,
-                            log=console.print, progress=None if quiet else RichProgress(console))
+                            precision=precision, log=console.print, progress=None if quiet else RichProgress(console))
     except RunError as exc:
         mark = compiled.source.value(exc.where) if exc.where else None
         _print_diagnostics([Diagnostic("error", str(exc), mark)], spec)
@@ -249,9 +252,11 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
 @click.option("--storage", help="Study storage shared by processes and machines: an SQLAlchemy URL "
               "(postgresql://user:pw@host/db) or journal:PATH (default: SQLite in --out).")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Look here first for built-in datasets.")
+@click.option("--timeout", type=click.FloatRange(min=0), help="Time budget in minutes: no new trial starts after it "
+              "(the one training finishes), whatever --trials says.")
 @needs("tune")
 def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, storage: str | None,
-         data_dir: str | None) -> None:
+         data_dir: str | None, timeout: float | None) -> None:
     """Search SPEC's `search:` space with Optuna; write best.yaml, trials.csv and plots.
 
     Candidates that fail validation, shape inference or a budget are rejected in
@@ -275,7 +280,8 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
     from cnncompile.run.tune import TuneError, TuneOptions, tune as run_tune
 
     tune_dir = Path(out) if out else Path("runs") / f"{compiled.spec.name}-tune"
-    options = TuneOptions(tune_dir, trials, epochs, storage, Path(data_dir) if data_dir else None)
+    options = TuneOptions(tune_dir, trials, epochs, storage, Path(data_dir) if data_dir else None,
+                          timeout=None if timeout is None else timeout * 60)
     try:
         report = run_tune(space, compiled.path, compiled.sha256, options, log=click.echo)
     except TuneError as exc:

@@ -8,6 +8,7 @@ model loads with `safe_mode=True` and no code is ever deserialized.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -103,13 +104,28 @@ def build_model(spec: ModelSpec, preprocessing: bool = True) -> keras.Model:
     tensors = {"input": preprocess(spec.input, inputs) if preprocessing else inputs}
     nodes = spec.graph()
     for node in nodes:
-        keras_layer = BUILDERS[type(node.layer)](node.layer, node.name)
+        # Under a mixed policy the output layer still computes in float32 (Keras's mixed-precision
+        # guide): the probabilities and the loss keep their precision.
+        output = node is nodes[-1] and keras.config.dtype_policy().name != "float32"
+        with dtype_policy("float32") if output else contextlib.nullcontext():
+            keras_layer = BUILDERS[type(node.layer)](node.layer, node.name)
         keras_layer.trainable = node.trainable
         operands = [tensors[name] for name in node.inputs]
         # Merge layers take one list of tensors (Keras's Merge.call(inputs)); the rest one tensor.
         merges = node.layer.max_inputs != 1
         tensors[node.name] = keras_layer(operands if merges else operands[0])
     return keras.Model(inputs, tensors[nodes[-1].name], name=spec.name)
+
+
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Layers made inside take this Keras dtype policy; the global one is restored after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def cross_check(model: keras.Model, info: ModelInfo) -> None:

@@ -115,7 +115,13 @@ def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, see
     def gather(indices):
         return tf.gather(images, indices), tf.gather(labels, indices)
 
-    return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).map(gather).prefetch(2)
+    # tf.data's autotuner off: this pipeline has nothing for it to tune (a sequential map, a
+    # fixed prefetch), and its model thread sleeps up to 60 s between optimizations without
+    # waking for cancellation, so the iterator's destructor waited that long after the last
+    # epoch (issue 20: 49-55 s; bench/stall.py measures it).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).map(gather).prefetch(2).with_options(options)
 
 
 def callbacks(spec: t.Training, tensorboard_dir: str) -> list[keras.callbacks.Callback]:

@@ -11,9 +11,10 @@ an assumed speed-up.
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
 from pathlib import Path
+
+from cnncompile.cpu import cpu_features
 
 # /proc/cpuinfo flag -> the name Intel/ARM documentation uses; the first group does int8
 # multiply-accumulate in one instruction (no saturating 16-bit intermediate).
@@ -48,22 +49,9 @@ class Int8Capability:
 
 
 def int8_capability(cpuinfo: Path = Path("/proc/cpuinfo")) -> Int8Capability:
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return Int8Capability(platform.processor() or platform.machine(), (), (), known=False)
-    flags: set[str] = set()
-    model_name = platform.machine()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key in ("flags", "features"):  # x86 says flags, ARM says Features
-            flags |= set(value.split())
-        elif key in ("model name", "cpu model") and model_name == platform.machine():
-            model_name = value.strip()
-    return Int8Capability(model_name,
-                          tuple(name for flag, name in INT8_DOT_PRODUCT.items() if flag in flags),
-                          tuple(name for flag, name in INT8_OTHER.items() if flag in flags), known=True)
+    cpu = cpu_features(cpuinfo)
+    return Int8Capability(cpu.model_name, tuple(name for flag, name in INT8_DOT_PRODUCT.items() if flag in cpu.flags),
+                          tuple(name for flag, name in INT8_OTHER.items() if flag in cpu.flags), known=cpu.known)
 
 
 DEFAULT_CALIBRATION_IMAGES = 1000  # MinMax ranges settle well before this on 28x28 digits

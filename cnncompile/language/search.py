@@ -201,6 +201,10 @@ class Search(Strict):
     max_params: PositiveInt | None = Field(None, description="Candidates with more parameters are rejected before training.")
     max_macs: PositiveInt | None = Field(None, description="Candidates with more multiply-accumulates per image are rejected before training.")
     seed: Annotated[int, Field(ge=0, lt=2**32)] = Field(0, description="Seeds the sampler: the same study proposes the same candidates.")
+    pruner: Literal["median", "successive_halving", "hyperband", "none"] = Field(
+        "median", description="What stops an unpromising trial after an epoch (epochs are the resource): median "
+        "(below the median of earlier trials at that epoch), successive_halving or hyperband (Optuna's; reduction "
+        "factor 3: most trials get 1 epoch, a third 3, a ninth 9, ...), or none.")
 
     @property
     def goal(self) -> str:

@@ -276,6 +276,9 @@ def _allow_bare_names(schema: dict[str, Any]) -> None:
     properties["metrics"]["items"] = {"anyOf": [{"type": "string", "enum": [tag(cls) for cls in METRIC_TYPES]}, items]}
 
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
+
+
 class Training(Strict):
     """How `cnncompile train` fits the model."""
 
@@ -302,6 +305,10 @@ class Training(Strict):
     phases: list[phase_module.Phase] | None = Field(
         None, min_length=1, description="Fine-tuning in steps (see Phase); their epochs add up to the run's, "
         "which replaces `epochs`.")
+    precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
+        "float32", description="Compute dtype while training (Keras's dtype policies): mixed_* keep float32 weights "
+        "and the output layer in float32; auto picks mixed_bfloat16 on a CPU with AVX512_BF16 or AMX, mixed_float16 "
+        "on a GPU with tensor cores, else float32. Saved models and exports are float32 either way.")
 
     @model_validator(mode="after")
     def _config(self) -> Training:

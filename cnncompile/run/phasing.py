@@ -16,6 +16,7 @@ import keras
 
 from cnncompile.analysis.unfreezing import trainable_in_phase
 from cnncompile.backend import fitting as kt
+from cnncompile.backend.precision import loss_scaled
 from cnncompile.language.model import ModelSpec
 from cnncompile.language.training import Training
 
@@ -65,15 +66,16 @@ def phase_of(runs: list[PhaseRun], completed_epochs: int) -> PhaseRun:
     return next((run for run in runs if run.first_epoch < completed_epochs <= run.last_epoch), runs[0])
 
 
-def enter(phase: PhaseRun, spec: ModelSpec, inference: keras.Model, model: keras.Model, steps_per_epoch: int) -> None:
+def enter(phase: PhaseRun, spec: ModelSpec, inference: keras.Model, model: keras.Model, steps_per_epoch: int,
+          precision: str = "float32") -> None:
     """Set the layers' trainable flags and compile `model` (the training model around `inference`)
-    with the phase's optimizer, its schedule spanning the phase."""
+    with the phase's optimizer, its schedule spanning the phase (loss-scaled under mixed_float16)."""
     present = {layer.name for layer in inference.layers}
     for node in spec.graph():
         if node.name in present:  # a dead branch is not in the Keras model
             inference.get_layer(node.name).trainable = node.name in phase.trainable
     training = phase.training
-    model.compile(optimizer=kt.optimizer(training, steps_per_epoch * phase.epochs),
+    model.compile(optimizer=loss_scaled(kt.optimizer(training, steps_per_epoch * phase.epochs), precision),
                   loss=kt.loss(training), metrics=list(kt.metrics(training)))
     model.optimizer.build(model.trainable_variables)  # its slots exist before a checkpoint is read
 

@@ -1,10 +1,11 @@
 """The Optuna study that `tune` processes share: storage, the spec it belongs to, and which
 trials are alive.
 
-A trial's owner records its host, pid and the pid's start time; a RUNNING trial whose process
-is gone is failed and re-queued with the same values (its run directory resumes): at once
-when the process is seen to be gone on this host, else once its heartbeat is older than the
-grace period (RDB storages).
+A trial's owner records its host, pid and the pid's start time in one user attribute, `owner`
+(one write, so no other process ever sees half of it); a RUNNING trial whose process is gone
+is failed and re-queued with the same values (its run directory resumes): at once when the
+process is seen to be gone on this host, else once its heartbeat is older than the grace
+period (RDB storages). A RUNNING trial without an owner yet is never judged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +25,8 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 HEARTBEAT_SECONDS = 2
-# A RUNNING trial silent this long is failed and retried (RDB storages). 20 s once failed a
-# live trial in CI (its owner's tell then raised UpdateFinishedTrialError): be generous.
+# A RUNNING trial silent this long is failed and retried (RDB storages): a host paused this
+# long (suspended VM, swapping) loses its trial to a retry, which its tune command then logs.
 GRACE_SECONDS = 60
 MAX_RETRIES = 3
 HOST = socket.gethostname()
@@ -42,10 +44,11 @@ class _Retry(RetryHeartbeatStaleTrialCallback):
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         trial = copy.deepcopy(trial)
-        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("host", "pid", "pid_start")}
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != OWNER}
         super().__call__(study, trial)
 
 
+OWNER = "owner"  # the user attribute {"host", "pid", "pid_start"} of a trial's process
 RETRY = _Retry(max_retry=MAX_RETRIES, inherit_intermediate_values=True)
 
 
@@ -60,9 +63,25 @@ class TuneOptions:
     epochs: int | None = None  # overrides training.epochs in every candidate (and so in best.yaml)
     storage: str | None = None  # default: sqlite:///<out>/study.db
     data_dir: Path | None = None
+    timeout: float | None = None  # seconds: no new trial starts after this (the one training finishes)
 
 
-def open_study(name: str, direction: str, options: TuneOptions) -> optuna.Study:
+REDUCTION_FACTOR = 3  # successive halving and hyperband keep the best third at each rung
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """The search's pruner, with epochs as the resource (trials report once per epoch)."""
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=REDUCTION_FACTOR)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=REDUCTION_FACTOR)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(name: str, direction: str, options: TuneOptions,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """Create the study, or join it. Processes starting together race to create the tables and
     the study row; the loser sees a unique-key error and simply tries again."""
     problem = None
@@ -70,7 +89,7 @@ def open_study(name: str, direction: str, options: TuneOptions) -> optuna.Study:
         try:
             return optuna.create_study(study_name=name, storage=open_storage(options.storage, options.out),
                                        direction=direction, load_if_exists=True,
-                                       pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+                                       pruner=pruner or make_pruner("median", 1))
         except TuneError as exc:
             problem = exc
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy and drivers fail in many ways
@@ -138,15 +157,43 @@ def process_start(pid: int) -> str | None:
         return None
 
 
+def take(trial: optuna.Trial) -> None:
+    """Record this process as the trial's owner, in one write: the three values were once three
+    writes, and another process that read the trial between the pid and its start time compared
+    the live process's start time with a missing one, failed the live trial and re-queued it;
+    the owner's next write then raised UpdateFinishedTrialError (issue 22)."""
+    trial.set_user_attr(OWNER, {"host": HOST, "pid": os.getpid(), "pid_start": process_start(os.getpid())})
+
+
+def tell(study: optuna.Study, trial: optuna.Trial, log: Callable[[str], None], value: float | None = None, *,
+         state: TrialState | None = None, attrs: dict | None = None) -> bool:
+    """Record the trial's last attributes and tell the study; False (and a log line) if another
+    process has legitimately finished the trial first (its heartbeat looked stale)."""
+    try:
+        for key, item in (attrs or {}).items():
+            trial.set_user_attr(key, item)
+        study.tell(trial, value, state=state)
+        return True
+    except optuna.exceptions.UpdateFinishedTrialError:
+        log(finished_elsewhere(study, trial))
+        return False
+
+
+def finished_elsewhere(study: optuna.Study, trial: optuna.Trial) -> str:
+    state = study._storage.get_trial(trial._trial_id).state.name
+    return (f"trial {trial.number}: another process finished it first ({state}): its heartbeat looked older than "
+            f"{GRACE_SECONDS} s, so it was judged lost and re-queued; the retry counts instead of this run")
+
+
 def fail_lost_trials(study: optuna.Study) -> None:
     """Fail and re-queue RUNNING trials whose process is gone: at once for processes of this host,
     after the grace period (heartbeats) for others on RDB storages."""
     storage = study._storage  # noqa: SLF001 - Optuna exposes no public handle for this
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        attrs = trial.user_attrs
-        if attrs.get("host") != HOST or "pid" not in attrs or attrs["pid"] == os.getpid():
-            continue
-        if process_start(attrs["pid"]) == attrs.get("pid_start") and _alive(attrs["pid"]):
+        owner = trial.user_attrs.get(OWNER)
+        if owner is None or owner["host"] != HOST or owner["pid"] == os.getpid():
+            continue  # just asked for (not yet owned), another host's, or this process's own
+        if process_start(owner["pid"]) == owner["pid_start"] and _alive(owner["pid"]):
             continue
         try:
             if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):  # noqa: SLF001

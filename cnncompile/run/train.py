@@ -14,6 +14,7 @@ Run directory (atomic writes throughout, see cnncompile/files.py):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import platform
@@ -33,7 +34,9 @@ import numpy as np
 from cnncompile.run import checkpoint as ckpt
 from cnncompile.run import phasing
 from cnncompile.backend import fitting as kt
-from cnncompile.backend.builder import adapt_normalization, build_model, cross_check
+from cnncompile.backend.builder import adapt_normalization, build_model, cross_check, dtype_policy
+from cnncompile.backend.precision import choose as choose_precision
+from cnncompile.backend.precision import float32_inference
 from cnncompile.data.datasets import Dataset, load_dataset
 from cnncompile.data.formats import DataError
 from cnncompile.analysis.check import CompiledSpec
@@ -53,6 +56,9 @@ class TrainOptions:
     # `tune` ranks trials on validation data and scores only the best on the test set
     # (evaluate_test below); its trials skip the test set entirely.
     evaluate_test: bool = True
+    # A training.precision value overriding the spec's (None keeps it); `_train` resolves it
+    # (auto) to the Keras dtype policy it trains under.
+    precision: str | None = None
 
 
 @dataclass
@@ -75,7 +81,8 @@ def run_state(out: Path) -> str:
 
 def train_spec(compiled: CompiledSpec, *, out: Path | None = None, epochs: int | None = None,
                seed: int | None = None, batch_size: int | None = None, data_dir: Path | None = None,
-               force: bool = False, strategy: str | None = None, log: Callable[[str], None] = lambda message: None,
+               force: bool = False, strategy: str | None = None, precision: str | None = None,
+               log: Callable[[str], None] = lambda message: None,
                progress: keras.callbacks.Callback | None = None) -> RunResult:
     """`cnncompile train`: the spec's training section with these overrides (None keeps the
     spec's value), its dataset loaded, then `train`. RunError (located by `where`) if it cannot."""
@@ -95,7 +102,7 @@ def train_spec(compiled: CompiledSpec, *, out: Path | None = None, epochs: int |
         raise RunError("--epochs cannot override training.phases; change the phases' epochs",
                        where=("training", "phases"))
     options = TrainOptions(out or default_run_dir(compiled.spec.name), epochs or training.total_epochs,
-                           batch_size or training.batch_size, seed, force, distribute)
+                           batch_size or training.batch_size, seed, force, distribute, precision=precision)
     return train(compiled, dataset, options, log=log, progress=progress)
 
 
@@ -148,11 +155,14 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     """One process's part of a run: negotiate resume, build, fit, then write the artifacts."""
     if options.force and out.exists():
         _clear_run(out)
-    resume = _resume_point(compiled, out, cluster)
+    chosen = choose_precision(options.precision or compiled.spec.training.precision)
+    options = dataclasses.replace(options, precision=chosen.policy)
+    resume = _resume_point(compiled, out, cluster, options.precision)
     if resume.complete:
         metrics = read_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
         return RunResult(out, metrics, 0, already_complete=True)
 
+    log(chosen.describe())
     keras.utils.set_random_seed(options.seed)
     import tensorflow as tf
 
@@ -176,13 +186,19 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     return RunResult(out, metrics, resume.epoch)
 
 
-def _resume_point(compiled: CompiledSpec, out: Path, cluster) -> _Resume:
+def _resume_point(compiled: CompiledSpec, out: Path, cluster, precision: str) -> _Resume:
     """Read the run directory; under a cluster the chief's directory decides for everyone."""
     complete = run_state(out) == "complete"
     state = read_json(out / "checkpoint" / "state.json") if run_state(out) == "resumable" else None
     if state and state["spec_sha256"] != compiled.sha256:
         raise RunError(f"{out} holds an unfinished run of a different version of this spec; "
                        "use --force to start over or --out for a new run directory")
+    # The optimizer's state differs (float16 adds a loss scale) and the epochs so far were
+    # computed in the other precision: a resumed run would be neither one nor the other.
+    started = read_json(out / "run.json").get("precision", "float32") if state and (out / "run.json").exists() else None
+    if started and started != precision:
+        raise RunError(f"{out} holds an unfinished run trained in {started}, not {precision}; resume it with "
+                       f"--precision {started}, or use --force to start over or --out for a new run directory")
     saved, arrays = ckpt.read(out / "checkpoint" / state["checkpoint"]) if state else (None, {})
     if cluster is not None and cluster.workers > 1:
         from cnncompile.run.distributed import share_from_chief
@@ -227,7 +243,8 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
         # Resumed runs are rebuilt from the spec like fresh ones, then take the checkpoint's
         # values; under a multi-worker strategy every worker must create the same variables
         # in the same order anyway.
-        inference = build_model(spec)
+        with dtype_policy(options.precision):
+            inference = build_model(spec)
         cross_check(inference, compiled.info)
         loaded = _load_weights(compiled, inference, log) if resume.epoch == 0 else ()
         if resume.epoch == 0:  # a resumed run takes the statistics from its checkpoint
@@ -237,7 +254,7 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
                                   *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
         # Compiled as the phase that wrote the checkpoint (the first, for a fresh run).
         phase = phasing.phase_of(phasing.phase_runs(spec, options.epochs), resume.epoch)
-        phasing.enter(phase, spec, inference, model, fit_data.steps_per_epoch)
+        phasing.enter(phase, spec, inference, model, fit_data.steps_per_epoch, options.precision)
     return inference, model
 
 
@@ -279,7 +296,7 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
             if first >= phase.last_epoch:
                 continue
             if phase is not current:
-                phasing.enter(phase, compiled.spec, inference, model, fit_data.steps_per_epoch)
+                phasing.enter(phase, compiled.spec, inference, model, fit_data.steps_per_epoch, options.precision)
             if len(runs) > 1:
                 log(phase.describe(len(runs)))
             data = kt.batches(fit_data.x_fit, fit_data.y_fit, batch_size=options.batch_size, shuffle=training.shuffle,
@@ -299,6 +316,7 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
 def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, inference: keras.Model,
             model: keras.Model, checkpoint: ckpt.Checkpoint, fit_data: _FitData, cluster) -> dict:
     """Test scores, curves, model.keras, the report, then metrics.json (last: it marks the run complete)."""
+    inference = float32_inference(inference, compiled.spec)  # what is saved and exported
     # Draw curves.png while TensorFlow evaluates (it releases the GIL): saves ~0.3 s a run.
     plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), compiled.spec.name,
                                                           tuple(phasing.phase_starts(compiled.spec))))
@@ -316,6 +334,7 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
         "train_images": fit_data.count,
         "test_images": len(dataset.x_test),
         "total_params": compiled.info.total_params,
+        "precision": options.precision,
     }
     if compiled.spec.training.phases:
         metrics["phase_starts"] = [1, *phasing.phase_starts(compiled.spec)]
@@ -388,6 +407,7 @@ def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions,
 
     return {
         "spec": str(compiled.path), "spec_sha256": compiled.sha256, "seed": options.seed,
+        "precision": options.precision,
         "epochs": options.epochs, "batch_size": options.batch_size,
         "dataset": {"name": dataset.name, "source": dataset.source, "train_images": len(dataset.x_train),
                     "test_images": len(dataset.x_test), "files": dataset.files, "labels": list(dataset.labels)},

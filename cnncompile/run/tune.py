@@ -12,7 +12,9 @@ Tune directory:
 Each process asks the study for candidates until it holds `trials` trained ones, so several
 processes (or machines, through one database) share a study. A candidate is checked
 statically first (analysis/space.py): one that is invalid or over budget is told PRUNED with the
-reason and costs milliseconds. A trial whose process died (SIGKILL, power loss) is failed and
+reason and costs milliseconds. A trained one reports its metric after every epoch, and the
+search's pruner (median, successive halving or hyperband: epochs are the resource) may stop
+it there. --timeout ends the study on a wall-clock budget instead of a trial count. A trial whose process died (SIGKILL, power loss) is failed and
 re-queued with the same values, and its run directory resumes from its last epoch:
 immediately when its process is seen to be gone on this host, else once its heartbeat is
 older than the grace period (RDB storages).
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,9 +40,9 @@ from cnncompile.analysis.space import Candidate, Space
 from cnncompile.data.datasets import Dataset, load_dataset
 from cnncompile.files import read_json, write_bytes, write_json
 from cnncompile.language.search import label as _label
-from cnncompile.run.study import (HEARTBEAT_SECONDS, HOST, Heartbeat, TuneError, TuneOptions, claim,
-                                  fail_lost_trials, open_study, process_start, running_trials, surplus,
-                                  trained_trials)
+from cnncompile.run.study import (HEARTBEAT_SECONDS, OWNER, Heartbeat, TuneError, TuneOptions, claim,
+                                  fail_lost_trials, finished_elsewhere, make_pruner, open_study, running_trials,
+                                  surplus, take, tell, trained_trials)
 from cnncompile.run.study_files import plot_study, spec_text, write_trials_csv
 from cnncompile.run.train import TrainOptions, evaluate_test, train
 
@@ -66,12 +67,16 @@ class StudyReport:
 def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
          log: Callable[[str], None] = lambda message: None) -> StudyReport:
     """Work on the study until it holds options.trials trained trials; then score the best."""
-    study = open_study(space.base_spec.name, space.search.goal, options)
+    epochs = options.epochs or space.base_spec.training.epochs
+    study = open_study(space.base_spec.name, space.search.goal, options, make_pruner(space.search.pruner, epochs))
     claim(study, spec_sha256, options)
     fixed = {("training", "epochs"): options.epochs} if options.epochs else {}
     runner = _Runner(space, spec_path, options, fixed, log)
-    in_a_row = 0
+    in_a_row, started = 0, time.monotonic()
     while True:
+        if options.timeout is not None and time.monotonic() - started > options.timeout:
+            log(f"time budget of {options.timeout:.0f} s reached: no new trials")
+            break
         fail_lost_trials(study)
         trials = study.get_trials(deepcopy=False)
         trained, running = trained_trials(trials), running_trials(trials)
@@ -89,16 +94,15 @@ def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
         rejected = sum("rejected" in t.user_attrs for t in trials)
         study.sampler = optuna.samplers.TPESampler(seed=(space.search.seed * 1_000_003 + trial.number) % 2**32,
                                                    n_startup_trials=rejected + min(10, max(3, options.trials // 2)))
-        for key, value in (("host", HOST), ("pid", os.getpid()), ("pid_start", process_start(os.getpid()))):
-            trial.set_user_attr(key, value)
+        take(trial)
         candidate = space.candidate(_suggest(trial, space), fixed)
         trial.set_user_attr("check_seconds", candidate.seconds)
         if candidate.rejection:
             in_a_row += 1
-            trial.set_user_attr("rejected", f"{candidate.rejection.kind}: {candidate.rejection.reason}")
-            study.tell(trial, state=TrialState.PRUNED)
-            log(f"trial {trial.number}: rejected before training ({candidate.seconds * 1000:.1f} ms): "
-                f"{candidate.rejection.kind}: {candidate.rejection.reason}")
+            if tell(study, trial, log, state=TrialState.PRUNED,
+                    attrs={"rejected": f"{candidate.rejection.kind}: {candidate.rejection.reason}"}):
+                log(f"trial {trial.number}: rejected before training ({candidate.seconds * 1000:.1f} ms): "
+                    f"{candidate.rejection.kind}: {candidate.rejection.reason}")
             if in_a_row >= REJECTIONS_IN_A_ROW:
                 raise TuneError(f"{in_a_row} candidates in a row were rejected before training; the space is "
                                 f"(nearly) all infeasible. Last: {candidate.rejection.reason}")
@@ -108,8 +112,8 @@ def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
         trial.set_user_attr("macs", candidate.info.total_macs)
         trial.set_user_attr("feasible", True)
         if surplus(study, trial.number, options.trials):
-            trial.set_user_attr("surplus", f"the study already had {options.trials} trials in progress or done")
-            study.tell(trial, state=TrialState.FAIL)
+            tell(study, trial, log, state=TrialState.FAIL,
+                 attrs={"surplus": f"the study already had {options.trials} trials in progress or done"})
             continue
         runner.run(study, trial, candidate)
         write_trials_csv(study, options.out / "trials.csv")
@@ -126,13 +130,17 @@ class _Reporter(keras.callbacks.Callback):
 
     def __init__(self, trial: optuna.Trial, metric: str):
         super().__init__()
-        self.trial, self.metric, self.pruned_at = trial, metric, None
+        self.trial, self.metric, self.pruned_at, self.lost = trial, metric, None, False
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.metric)
         if value is None:
             return
-        self.trial.report(float(value), epoch + 1)
+        try:
+            self.trial.report(float(value), epoch + 1)
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed elsewhere as lost: its retry trains on
+            self.lost, self.model.stop_training = True, True
+            return
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
             self.model.stop_training = True
@@ -178,24 +186,20 @@ class _Runner:
                   TrainOptions(run, training.epochs, training.batch_size, training.seed, evaluate_test=False),
                   log=self.log, progress=reporter)
         seconds = time.perf_counter() - started
-        trial.set_user_attr("seconds", round(seconds, 3))
+        if reporter.lost:
+            self.log(finished_elsewhere(study, trial))
+            return
         history = list(csv.DictReader(io.StringIO((run / "history.csv").read_text())))
         value = float(history[-1][self.space.search.metric])
-        try:
-            if reporter.pruned_at is not None:
-                trial.set_user_attr("pruned", f"stopped by the median pruner after epoch {reporter.pruned_at}: "
-                                              f"{self.space.search.metric} {value:.4f}")
-                study.tell(trial, state=TrialState.PRUNED)
-                self.log(f"trial {trial.number}: {trial.user_attrs['pruned']} ({seconds:.1f} s)")
-                return
-            study.tell(trial, value)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # Another process judged this trial lost (its heartbeat looked stale) and re-queued
-            # it; the retry decides the study's value. This run directory stays as it is.
-            self.log(f"trial {trial.number}: finished, but another process had already failed and re-queued it; "
-                     "its retry counts instead")
-            return
-        self.log(f"trial {trial.number}: {self.space.search.metric} {value:.4f} after {len(history)} epoch{'s' if len(history) != 1 else ''} ({seconds:.1f} s)")
+        attrs = {"seconds": round(seconds, 3)}
+        if reporter.pruned_at is not None:
+            attrs["pruned"] = (f"stopped by the {self.space.search.pruner} pruner after epoch {reporter.pruned_at}: "
+                               f"{self.space.search.metric} {value:.4f}")
+            if tell(study, trial, self.log, state=TrialState.PRUNED, attrs=attrs):
+                self.log(f"trial {trial.number}: {attrs['pruned']} ({seconds:.1f} s)")
+        elif tell(study, trial, self.log, value, attrs=attrs):
+            self.log(f"trial {trial.number}: {self.space.search.metric} {value:.4f} after {len(history)} "
+                     f"epoch{'s' if len(history) != 1 else ''} ({seconds:.1f} s)")
 
 
 def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOptions) -> StudyReport:
@@ -226,7 +230,7 @@ def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOpti
         write_bytes(out / "best.yaml", (header + best.user_attrs["spec"]).encode())
         known = {"trial": best.number, "run": str(run), space.search.metric: best.value, "params": best.params,
                  "total_params": best.user_attrs.get("params"), "macs": best.user_attrs.get("macs"),
-                 "host": best.user_attrs.get("host"), "test_accuracy": None, "test_loss": None}
+                 "host": best.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": None, "test_loss": None}
         if (run / "model.keras").exists():  # else it ran on another host, whose tune directory has it
             compiled = compile_file(run / "spec.yaml")
             metrics = evaluate_test(compiled, runner.dataset(compiled), run)
