@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,6 +104,6 @@ def test_bfloat16_training_saves_and_exports_float32_and_refuses_to_resume_in_fl
                                                    "history": [], "train_seconds": 1})
     refused = run_cli("train", "tiny.yaml", "--data-dir", "data", "--precision", "float32", cwd=project)
     assert refused.returncode == 1
-    assert (f"holds an unfinished run trained in mixed_bfloat16, not float32; resume it with --precision "
-            f"mixed_bfloat16") in refused.stderr
+    assert ("holds an unfinished run trained in mixed_bfloat16, not float32; resume it with --precision "
+            "mixed_bfloat16") in refused.stderr
     assert "Traceback" not in refused.stderr
