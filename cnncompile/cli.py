@@ -7,9 +7,11 @@ Heavy imports (TensorFlow, onnxruntime) happen inside the commands that need the
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
+import types
 from pathlib import Path
 
 import click
@@ -31,14 +33,19 @@ def _print_diagnostics(diagnostics: list[Diagnostic], filename: str) -> None:
 
 def _compile(spec_path: str):
     """compile_file with the CLI's error handling: diagnostics and exit codes, no tracebacks."""
-    from cnncompile.analysis.check import compile_file
-
+    # Importing the language and compiling a spec allocate many objects and free almost none, so
+    # the cyclic collector's passes find nothing: paused, `check` is about 7% faster.
+    gc.disable()
     try:
+        from cnncompile.analysis.check import compile_file
+
         compiled = compile_file(spec_path)
     except SpecError as exc:
         _fail(exc, spec_path)
     except OSError as exc:
         raise click.UsageError(f"cannot read {spec_path}: {exc.strerror or exc}") from None
+    finally:
+        gc.enable()
     _print_diagnostics(list(compiled.info.warnings), spec_path)
     return compiled
 
@@ -58,6 +65,20 @@ def _fail(exc: SpecError, spec_path: str):
 @click.version_option(package_name="cnncompile")
 def main() -> None:
     """Compile a CNN described in YAML: check it, train it with Keras, export it to ONNX or TFLite."""
+    _without_pydantic_plugins()
+
+
+def _without_pydantic_plugins() -> None:
+    """The CLI uses no pydantic plugins, and looking for them costs `check` about 15 ms (pydantic
+    reads every installed package's entry points through importlib.metadata, which imports email,
+    csv and zipfile). PYDANTIC_DISABLE_PLUGINS=__all__ is pydantic's own switch, but pydantic
+    imports its loader (and importlib.metadata) before reading it, so the loader is replaced by
+    one that finds none. A user who sets PYDANTIC_DISABLE_PLUGINS to anything else keeps pydantic's."""
+    if os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__") != "__all__" or "pydantic" in sys.modules:
+        return
+    loader = types.ModuleType("pydantic.plugin._loader")
+    loader.get_plugins = lambda: ()
+    sys.modules["pydantic.plugin._loader"] = loader
 
 
 @main.command()
