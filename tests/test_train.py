@@ -44,12 +44,13 @@ def test_every_layer_type_has_a_builder():
     assert set(BUILDERS) == set(LAYER_TYPES)
 
 
-def test_train_end_to_end(project):
-    result = train(project)
+def test_train_end_to_end(tiny_trained, tiny_project):
+    result, project = tiny_trained[1], tiny_project  # a copy: trained again below
     assert result.returncode == 0, result.stderr
     run = project / "run"
-    assert f"mnist: 256 train / 64 test images from {project / 'data' / 'mnist'}" in result.stdout
-    assert "test accuracy" in result.stdout and f"artifacts in {run}/" in result.stdout
+    trained_in = tiny_trained[0]
+    assert f"mnist: 256 train / 64 test images from {trained_in / 'data' / 'mnist'}" in result.stdout
+    assert "test accuracy" in result.stdout and f"artifacts in {trained_in / 'run'}/" in result.stdout
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("test_accuracy", "test_loss", "epochs", "train_seconds", "train_images_per_second"):
         assert isinstance(metrics[key], (int, float)), key
@@ -87,13 +88,13 @@ def test_train_end_to_end(project):
     assert "epoch 1/2" not in forced.stdout  # --quiet
 
 
-def test_same_seed_same_weights(project):
-    hashes = []
-    for out in ("a", "b"):
-        result = run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "data"),
-                         "--out", str(project / out), "--quiet", cwd=project)
-        assert result.returncode == 0, result.stderr
-        hashes.append(weights_hash(project / out / "model.keras"))
+def test_same_seed_same_weights(tiny_project):
+    project = tiny_project  # its run/ trained with seed 0, in another process
+    hashes = [weights_hash(project / "run" / "model.keras")]
+    result = run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "data"),
+                     "--out", str(project / "b"), "--quiet", cwd=project)
+    assert result.returncode == 0, result.stderr
+    hashes.append(weights_hash(project / "b" / "model.keras"))
     assert hashes[0] == hashes[1]
     other = run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "data"),
                     "--out", str(project / "c"), "--quiet", "--seed", "7", cwd=project)
