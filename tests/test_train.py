@@ -79,6 +79,11 @@ def test_train_end_to_end(tiny_trained, tiny_project):
     data = load_dataset("mnist", data_dir=project / "data")
     predicted = model.predict(data.x_test.astype(np.float32), verbose=0).argmax(-1)
     assert metrics["test_accuracy"] == pytest.approx(float((predicted == data.y_test).mean()))
+    # ...and its loss is evaluate()'s: on random labels accuracy sits near chance, where other
+    # images could score the same k/64, but no other images give the same loss.
+    model.compile(loss="categorical_crossentropy")
+    loss = model.evaluate(data.x_test.astype(np.float32), keras.utils.to_categorical(data.y_test, 10), verbose=0)
+    assert metrics["test_loss"] == pytest.approx(loss, rel=1e-5)
 
     again = train(project)
     assert again.returncode == 0 and f"{run} is complete" in again.stdout
