@@ -1,13 +1,15 @@
-"""Shared helpers: paths, a real-subprocess CLI runner, spec writers."""
+"""Shared helpers: paths, a real-subprocess CLI runner, spec writers, one trained tiny run."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +21,41 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 SHARED_DATA = Path(os.environ.get("CNNCOMPILE_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 
+# Framework-free commands run in this process through click's CliRunner (a fresh interpreter
+# costs ~0.4 s); tests that must see a fresh process (framework-free imports, signals, crashes)
+# start one themselves or pass in_process=False.
+IN_PROCESS = frozenset({"check", "schema", "draw"})
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
-    """`cnncompile ARGS` in a fresh Python process, exactly as a user runs it."""
+            timeout: float = 600, in_process: bool | None = None) -> subprocess.CompletedProcess:
+    """`cnncompile ARGS` as a user runs it: a fresh Python process, or for the framework-free
+    commands (unless in_process=False or env sets PYTHONPATH) the same click command in-process."""
+    if in_process is None:
+        in_process = bool(args) and args[0] in IN_PROCESS and "PYTHONPATH" not in (env or {})
+    if in_process:
+        return _run_in_process(args, cwd, env)
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "cnncompile", *args], cwd=cwd or ROOT,
                           env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def _run_in_process(args: tuple[str, ...], cwd: Path | None, env: dict | None) -> subprocess.CompletedProcess:
+    from click.testing import CliRunner
+
+    from cnncompile.cli import main
+
+    before = os.getcwd()
+    os.chdir(cwd or ROOT)
+    try:
+        result = CliRunner().invoke(main, list(args), prog_name="cnncompile", env={"NO_COLOR": "1", **(env or {})})
+    finally:
+        os.chdir(before)
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # what the interpreter would have printed, so "no Traceback" assertions still see it
+        stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(*result.exc_info))
+    return subprocess.CompletedProcess(["cnncompile", *args], result.exit_code, result.stdout, stderr)
 
 
 @pytest.fixture
@@ -100,3 +131,23 @@ def modules_imported_by(*args: str, watch: tuple[str, ...] = FRAMEWORKS) -> list
     line = next((l for l in result.stdout.splitlines() if l.startswith("IMPORTED ")), None)
     assert line is not None, result.stdout + result.stderr
     return json.loads(line[len("IMPORTED "):])
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """TINY trained once per session by a real `cnncompile train` (256 random train / 64 test
+    images in data/mnist, one epoch, seed 0): the project folder and the command's result.
+    Read-only: a test that writes into it takes `tiny_project` (a copy) instead."""
+    project = tmp_path_factory.mktemp("tiny-trained")
+    make_idx_dir(project / "data" / "mnist", n_train=256, n_test=64)
+    (project / "tiny.yaml").write_text(TINY)
+    result = run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "data"),
+                     "--out", str(project / "run"), cwd=project)
+    assert result.returncode == 0, result.stderr
+    return project, result
+
+
+@pytest.fixture
+def tiny_project(tiny_trained, tmp_path) -> Path:
+    """A writable copy of tiny_trained's project: tiny.yaml, data/ and the finished run/."""
+    return Path(shutil.copytree(tiny_trained[0], tmp_path / "project"))

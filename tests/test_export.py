@@ -14,7 +14,7 @@ ort = pytest.importorskip("onnxruntime")
 from cnncompile.deploy import onnx_export as exporter  # noqa: E402
 from cnncompile.deploy.pipeline import ExportData, ExportError, export_model, fresh_model  # noqa: E402
 from cnncompile.analysis.check import compile_file  # noqa: E402
-from tests.conftest import EXAMPLES, ROOT, TINY, make_idx_dir, run_cli, write_idx  # noqa: E402
+from tests.conftest import EXAMPLES, ROOT, run_cli, write_idx  # noqa: E402
 
 RNG = np.random.default_rng(0)
 
@@ -99,17 +99,14 @@ def test_missing_trained_model_says_to_train_first(tmp_path):
     assert usage.returncode == 2 and "--onnx" in usage.stderr
 
 
-def test_cli_train_export_predict_end_to_end(tmp_path):
+def test_cli_train_export_predict_end_to_end(tiny_project):
     from PIL import Image
 
-    make_idx_dir(tmp_path / "data" / "mnist", n_train=256, n_test=64)
-    (tmp_path / "tiny.yaml").write_text(TINY)
-    trained = run_cli("train", "tiny.yaml", "--data-dir", "data", "--quiet", cwd=tmp_path)
-    assert trained.returncode == 0, trained.stderr
-    exported = run_cli("export", "tiny.yaml", "--onnx", "--data-dir", "data", cwd=tmp_path)
+    tmp_path = tiny_project  # TINY trained by `cnncompile train` into run/ (conftest), a copy
+    exported = run_cli("export", "tiny.yaml", "--onnx", "--data-dir", "data", "--run", "run", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     assert "verified on 38 mnist test images at batch sizes [1, 37]" in exported.stdout
-    onnx_path = tmp_path / "runs" / "tiny" / "model.onnx"
+    onnx_path = tmp_path / "run" / "model.onnx"
     assert f"wrote {onnx_path.relative_to(tmp_path)}" in exported.stdout
 
     # PNGs of another size and mode, and an IDX set with its labels beside it.

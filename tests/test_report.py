@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import io
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from html.parser import HTMLParser
@@ -253,25 +256,17 @@ def chromium() -> str:
     return found
 
 
-# Chromium's own housekeeping, whatever page it shows (Debian's build, even with every
-# --disable-* flag below): component updates, network time, account checks. Exact hosts, so
-# that a page pulling e.g. fonts.googleapis.com is still caught.
-BROWSER_HOUSEKEEPING = {"update.googleapis.com", "accounts.google.com", "clients2.google.com"}
-
-
 class ProxyToNowhere:
-    """A TCP listener Chromium is told to use as its proxy for everything: it records the host
-    of every request that tried to leave the page, and answers none."""
+    """A TCP listener Chromium is told to use as its proxy for everything, so nothing reaches the
+    network: it records the host of every request that tried to leave, and answers none. The
+    browser's own traffic (Debian's Chromium 150+ calls www.google.com whatever the flags) comes
+    here too, which is why the page's requests are told apart by DevTools, not by this list."""
 
     def __init__(self):
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
         self.hosts: list[str] = []
         threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def requests(self) -> list[str]:
-        return [host for host in self.hosts if host not in BROWSER_HOUSEKEEPING]
 
     def _serve(self):
         while True:
@@ -292,15 +287,109 @@ class ProxyToNowhere:
         self.server.close()
 
 
-def screenshot(page: Path, shot: Path, proxy: ProxyToNowhere, size=(1280, 2400)) -> None:
-    profile = shot.parent / f"profile-{shot.stem}"
-    subprocess.run([
+def above_4(fd: int) -> int:
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 5)
+    os.close(fd)
+    return moved
+
+
+class DevTools:
+    """Chromium driven over its DevTools pipe (--remote-debugging-pipe: JSON messages ending in
+    NUL, the browser reads fd 3 and writes fd 4). No client library: a page's Network events
+    are exactly the requests that page made, never the browser's housekeeping."""
+
+    def __init__(self, args: list[str], timeout: float = 120):
+        self._log = tempfile.TemporaryFile()  # a file, not a pipe: a chatty browser never blocks on it
+        browser_reads, self._write = os.pipe()
+        self._read, browser_writes = os.pipe()
+        # the browser's ends above fd 4, so that moving them onto 3 and 4 overwrites neither (bash, not
+        # dash: fd numbers above 9)
+        browser_reads, browser_writes = (above_4(fd) for fd in (browser_reads, browser_writes))
+        self.process = subprocess.Popen(
+            ["bash", "-c", f'exec "$@" 3<&{browser_reads} 4>&{browser_writes}', "bash", *args,
+             "--remote-debugging-pipe"],
+            pass_fds=(browser_reads, browser_writes), stdout=subprocess.DEVNULL, stderr=self._log)
+        os.close(browser_reads)
+        os.close(browser_writes)
+        self.deadline = time.monotonic() + timeout
+        self.events: list[dict] = []
+        self._buffer = b""
+        self._last_id = 0
+
+    def call(self, method: str, session: str | None = None, **params) -> dict:
+        self._last_id += 1
+        message = {"id": self._last_id, "method": method, "params": params}
+        if session:
+            message["sessionId"] = session
+        try:
+            os.write(self._write, json.dumps(message).encode() + b"\0")
+        except BrokenPipeError:
+            raise self.exited() from None
+        reply = self.wait(lambda m: m.get("id") == self._last_id)
+        assert "error" not in reply, f"{method}: {reply['error']}"
+        return reply["result"]
+
+    def wait(self, match) -> dict:
+        """Read messages (keeping every event) until one matches."""
+        while True:
+            while b"\0" in self._buffer:
+                raw, self._buffer = self._buffer.split(b"\0", 1)
+                message = json.loads(raw)
+                if "method" in message:
+                    self.events.append(message)
+                if match(message):
+                    return message
+            left = self.deadline - time.monotonic()
+            if left <= 0 or not select.select([self._read], [], [], left)[0]:
+                raise TimeoutError("Chromium did not answer over its DevTools pipe")
+            chunk = os.read(self._read, 1 << 20)
+            if not chunk:
+                raise self.exited()
+            self._buffer += chunk
+
+    def exited(self) -> EOFError:
+        self.process.wait(timeout=30)
+        self._log.seek(0)
+        return EOFError(f"Chromium exited ({self.process.returncode}): {self._log.read().decode(errors='replace')}")
+
+    def close(self):
+        try:
+            self.call("Browser.close")
+            self.process.wait(timeout=30)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+            os.close(self._write)
+            os.close(self._read)
+            self._log.close()
+
+
+def screenshot(page: Path, shot: Path, proxy: ProxyToNowhere, size=(1280, 2400)) -> list[str]:
+    """Open PAGE in headless Chromium, save what it shows to SHOT; return every URL the page
+    requested besides itself and the data: URLs it carries."""
+    browser = DevTools([
         chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-default-apps", "--no-default-browser-check", f"--user-data-dir={profile}",
-        f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>",
-        f"--window-size={size[0]},{size[1]}", f"--screenshot={shot}", page.as_uri(),
-    ], check=True, capture_output=True, timeout=120)
+        "--disable-default-apps", "--no-default-browser-check", f"--user-data-dir={shot.parent / f'profile-{shot.stem}'}",
+        f"--proxy-server=http://127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>", "about:blank",
+    ])
+    try:
+        target = browser.call("Target.createTarget", url="about:blank")["targetId"]
+        session = browser.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+        browser.call("Page.enable", session)
+        browser.call("Network.enable", session)
+        browser.call("Emulation.setDeviceMetricsOverride", session, width=size[0], height=size[1],
+                     deviceScaleFactor=1, mobile=False)
+        browser.call("Page.navigate", session, url=page.as_uri())
+        browser.wait(lambda m: m.get("method") == "Page.loadEventFired" and m.get("sessionId") == session)
+        shot.write_bytes(base64.b64decode(browser.call("Page.captureScreenshot", session, format="png")["data"]))
+    finally:
+        browser.close()
+    return [event["params"]["request"]["url"] for event in browser.events
+            if event["method"] == "Network.requestWillBeSent" and event.get("sessionId") == session
+            and event["params"]["request"]["url"] != page.as_uri()
+            and not event["params"]["request"]["url"].startswith("data:")]
 
 
 def test_report_renders_in_a_browser_and_fetches_nothing(run, tmp_path):
@@ -308,18 +397,19 @@ def test_report_renders_in_a_browser_and_fetches_nothing(run, tmp_path):
 
     proxy = ProxyToNowhere()
     try:
-        screenshot(run / "report.html", tmp_path / "report.png", proxy)
+        fetched = screenshot(run / "report.html", tmp_path / "report.png", proxy)
         shutil.copy(tmp_path / "report.png", Path(os.environ.get("CNNCOMPILE_SCREENSHOT", os.devnull)))
-        fetched = proxy.requests
-        # control: the same browser, flags and proxy do see a page that reaches out
+        # control: the same browser, flags and proxy do see a page that reaches out, and what
+        # the page asked for is what tried to leave through the proxy
         leaky = tmp_path / "leaky.html"
         leaky.write_text('<!DOCTYPE html><img src="http://example.com/pixel.png">'
                          '<link rel="stylesheet" href="https://fonts.googleapis.com/css?family=Roboto">')
-        screenshot(leaky, tmp_path / "leaky.png", proxy, size=(400, 300))
-        assert {"example.com", "fonts.googleapis.com"} <= set(proxy.requests)
+        asked = screenshot(leaky, tmp_path / "leaky.png", proxy, size=(400, 300))
+        assert sorted(asked) == ["http://example.com/pixel.png", "https://fonts.googleapis.com/css?family=Roboto"]
+        assert {"example.com", "fonts.googleapis.com"} <= set(proxy.hosts)
     finally:
         proxy.close()
-    assert fetched == []  # nothing left the file
+    assert fetched == []  # the page asked for nothing beyond its own file
 
     with Image.open(tmp_path / "report.png") as shot:
         shot = shot.convert("RGB")

@@ -37,20 +37,32 @@ def test_the_zoo_holds_exactly_the_ten_applications():
     assert sorted(path.stem for path in ZOO_DIR.glob("*.yaml")) == STEMS
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("stem", STEMS)
-def test_zoo_file_equals_keras_application(stem):
+# Both Keras tests of a stem share one build of its application: parametrized at module scope,
+# pytest runs them one after the other.
+
+
+@pytest.fixture(scope="module")
+def application(stem):
+    """keras.applications.<Model>(weights=None), built once per stem, released after its tests."""
     keras = pytest.importorskip("keras")
-    from tests.zoo_support import build_keras, keras_signature  # noqa: PLC0415
+    from tests.zoo_support import build_keras  # noqa: PLC0415
+
+    model = build_keras(stem)
+    yield model
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stem", STEMS, scope="module")
+def test_zoo_file_equals_keras_application(stem, application):
+    from tests.zoo_support import keras_signature  # noqa: PLC0415
 
     result = run_cli("check", "--json", str(zoo_path(stem).relative_to(ROOT)))
     assert result.returncode == 0, result.stdout + result.stderr
     ours = check_signature(result.stdout)
-    model = build_keras(stem)
-    theirs = keras_signature(model)
-    del model
-    keras.backend.clear_session()
-    gc.collect()
+    theirs = keras_signature(application)
     problems = differences(theirs, ours)
     if problems:
         pytest.fail(f"examples/zoo/{stem}.yaml differs from {keras_call(stem)}:\n" + "\n".join(problems),
@@ -171,26 +183,22 @@ def test_keras_signature_counts_constant_operations_as_rescaling():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stem", STEMS)
-def test_zoo_file_computes_what_keras_application_computes(stem):
+@pytest.mark.parametrize("stem", STEMS, scope="module")
+def test_zoo_file_computes_what_keras_application_computes(stem, application):
     """Same weights in both, same images in: every layer with weights outputs the same tensor
     (so a wrong wire is caught where it happens, not washed out by the layers after it), and
     the model outputs the same top class. Proves the wiring, not just the layer multiset."""
-    keras = pytest.importorskip("keras")
     import numpy as np  # noqa: PLC0415
 
     from cnncompile.backend.builder import build_model  # noqa: PLC0415
     from cnncompile.analysis.check import compile_file  # noqa: PLC0415
-    from tests.zoo_support import build_keras, give_same_weights, layer_output_differences  # noqa: PLC0415
+    from tests.zoo_support import give_same_weights, layer_output_differences  # noqa: PLC0415
 
-    reference, ours = build_keras(stem), build_model(compile_file(zoo_path(stem)).spec)
+    reference, ours = application, build_model(compile_file(zoo_path(stem)).spec)
     give_same_weights(reference, ours)
     images = np.random.default_rng(1).uniform(0, 255, (2, *reference.input_shape[1:])).astype("float32")
     assert layer_output_differences(reference, ours, images) == []
     assert (reference(images).numpy().argmax(-1) == ours(images).numpy().argmax(-1)).all()
-    del reference, ours
-    keras.backend.clear_session()
-    gc.collect()
 
 
 @pytest.mark.slow

@@ -322,7 +322,10 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
                                                           tuple(phasing.phase_starts(compiled.spec))))
     plotter.start()
     training = compiled.spec.training
-    test_scores = _test_scores(model, training, dataset.x_test, fit_data.y_test, cluster) if options.evaluate_test else {}
+    # One pass over the test set: its predictions give both the test scores and the report.
+    probabilities = _predict(inference, dataset.x_test, cluster) if options.evaluate_test else None
+    test_scores = _test_scores(model, training, probabilities, fit_data.y_test, dataset.x_test) \
+        if options.evaluate_test else {}
     plotter.join()
     metrics = {
         **test_scores,
@@ -345,7 +348,7 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
         inference.save(tmp)
     # The report, like the run directory, is the chief's; tune's trials never see the test set.
     if options.evaluate_test and (cluster is None or cluster.is_chief):
-        metrics.update(_report(out, compiled, inference, dataset, metrics, distributed=cluster is not None))
+        metrics.update(_report(out, compiled, probabilities, dataset, metrics))
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run complete
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return metrics
@@ -357,32 +360,48 @@ def evaluate_test(compiled: CompiledSpec, dataset: Dataset, out: Path) -> dict:
     model = keras.models.load_model(out / "model.keras", safe_mode=True)
     model.compile(loss=kt.loss(training), metrics=list(kt.metrics(training)))
     y_test = kt.labels(training, dataset.y_test, len(dataset.labels))
-    metrics = {**read_json(out / "metrics.json"), **_test_scores(model, training, dataset.x_test, y_test)}
+    scores = _test_scores(model, training, _predict(model, dataset.x_test), y_test, dataset.x_test)
+    metrics = {**read_json(out / "metrics.json"), **scores}
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _test_scores(model: keras.Model, training, x_test: np.ndarray, y_test: np.ndarray, cluster=None) -> dict:
+def _predict(inference: keras.Model, x_test: np.ndarray, cluster=None) -> np.ndarray:
+    """The model's outputs for the test images, in batches of 256."""
     if cluster is None:
+        return inference.predict(x_test, batch_size=256, verbose=0)
+    # plain calls, local to each worker: predict() under a multi-worker strategy would run collectives
+    return np.concatenate([np.asarray(inference(x_test[i:i + 256].astype(np.float32), training=False))
+                           for i in range(0, len(x_test), 256)])
+
+
+def _test_scores(model: keras.Model, training, probabilities: np.ndarray, y_test: np.ndarray,
+                 x_test: np.ndarray) -> dict:
+    """evaluate()'s test_loss and test_accuracy, from predictions already made: the mean loss
+    plus the weights' regularisation (which evaluate adds to every batch's loss)."""
+    if any(getattr(layer, "activity_regularizer", None) is not None for layer in _layers(model)):
+        # their penalty depends on each layer's outputs, which the predictions do not keep
         scores = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
-    else:  # plain calls, local to each worker: no collectives
-        from cnncompile.run.distributed import evaluate
+        return {"test_accuracy": float(scores["accuracy"]), "test_loss": float(scores["loss"])}
+    per_image = kt.loss(training, reduction=None)(y_test, probabilities)
+    regularisation = sum(float(variable.regularizer(variable)) for variable in model.trainable_weights
+                         if variable.regularizer is not None)
+    accuracy = kt.metrics(training)["accuracy"](y_test, probabilities)
+    return {"test_accuracy": float(np.mean(accuracy)),
+            "test_loss": float(np.mean(np.asarray(per_image, dtype=np.float64))) + regularisation}
 
-        scores = evaluate(model, training, x_test, y_test)
-    return {"test_accuracy": float(scores["accuracy"]), "test_loss": float(scores["loss"])}
+
+def _layers(model: keras.Model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
 
 
-def _report(out: Path, compiled: CompiledSpec, inference: keras.Model, dataset: Dataset, metrics: dict,
-            distributed: bool) -> dict:
+def _report(out: Path, compiled: CompiledSpec, probabilities: np.ndarray, dataset: Dataset, metrics: dict) -> dict:
     """report.html and its pictures; returns the per-class numbers metrics.json gains."""
     from cnncompile.run import report
 
-    if distributed:  # plain calls, as distributed.evaluate makes: local to this worker, no collectives
-        probabilities = np.concatenate([np.asarray(inference(dataset.x_test[i:i + 256].astype(np.float32),
-                                                             training=False))
-                                        for i in range(0, len(dataset.x_test), 256)])
-    else:
-        probabilities = inference.predict(dataset.x_test, batch_size=256, verbose=0)
     per_class = report.classify(out, probabilities, dataset.y_test, dataset.x_test, dataset.labels)
     report.save_spec(out, compiled.path, compiled.sha256)
     report.write_report(out, {**metrics, **per_class})
