@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from cnncompile.language.diagnostics import Diagnostic, SpecError
-from cnncompile.language.training import PRECISIONS
+from cnncompile.language.precisions import PRECISIONS
 from cnncompile.deploy.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, Int8Options
 
 EXIT_INVALID = 1  # usage errors exit 2, through click

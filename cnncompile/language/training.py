@@ -18,6 +18,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from cnncompile.language.precisions import PRECISIONS
 from cnncompile.language.types import PositiveInt, Rate, Strict
 
 PositiveFloat = Annotated[float, Field(gt=0.0)]
@@ -274,9 +275,6 @@ def _allow_bare_names(schema: dict[str, Any]) -> None:
         properties[field] = {"anyOf": [{"type": "string", "enum": [tag(cls) for cls in types]}, properties[field]]}
     items = properties["metrics"]["items"]
     properties["metrics"]["items"] = {"anyOf": [{"type": "string", "enum": [tag(cls) for cls in METRIC_TYPES]}, items]}
-
-
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16", "auto")
 
 
 class Training(Strict):
