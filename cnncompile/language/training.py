@@ -254,6 +254,10 @@ class RandomZoom(Strict):
 AUGMENTATION_TYPES: tuple[type[Strict], ...] = (RandomTranslation, RandomRotation, RandomZoom)
 Augmentation = _union(AUGMENTATION_TYPES)
 
+# Every entry class of the section, for messages that must find a class by its `type` tag.
+ENTRY_TYPES: tuple[type[Strict], ...] = (*OPTIMIZER_TYPES, *SCHEDULE_TYPES, *LOSS_TYPES, *METRIC_TYPES,
+                                         *CALLBACK_TYPES, *AUGMENTATION_TYPES)
+
 
 class Distribute(Strict):
     """Data-parallel training with tf.distribute. batch_size is the global batch:

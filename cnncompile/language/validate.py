@@ -19,7 +19,7 @@ from cnncompile.language.graph import Broken, default_names, nothing_left, wire
 from cnncompile.language.layers import LAYER_NAMES, LAYER_TYPES, MODEL_INPUT
 from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import Input, ModelSpec
-from cnncompile.language.training import Training
+from cnncompile.language.training import ENTRY_TYPES, Training
 
 # Which names a discriminated union chooses among, by the key that holds it.
 _KINDS = {"layers": "layer type", "optimizer": "optimizer", "learning_rate": "learning-rate schedule",
@@ -363,18 +363,12 @@ def _allowed_keys(node: Any, path: Path) -> list[str]:
     """Field names of the spec class that `path` holds, for did-you-mean on unknown keys."""
     owner = {(): ModelSpec, ("training",): Training, ("input",): Input}.get(tuple(path))
     if owner is None and isinstance(node, dict):
-        for cls in (*LAYER_TYPES, *_training_classes()):
+        for cls in (*LAYER_TYPES, *ENTRY_TYPES):
             type_field = cls.model_fields.get("type")
             if type_field is not None and node.get("type") == type_field.default:
                 owner = cls
                 break
     return list(owner.model_fields) if owner else []
-
-
-def _training_classes() -> list[type]:
-    from cnncompile.language import training
-    return [obj for obj in vars(training).values()
-            if isinstance(obj, type) and "type" in getattr(obj, "model_fields", {})]
 
 
 def _container(path: Path) -> str:
