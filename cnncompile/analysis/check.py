@@ -6,17 +6,19 @@ Everything `cnncompile check` needs, and nothing that imports a framework.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnncompile.analysis.inference import ModelInfo, infer
-from cnncompile.analysis.weightfile import WeightPlan
 from cnncompile.language.diagnostics import SourceMap, SpecError, in_file_order
 from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import ModelSpec
 from cnncompile.language.validate import recover_tree
+
+if TYPE_CHECKING:  # weightfile (zipfile, fnmatch) loads only for a spec with `weights:`
+    from cnncompile.analysis.weightfile import WeightPlan
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,17 @@ class CompiledSpec:
     spec: ModelSpec
     source: SourceMap
     info: ModelInfo
-    sha256: str  # of the file's bytes: identifies the exact spec a run or export came from
+    data: bytes = field(repr=False)  # the file's bytes, as read
     weights: WeightPlan | None = None  # what `weights:` loads (None: no weights, or not yet downloaded)
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        """Of the file's bytes: identifies the exact spec a run or export came from. Computed
+        when first asked (train, tune, export): importing hashlib loads OpenSSL, ~3 ms that
+        `check` does not need."""
+        import hashlib
+
+        return hashlib.sha256(self.data).hexdigest()
 
 
 def compile_file(path: str | Path) -> CompiledSpec:
@@ -62,4 +73,4 @@ def compile_tree(raw: Any, source: SourceMap, data: bytes, path: Path) -> Compil
 
         plan, warnings = check_weights(spec, info, source, path.parent)
         info = dataclasses.replace(info, warnings=(*info.warnings, *warnings))
-    return CompiledSpec(path, spec, source, info, hashlib.sha256(data).hexdigest(), plan)
+    return CompiledSpec(path, spec, source, info, data, plan)
