@@ -6,8 +6,8 @@ Everything `cnncompile check` needs, and nothing that imports a framework.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,7 @@ from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import ModelSpec
 from cnncompile.language.validate import recover_tree
 
-if TYPE_CHECKING:  # weightfile (zipfile, fnmatch) loads only for a spec with `weights:`
+if TYPE_CHECKING:  # weightfile loads only for a spec with `weights:`
     from cnncompile.analysis.weightfile import WeightPlan
 
 
@@ -27,17 +27,8 @@ class CompiledSpec:
     spec: ModelSpec
     source: SourceMap
     info: ModelInfo
-    data: bytes = field(repr=False)  # the file's bytes, as read
+    sha256: str  # of the file's bytes: identifies the exact spec a run or export came from
     weights: WeightPlan | None = None  # what `weights:` loads (None: no weights, or not yet downloaded)
-
-    @functools.cached_property
-    def sha256(self) -> str:
-        """Of the file's bytes: identifies the exact spec a run or export came from. Computed
-        when first asked (train, tune, export): importing hashlib loads OpenSSL, ~3 ms that
-        `check` does not need."""
-        import hashlib
-
-        return hashlib.sha256(self.data).hexdigest()
 
 
 def compile_file(path: str | Path) -> CompiledSpec:
@@ -73,4 +64,4 @@ def compile_tree(raw: Any, source: SourceMap, data: bytes, path: Path) -> Compil
 
         plan, warnings = check_weights(spec, info, source, path.parent)
         info = dataclasses.replace(info, warnings=(*info.warnings, *warnings))
-    return CompiledSpec(path, spec, source, info, data, plan)
+    return CompiledSpec(path, spec, source, info, hashlib.sha256(data).hexdigest(), plan)
