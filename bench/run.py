@@ -1,13 +1,17 @@
 """Side-by-side benchmarks, whole-process wall time, alternating runs, medians.
 
   python bench/run.py check  [--runs 5]          cnncompile check  vs  Keras build + summary()
+                                                  (+ Python alone and Python importing pydantic, yaml
+                                                  and click: the part of `check` that is not ours)
   python bench/run.py train  [--runs 3] [--epochs 5] [--data-dir ../shared/data]
                                                   cnncompile train  vs  the seed program
   python bench/run.py resnet [--runs 1]          train mnist_resnet vs mnist_bn_dropout (own epochs)
   python bench/run.py scale                      check time of synthetic residual specs, 1k-10k layers
 
-Alternating the two commands spreads the shared machine's noise over both. Results are
-printed and written to bench/results/<name>.json (not committed; README quotes them).
+Alternating the commands spreads the shared machine's noise over all of them. Results, with the
+CPU they ran on (model, cores, the instruction-set features read from /proc/cpuinfo) and the
+load average, are printed and written to bench/results/<name>.json (not committed; the docs
+quote them).
 """
 
 from __future__ import annotations
@@ -25,6 +29,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+sys.path.insert(0, str(ROOT))
+
+from cnncompile.cpu import cpu_features  # noqa: E402 (framework-free: reads /proc/cpuinfo)
+
+# The features the docs name beside a number (those that change what TensorFlow or onnxruntime run).
+FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def machine() -> dict:
+    """What the numbers were measured on, read from the machine, never assumed."""
+    cpu = cpu_features()
+    return {"cpu": cpu.model_name, "cores": len(os.sched_getaffinity(0)),
+            "features": [name for name in FEATURES if name in cpu.flags], "python": sys.version.split()[0]}
 
 
 def user_environment() -> dict:
@@ -50,28 +67,31 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def compare(name: str, ours, theirs, runs: int, warm_up: bool = False) -> dict:
-    times: dict[str, list[float]] = {"ours": [], "theirs": []}
-    cpu: dict[str, list[float]] = {"ours": [], "theirs": []}
-    outputs: dict[str, list[str]] = {"ours": [], "theirs": []}
+def compare(name: str, ours, theirs, runs: int, warm_up: bool = False, extra: dict | None = None) -> dict:
+    """Medians of `runs` alternating runs of ours and theirs (the order flips each round), and of
+    `extra` commands (label -> command maker) timed in the same rounds for reference."""
+    makers = {"ours": ours, "theirs": theirs, **(extra or {})}
+    times: dict[str, list[float]] = {label: [] for label in makers}
+    cpu: dict[str, list[float]] = {label: [] for label in makers}
+    outputs: dict[str, list[str]] = {label: [] for label in makers}
     load_before = os.getloadavg()[0]
-    for make in (ours, theirs) if warm_up else ():  # untimed: byte-compiled modules, a warm file cache
+    for make in makers.values() if warm_up else ():  # untimed: byte-compiled modules, a warm file cache
         timed(make())
     for i in range(runs):
-        for label, make in (("ours", ours), ("theirs", theirs)) if i % 2 == 0 else (("theirs", theirs), ("ours", ours)):
+        for label, make in list(makers.items())[:: 1 if i % 2 == 0 else -1]:
             seconds, cpu_seconds, out = timed(make())
             times[label].append(seconds)
             cpu[label].append(cpu_seconds)
             outputs[label].append(out.strip().splitlines()[-1] if out.strip() else "")
-            print(f"{name} {label:6s} run {i + 1}: {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU  "
+            print(f"{name} {label:6s} run {i + 1}: {seconds:.3f} s wall, {cpu_seconds:.3f} s CPU  "
                   f"{outputs[label][-1][:100]}", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    report = {"benchmark": name, "runs": runs, "median_seconds": med, "all_seconds": times,
+    report = {"benchmark": name, "machine": machine(), "runs": runs, "median_seconds": med, "all_seconds": times,
               "ratio_ours_over_theirs": med["ours"] / med["theirs"], "median_cpu_seconds": med_cpu,
               "all_cpu_seconds": cpu, "cpu_ratio_ours_over_theirs": med_cpu["ours"] / med_cpu["theirs"],
               "load_average": [load_before, os.getloadavg()[0]], "last_output": outputs}
-    print(json.dumps({k: report[k] for k in ("benchmark", "median_seconds", "ratio_ours_over_theirs",
+    print(json.dumps({k: report[k] for k in ("benchmark", "machine", "median_seconds", "ratio_ours_over_theirs",
                                              "median_cpu_seconds", "cpu_ratio_ours_over_theirs", "load_average")},
                      indent=2))
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
@@ -119,7 +139,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.which == "check":
         compare("check", lambda: [PY, "-m", "cnncompile", "check", "examples/mnist_cnn.yaml"],
-                lambda: [PY, "bench/keras_summary.py"], args.runs, warm_up=True)
+                lambda: [PY, "bench/keras_summary.py"], args.runs, warm_up=True,
+                extra={"python": lambda: [PY, "-c", "pass"],
+                       "deps": lambda: [PY, "-c", "import click, pydantic.main, pydantic.fields, yaml"]})
     elif args.which == "resnet":
         def train(example: str):
             def command():
