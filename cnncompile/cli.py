@@ -82,21 +82,25 @@ def _print_diagnostics(diagnostics: list[Diagnostic], filename: str) -> None:
 
 @contextlib.contextmanager
 def _gc_paused():
-    """The cyclic garbage collector off while the language is imported and a spec compiled,
-    and what that made frozen (kept out of later collections) before it is turned back on.
+    """The cyclic garbage collector off while the language is imported and a spec compiled;
+    the first time, what that made is frozen (kept out of later collections) before the
+    collector is turned back on.
 
     Importing the language makes ~75 pydantic classes, their validators and schemas: some
     30,000 tracked objects that live as long as the process. Left on, the collector walks them
     again and again (~55 collections during `check`) to free nothing; merely paused, the first
-    collection after it walks them all at once (~15 ms). gc.freeze is CPython's way to
-    say "these are permanent" (a whole `check` makes little cyclic garbage, and a long `train`
-    keeps the spec anyway); reference counting still frees everything else."""
+    collection after it walks them all at once (~15 ms). gc.freeze is CPython's way to say
+    "these are permanent". Only the call that imported the language freezes: in a process that
+    compiles many specs (the tests run the CLI in-process), a later freeze would make whatever
+    cyclic garbage was pending at that moment permanent too. Reference counting frees the rest."""
+    loads_language = "cnncompile.analysis.check" not in sys.modules
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        gc.freeze()
+        if loads_language:
+            gc.freeze()
         if was_enabled:
             gc.enable()
 

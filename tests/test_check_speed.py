@@ -72,3 +72,19 @@ def test_check_leaves_the_users_plugin_setting_alone():
         os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
         if saved is not None:
             os.environ["PYDANTIC_DISABLE_PLUGINS"] = saved
+
+
+def test_compile_freezes_what_loading_the_language_made_once():
+    """The collector is back on after compiling; what importing the language made is frozen the
+    first time only (a second compile in the same process freezes nothing more)."""
+    code = textwrap.dedent("""\
+        import gc
+        from cnncompile import cli
+        cli._compile("examples/mnist_cnn.yaml")
+        first = gc.get_freeze_count()
+        cli._compile("examples/mnist_cnn.yaml")
+        print(gc.isenabled(), first > 10_000, gc.get_freeze_count() == first)
+        """)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.split() == ["True", "True", "True"], result.stdout + result.stderr
