@@ -7,6 +7,7 @@
                                                   cnncompile train  vs  the seed program
   python bench/run.py resnet [--runs 1]          train mnist_resnet vs mnist_bn_dropout (own epochs)
   python bench/run.py scale                      check time of synthetic residual specs, 1k-10k layers
+  python bench/run.py stages [--runs 9]          where `check`'s CPU goes, stage by stage, in-process
 
 Alternating the commands spreads the shared machine's noise over all of them. Results, with the
 CPU they ran on (model, cores, the instruction-set features read from /proc/cpuinfo) and the
@@ -130,9 +131,63 @@ def scale() -> None:
         {"seconds_by_layers": results, "ms_per_layer": per_layer * 1e3}, indent=2))
 
 
+# Runs in a fresh interpreter: each stage of `check` in the order the CLI takes them, with the
+# CPU time the process has used so far read after each (the first reading is Python's start-up).
+STAGES_CODE = """
+import gc, resource, sys
+def used():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+marks = [("python start-up (site, .pth files)", used())]
+import click
+marks.append(("click", used()))
+from cnncompile import cli
+marks.append(("cnncompile.cli (its commands, diagnostics, int8 defaults)", used()))
+with cli._gc_paused(), cli._no_pydantic_plugins():
+    import pydantic.main, pydantic.fields
+    marks.append(("pydantic (main, fields, types)", used()))
+    import yaml
+    marks.append(("yaml", used()))
+    import cnncompile.analysis.check
+    marks.append(("the language's classes and the analysis modules", used()))
+    import pydantic.plugin._loader
+    marks.append(("pydantic's plugin module (imports importlib.metadata)", used()))
+    from cnncompile.language.model import ModelSpec
+    ModelSpec.model_rebuild()
+    marks.append(("ModelSpec's validator (built on first use)", used()))
+    compiled = cnncompile.analysis.check.compile_file("examples/mnist_cnn.yaml")
+    marks.append(("read, validate (+ each used layer's validator), wire, infer", used()))
+from cnncompile.analysis import summary
+summary.plain(compiled.info)
+marks.append(("the summary table", used()))
+previous = 0.0
+for name, at in marks:
+    print(f"{at - previous:.2f}\t{name}")
+    previous = at
+"""
+
+
+def stages(runs: int) -> None:
+    """The median CPU milliseconds of each stage of `check` over `runs` fresh processes."""
+    by_stage: dict[str, list[float]] = {}
+    for _ in range(runs):
+        out = timed([PY, "-c", STAGES_CODE])[2]
+        for line in out.strip().splitlines():
+            ms, name = line.split("\t")
+            by_stage.setdefault(name, []).append(float(ms))
+    medians = {name: statistics.median(values) for name, values in by_stage.items()}
+    for name, ms in medians.items():
+        print(f"{ms:7.1f} ms  {name}")
+    print(f"{sum(medians.values()):7.1f} ms  (sum of the medians)")
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "stages.json").write_text(json.dumps(
+        {"machine": machine(), "runs": runs, "median_ms": medians, "all_ms": by_stage,
+         "load_average": os.getloadavg()[0]}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=["check", "train", "resnet", "scale"])
+    parser.add_argument("which", choices=["check", "train", "resnet", "scale", "stages"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
@@ -152,6 +207,8 @@ def main() -> None:
         compare("resnet", train("mnist_resnet"), train("mnist_bn_dropout"), args.runs)
     elif args.which == "scale":
         scale()
+    elif args.which == "stages":
+        stages(args.runs)
     else:
         def ours():
             out = tempfile.mkdtemp(prefix="bench-run-")
