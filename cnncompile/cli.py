@@ -86,10 +86,10 @@ def _gc_paused():
     the first time, what that made is frozen (kept out of later collections) before the
     collector is turned back on.
 
-    Importing the language makes ~75 pydantic classes, their validators and schemas: some
-    30,000 tracked objects that live as long as the process. Left on, the collector walks them
-    again and again (~55 collections during `check`) to free nothing; merely paused, the first
-    collection after it walks them all at once (~15 ms). gc.freeze is CPython's way to say
+    Importing the language makes ~75 pydantic classes, their validators and schemas: ~47,000
+    tracked objects by the end of a `check`, living as long as the process. Left on, the
+    collector walks them again and again (~55 collections during `check`) to free nothing;
+    merely paused, the first collection after it walks them all at once (~15 ms). gc.freeze is CPython's way to say
     "these are permanent". Only the call that imported the language freezes: in a process that
     compiles many specs (the tests run the CLI in-process), a later freeze would make whatever
     cyclic garbage was pending at that moment permanent too. Reference counting frees the rest."""
