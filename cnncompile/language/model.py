@@ -1,6 +1,5 @@
 """The whole spec: a name, an input, layers and optional training settings."""
 
-
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, model_validator

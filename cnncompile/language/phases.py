@@ -14,7 +14,6 @@ only the training optimizer's learning rate; every phase starts its optimizer af
 recompiling in Keras does.
 """
 
-
 from typing import Annotated
 
 from pydantic import Field, model_validator

@@ -12,7 +12,6 @@ Only the shape of the section is checked here; whether a path exists and every v
 fits its field is checked against the model itself (cnncompile/analysis/space.py).
 """
 
-
 from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal, Union
 

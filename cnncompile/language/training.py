@@ -12,7 +12,6 @@ which is how backend/fitting.py finds the Keras side (tests/test_sections.py pro
 class has one).
 """
 
-
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
