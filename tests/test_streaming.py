@@ -264,3 +264,19 @@ def test_kill_and_resume_of_a_streamed_folder_equals_an_uninterrupted_run(tmp_pa
     histories = [list(csv.DictReader(open(tmp_path / out / "history.csv"))) for out in ("killed", "whole")]
     assert len(histories[0]) == 6 and histories[0] == histories[1]
     assert weights_hash(tmp_path / "killed" / "model.keras") == weights_hash(tmp_path / "whole" / "model.keras")
+
+
+def test_the_scan_progress_bar_shows_counts_for_large_folders():
+    import io
+
+    from rich.console import Console
+
+    from cnncompile.run.progress import StageProgress
+
+    out = io.StringIO()
+    bar = StageProgress(Console(file=out, width=100, force_terminal=False))
+    for done in (500, 1500, 2400):
+        bar("scanning photos", done, 2400)
+    bar("scanning tiny", 5, 10)  # too small to be worth a bar
+    assert "scanning photos" in out.getvalue() and "2400/2400" in out.getvalue()
+    assert "tiny" not in out.getvalue()
