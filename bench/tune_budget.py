@@ -18,15 +18,15 @@ import csv
 import json
 import os
 import statistics
-import time
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune import PY, ROOT, SPEC, cpu, run  # noqa: E402  (bench/tune.py: the same helpers)
+from tune import PY, ROOT, SPEC, cpu, run
 
 
 def ours(seed: int, minutes: float, epochs: int, pruner: str, data_dir: str) -> dict:
