@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune import PY, ROOT, SPEC, cpu, run
+from tune import PY, ROOT, SPEC, cpu, run  # bench/tune.py: the same helpers
 
 
 def ours(seed: int, minutes: float, epochs: int, pruner: str, data_dir: str) -> dict:
