@@ -1,0 +1,80 @@
+"""Reads the studies bench/tune_budget.py kept, for why one tool beat another (issue 20).
+
+  python bench/tune_budget_read.py [bench/results/tune_budget.json]
+
+Per cnncompile study (every trial's history.csv is kept in its directory):
+- how each tool scores a trial: cnncompile by the validation accuracy of the trial's last
+  epoch (the weights it keeps), KerasTuner by its best epoch (and it keeps that epoch's
+  weights, SaveBestEpoch). "best, scored by best epoch" is our study read KerasTuner's way;
+- how well an early epoch ranks the models that ran all epochs: Spearman's rank correlation
+  of the validation accuracy after epoch 1 (and 3) with that after the last epoch, the
+  evidence for or against stopping at rung 1.
+Per KerasTuner study (trial.json files): how many trials had their best epoch before their
+last one, i.e. how often its score and its kept weights come from an earlier epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spearman(a: list[float], b: list[float]) -> float | None:
+    """Rank correlation (ties ranked by order: accuracies of 1,000 images tie rarely)."""
+    if len(a) < 3:
+        return None
+    ranks_a, ranks_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
+
+
+def ours(directory: Path) -> dict:
+    tune = directory / "tune"
+    rows = {r["run"]: r for r in csv.DictReader((tune / "trials.csv").open()) if r["run"]}
+    histories = {run: [float(h["val_accuracy"]) for h in csv.DictReader((tune / "trials" / run / "history.csv").open())]
+                 for run in rows}
+    complete = {run: h for run, h in histories.items() if rows[run]["state"] == "COMPLETE"}
+    longest = max((len(h) for h in complete.values()), default=0)
+    full = [h for h in complete.values() if len(h) == longest]
+    best = json.loads((tune / "best.json").read_text())
+    best_history = histories[Path(best["run"]).name]
+    return {"complete": len(complete), "full_length": len(full),
+            "best_last_epoch": best_history[-1], "best_its_best_epoch": max(best_history),
+            "best_scored_by_best_epoch": max((max(h) for h in complete.values()), default=None),
+            "trials_best_before_last": sum(h.index(max(h)) < len(h) - 1 for h in complete.values()),
+            "spearman_epoch1_last": spearman([h[0] for h in full], [h[-1] for h in full]),
+            "spearman_epoch3_last": spearman([h[2] for h in full], [h[-1] for h in full]) if longest > 3 else None}
+
+
+def kerastuner(directory: Path) -> dict:
+    trials = [json.loads(p.read_text()) for p in directory.glob("*/trial_*/trial.json")]
+    done = [t for t in trials if t.get("status") == "COMPLETED"]
+    # hyperband's trials train to tuner/epochs; the others to the study's epochs (the last step seen)
+    last = max((t["best_step"] for t in done), default=0)
+    before = sum(t["best_step"] < t["hyperparameters"]["values"].get("tuner/epochs", last + 1) - 1 for t in done)
+    return {"complete": len(done), "trials_best_before_last": before}
+
+
+def main() -> None:
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench" / "results" / "tune_budget.json"
+    report = json.loads(path.read_text())
+    for tool, runs in report["runs"].items():
+        read = []
+        for run in runs:
+            found = (ours if tool.startswith("cnncompile") else kerastuner)(Path(run["directory"]))
+            read.append(found)
+            print(f"seed {run['seed']} {tool}: {json.dumps(found)}")
+        for key in ("spearman_epoch1_last", "spearman_epoch3_last"):
+            values = [r[key] for r in read if r.get(key) is not None]
+            if values:
+                print(f"  {tool} median {key}: {statistics.median(values):.2f}")
+
+
+if __name__ == "__main__":
+    main()
