@@ -1,6 +1,6 @@
 """Reads the studies bench/tune_budget.py kept, for why one tool beat another (issue 20).
 
-  python bench/tune_budget_read.py [bench/results/tune_budget.json]
+  python bench/tune_budget_read.py [bench/results/tune_budget.json | the race's printed log]
 
 Per cnncompile study (every trial's history.csv is kept in its directory):
 - how each tool scores a trial: cnncompile by the validation accuracy of the trial's last
@@ -63,8 +63,16 @@ def kerastuner(directory: Path) -> dict:
 
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "bench" / "results" / "tune_budget.json"
-    report = json.loads(path.read_text())
-    for tool, runs in report["runs"].items():
+    text = path.read_text()
+    if text.lstrip().startswith("{"):
+        runs_by_tool = json.loads(text)["runs"]
+    else:  # the log of a race still running: its "seed S tool: {...}" lines
+        runs_by_tool = {}
+        for line in text.splitlines():
+            if line.startswith("seed ") and ": {" in line:
+                run = json.loads(line.split(": ", 1)[1])
+                runs_by_tool.setdefault(run["tool"], []).append(run)
+    for tool, runs in runs_by_tool.items():
         read = []
         for run in runs:
             found = (ours if tool.startswith("cnncompile") else kerastuner)(Path(run["directory"]))
