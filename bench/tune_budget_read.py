@@ -72,16 +72,25 @@ def main() -> None:
             if line.startswith("seed ") and ": {" in line:
                 run = json.loads(line.split(": ", 1)[1])
                 runs_by_tool.setdefault(run["tool"], []).append(run)
+    table = []
     for tool, runs in runs_by_tool.items():
         read = []
         for run in runs:
             found = (ours if tool.startswith("cnncompile") else kerastuner)(Path(run["directory"]))
             read.append(found)
+            table.append((run["started_utc"], run, found))
             print(f"seed {run['seed']} {tool}: {json.dumps(found)}")
         for key in ("spearman_epoch1_last", "spearman_epoch3_last"):
             values = [r[key] for r in read if r.get(key) is not None]
             if values:
                 print(f"  {tool} median {key}: {statistics.median(values):.2f}")
+    print("\n| seed | tool | started (UTC) | load at start | wall s | models trained | stopped early "
+          "| best val_accuracy | test accuracy of the pick | trials best before their last epoch |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for started, run, found in sorted(table, key=lambda row: row[0]):
+        print(f"| {run['seed']} | {run['tool']} | {started} | {run['load_at_start']:.1f} | {run['seconds']:.0f} "
+              f"| {run['trained']} | {run.get('stopped_early', '–')} | {run['best_val_accuracy']:.4f} "
+              f"| {run['test_accuracy']:.4f} | {found['trials_best_before_last']} of {found['complete']} |")
 
 
 if __name__ == "__main__":
