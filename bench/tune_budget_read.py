@@ -79,7 +79,12 @@ def kerastuner(directory: Path, test: tuple | None = None) -> dict:
     # hyperband's trials train to tuner/epochs; the others to the study's epochs (the last step seen)
     last = max((t["best_step"] for t in done), default=0)
     before = sum(t["best_step"] < t["hyperparameters"]["values"].get("tuner/epochs", last + 1) - 1 for t in done)
-    return {"complete": len(done), "trials_best_before_last": before}
+    values = [t["hyperparameters"]["values"] for t in done]
+    lengths = sorted({v["tuner/epochs"] for v in values if "tuner/epochs" in v})
+    return {"complete": len(done), "trials_best_before_last": before,
+            # Hyperband: models by how many epochs they trained, and how many continued an earlier one
+            **({"models_by_epochs": {e: sum(v["tuner/epochs"] == e for v in values) for e in lengths},
+                "continued": sum(v.get("tuner/trial_id") is not None for v in values)} if lengths else {})}
 
 
 def main() -> None:
