@@ -61,7 +61,7 @@ def ours(directory: Path, test: tuple | None = None) -> dict:
             "full_length_told_pruned": sum(rows[run]["state"] == "PRUNED" for run in finished), **found,
             "best_last_epoch": best_history[-1], "best_its_best_epoch": max(best_history),
             "best_scored_by_best_epoch": max((max(h) for h in complete.values()), default=None),
-            "trials_best_before_last": sum(h.index(max(h)) < len(h) - 1 for h in complete.values()),
+            "trials_best_before_last": sum(h.index(max(h)) < len(h) - 1 for h in full),
             "spearman_epoch1_last": spearman([h[0] for h in full], [h[-1] for h in full]),
             "spearman_epoch3_last": spearman([h[2] for h in full], [h[-1] for h in full]) if longest > 3 else None}
 
@@ -127,7 +127,7 @@ def main() -> None:
     for started, run, found in sorted(table, key=lambda row: row[0]):
         print(f"| {run['seed']} | {run['tool']} | {started} | {run['load_at_start']:.1f} | {run['seconds']:.0f} "
               f"| {run['trained']} | {run.get('stopped_early', '–')} | {run['best_val_accuracy']:.4f} "
-              f"| {run['test_accuracy']:.4f} | {found['trials_best_before_last']} of {found['complete']} |")
+              f"| {run['test_accuracy']:.4f} | {found['trials_best_before_last']} of {found.get('full_length', found['complete'])} |")
 
 
 if __name__ == "__main__":
