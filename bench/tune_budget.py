@@ -16,15 +16,17 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tune import PY, ROOT, SPEC, cpu, run  # noqa: E402  (bench/tune.py: the same helpers)
+from tune import PY, ROOT, SPEC, cpu, run  # bench/tune.py: the same helpers
 
 
 def ours(seed: int, minutes: float, epochs: int, pruner: str, data_dir: str) -> dict:
@@ -41,7 +43,8 @@ def ours(seed: int, minutes: float, epochs: int, pruner: str, data_dir: str) -> 
     return {"tool": f"cnncompile_{pruner}", "seconds": seconds, "best_val_accuracy": best["val_accuracy"],
             "test_accuracy": best["test_accuracy"], "trained": len(done),
             "stopped_early": sum(r["state"] == "PRUNED" for r in done),
-            "rejected": sum(1 for r in rows if r["reason"].startswith(("shape", "budget", "invalid")))}
+            "rejected": sum(1 for r in rows if r["reason"].startswith(("shape", "budget", "invalid"))),
+            "directory": str(work)}  # kept: every trial's history.csv, for reading the pruner's decisions
 
 
 def kerastuner(kind: str, seed: int, minutes: float, epochs: int, data_dir: str) -> dict:
@@ -50,6 +53,7 @@ def kerastuner(kind: str, seed: int, minutes: float, epochs: int, data_dir: str)
                         str(minutes)])
     result = json.loads(out.strip().splitlines()[-1])
     result["seconds_in_process"], result["seconds"] = result["seconds"], seconds
+    result["directory"] = work
     return result
 
 
@@ -66,9 +70,14 @@ def main() -> None:
              ("kerastuner_random", lambda s: kerastuner("random", s, args.minutes, args.epochs, args.data_dir))]
     results: dict[str, list[dict]] = {name: [] for name, _ in tools}
     print("CPU:", cpu(), flush=True)
+    print(f"pruner {args.pruner}, {args.minutes} minutes a study, seeds {args.seeds}, up to {args.epochs} epochs a model",
+          flush=True)
     for i, seed in enumerate(args.seeds):
         for name, call in tools[i % 3:] + tools[:i % 3]:
-            result = call(seed)
+            # The machine is shared: the load at each study's start goes with its numbers.
+            load, started = os.getloadavg()[0], time.strftime("%H:%M:%S", time.gmtime())
+            result = {**call(seed), "seed": seed, "load_at_start": round(load, 2), "started_utc": started,
+                      "load_at_end": round(os.getloadavg()[0], 2)}
             results[name].append(result)
             print(f"seed {seed} {name}: {json.dumps(result)}", flush=True)
     summary = {name: {key: statistics.median(r[key] for r in rows if r.get(key) is not None)

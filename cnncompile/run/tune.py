@@ -126,11 +126,12 @@ def _suggest(trial: optuna.Trial, space: Space) -> dict:
 
 
 class _Reporter(keras.callbacks.Callback):
-    """Reports the metric after every epoch; stops training when the pruner says so."""
+    """Reports the metric after every epoch; stops training when the pruner says so, except
+    after the trial's last epoch, when there is nothing left to stop."""
 
-    def __init__(self, trial: optuna.Trial, metric: str):
+    def __init__(self, trial: optuna.Trial, metric: str, epochs: int):
         super().__init__()
-        self.trial, self.metric, self.pruned_at, self.lost = trial, metric, None, False
+        self.trial, self.metric, self.epochs, self.pruned_at, self.lost = trial, metric, epochs, None, False
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.metric)
@@ -141,7 +142,10 @@ class _Reporter(keras.callbacks.Callback):
         except optuna.exceptions.UpdateFinishedTrialError:  # failed elsewhere as lost: its retry trains on
             self.lost, self.model.stop_training = True, True
             return
-        if self.trial.should_prune():
+        # Optuna's successive-halving rungs (1, 3, 9, ... epochs) do not know the last epoch:
+        # with 9 epochs, rung 9 judged trials that had finished, told them PRUNED and so kept
+        # fully trained models out of the pick (found in issue 20's race).
+        if epoch + 1 < self.epochs and self.trial.should_prune():
             self.pruned_at = epoch + 1
             self.model.stop_training = True
 
@@ -180,7 +184,7 @@ class _Runner:
         self.log(f"trial {trial.number}: training {shown} ({candidate.info.total_params:,} params, "
                  f"{candidate.info.total_macs:,} MACs) in {run}")
         started = time.perf_counter()
-        reporter = _Reporter(trial, self.space.search.metric)
+        reporter = _Reporter(trial, self.space.search.metric, training.epochs)
         with Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
             train(compiled, self.dataset(compiled),
                   TrainOptions(run, training.epochs, training.batch_size, training.seed, evaluate_test=False),
