@@ -1,0 +1,224 @@
+"""TFRecord shards: `cnncompile data pack` / `data verify` on tiny real image folders, the
+manifest's checks, reading shards in a (seed, epoch) order, and shards split across workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnncompile.data import shards
+from cnncompile.data.formats import DataError
+from tests.conftest import run_cli
+
+CLASSES = ("cat", "dog", "eel")
+
+
+def make_folder(root: Path, per_class: int = 10, size: int = 16) -> Path:
+    """root/<class>/<i>.png and .jpg alternating, 16x16 RGB noise: distinct bytes per image."""
+    rng = np.random.default_rng(0)
+    for name in CLASSES:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:02d}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path) -> Path:
+    return make_folder(tmp_path / "photos")
+
+
+def pack(*args: str, cwd: Path) -> object:
+    return run_cli("data", "pack", *args, cwd=cwd, in_process=True)
+
+
+def stored(folder: Path, manifest: shards.Manifest, split: str) -> dict[str, tuple[bytes, int]]:
+    """name -> (image bytes, label) of every record in a split's shards, read by TensorFlow."""
+    found = {}
+    for image, label, name in shards.records(folder, manifest.files(split), seed=0, epoch=0, shuffle=False):
+        assert name.numpy().decode() not in found  # each image once
+        found[name.numpy().decode()] = (image.numpy(), int(label))
+    return found
+
+
+def test_pack_keeps_every_image_byte_for_byte_with_its_label(folder, tmp_path):
+    result = pack(str(folder), "-o", "shards", "--images-per-shard", "7", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ("wrote shards/: 24 train images in 4 shards, 6 test images in 1 shard "
+                                     f"({sum(p.stat().st_size for p in (tmp_path / 'shards').glob('*.tfrecord')) / 2**20:,.1f} MB), 3 classes")
+    manifest = shards.read_manifest(tmp_path / "shards")
+    raw = json.loads((tmp_path / "shards" / "manifest.json").read_text())
+    assert raw["classes"] == list(CLASSES) and raw["counts"] == {"train": 24, "test": 6}
+    assert raw["cnncompile_version"] and raw["format"] == "cnncompile-shards"
+    assert [s.images for s in manifest.files("train")] == [7, 7, 7, 3]
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["manifest.json", "test-00000-of-00001.tfrecord",
+                                                                       *(f"train-0000{i}-of-00004.tfrecord" for i in range(4))]
+    records = {**stored(tmp_path / "shards", manifest, "train"), **stored(tmp_path / "shards", manifest, "test")}
+    every = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*.*")}
+    assert set(records) == set(every)
+    for name, (data, label) in records.items():
+        assert data == every[name].read_bytes()  # the original bytes, not re-encoded
+        assert CLASSES[label] == name.split("/")[0]
+    # The test split is the one `dataset: {path: photos}` takes with the same seed: from file names.
+    _, splits = shards.scan_folder(folder, 0.2, 0)
+    assert set(stored(tmp_path / "shards", manifest, "test")) == {i.name for i in splits["test"]}
+    # Shards mix the classes (written in a shuffled order), though the folder is sorted by class.
+    first = manifest.files("train")[0]
+    labels = {int(label) for _, label, _ in shards.records(tmp_path / "shards", [first], seed=0, epoch=0, shuffle=False)}
+    assert len(labels) > 1
+    verified = run_cli("data", "verify", "shards", cwd=tmp_path, in_process=True)
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout.strip() == ("shards: 5 shards, 24 train and 6 test images; "
+                                       "every size and sha256 matches manifest.json")
+
+
+def test_train_and_test_subfolders_are_kept_as_they_are(tmp_path):
+    make_folder(tmp_path / "split" / "train", per_class=4)
+    make_folder(tmp_path / "split" / "test", per_class=2)
+    assert pack("split", "-o", "shards", cwd=tmp_path).returncode == 0
+    manifest = shards.read_manifest(tmp_path / "shards")
+    assert (manifest.count("train"), manifest.count("test")) == (12, 6)
+    assert all(name.startswith("test/") for name in stored(tmp_path / "shards", manifest, "test"))
+
+
+def test_shard_size_in_bytes(folder, tmp_path):
+    assert pack(str(folder), "-o", "shards", "--shard-size", "2KB", cwd=tmp_path).returncode == 0
+    manifest = shards.read_manifest(tmp_path / "shards")
+    sizes = [s.bytes for s in manifest.files("train")]
+    assert len(sizes) > 4 and max(sizes) < 2048 + 1024  # one image (<1 KB) may pass the line
+    assert pack(str(folder), "-o", "other", "--shard-size", "lots", cwd=tmp_path).returncode == 2
+
+
+@pytest.fixture
+def with_bad(folder) -> Path:
+    (folder / "dog" / "truncated.jpg").write_bytes((folder / "dog" / "00.jpg").read_bytes()[:300])
+    (folder / "eel" / "notes.png").write_text("not an image")
+    return folder
+
+
+def test_bad_images_are_skipped_and_listed(with_bad, tmp_path):
+    result = pack(str(with_bad), "-o", "shards", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    warnings = sorted(line for line in result.stderr.splitlines() if ": warning: " in line)
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"{with_bad / 'dog' / 'truncated.jpg'}: warning: truncated JPEG")
+    assert warnings[1].startswith(f"{with_bad / 'eel' / 'notes.png'}: warning: not an image")
+    assert result.stdout.rstrip().endswith("skipped 2 unreadable images")
+    manifest = shards.read_manifest(tmp_path / "shards")
+    assert manifest.count("train") + manifest.count("test") == 30
+    assert sorted(Path(s["file"]).name for s in manifest.skipped) == ["notes.png", "truncated.jpg"]
+
+
+def test_bad_images_error_refuses_and_writes_nothing(with_bad, tmp_path):
+    result = pack(str(with_bad), "-o", "shards", "--bad-images", "error", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert any(l.startswith(f"{with_bad / 'dog' / 'truncated.jpg'}: error: truncated JPEG") for l in lines)
+    assert any(l.startswith(f"{with_bad / 'eel' / 'notes.png'}: error: not an image") for l in lines)
+    assert lines[-1] == ("error: 2 unreadable images; nothing written (--bad-images skip packs the others and lists "
+                         "these in the manifest)")
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]  # no shards, no leftovers
+
+
+@pytest.fixture
+def packed(folder, tmp_path) -> Path:
+    assert pack(str(folder), "-o", "shards", "--images-per-shard", "7", cwd=tmp_path).returncode == 0
+    return tmp_path / "shards"
+
+
+def test_a_missing_or_resized_shard_is_named(packed):
+    victim = packed / "train-00001-of-00004.tfrecord"
+    data = victim.read_bytes()
+    victim.write_bytes(data[:-10])
+    with pytest.raises(DataError, match=rf"^{victim}: {len(data) - 10:,} bytes, manifest.json says {len(data):,}; "
+                                        "the shard is truncated"):
+        shards.read_manifest(packed)
+    victim.unlink()
+    with pytest.raises(DataError, match=rf"^{victim}: shard listed in manifest.json is missing$"):
+        shards.read_manifest(packed)
+    result = run_cli("data", "verify", str(packed), in_process=True)
+    assert result.returncode == 1 and result.stderr == f"error: {victim}: shard listed in manifest.json is missing\n"
+
+
+def test_changed_bytes_fail_verify_by_sha256_and_reading_by_crc(packed):
+    victim = packed / "train-00002-of-00004.tfrecord"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size: only the hashes can tell
+    victim.write_bytes(bytes(data))
+    shards.read_manifest(packed)  # sizes match: the cheap check passes
+    result = run_cli("data", "verify", str(packed), in_process=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: {victim}: sha256 ")
+    assert "does not match manifest.json's" in result.stderr
+    manifest = shards.read_manifest(packed)
+    import tensorflow as tf
+
+    with pytest.raises(tf.errors.DataLossError, match="corrupted record"):
+        list(shards.records(packed, manifest.files("train"), seed=0, epoch=0, shuffle=False))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["counts"].update(train=25), "counts.train is 25 but its shards hold 24 images"),
+    (lambda m: m.update(format="other"), "not a cnncompile shard manifest"),
+    (lambda m: m.update(format_version=9), "format_version 9; this cnncompile reads 1"),
+    (lambda m: m["shards"][0].pop("sha256"), "malformed manifest (KeyError: 'sha256')"),
+    (lambda m: m["shards"][0].update(file="../photos/cat/00.jpg"), "is not a file of this folder"),
+])
+def test_an_edited_manifest_is_refused(packed, edit, message):
+    raw = json.loads((packed / "manifest.json").read_text())
+    edit(raw)
+    (packed / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(DataError, match=str(packed / "manifest.json")) as caught:
+        shards.read_manifest(packed)
+    assert message in str(caught.value)
+
+
+def test_an_interrupted_pack_leaves_the_previous_pack_whole(packed, folder, monkeypatch):
+    before = {p.name: p.read_bytes() for p in packed.iterdir()}
+    real, calls = shards._write_shard, []
+
+    def crash_on_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "_write_shard", crash_on_the_third)
+    _, splits = shards.scan_folder(folder, 0.2, 0)
+    with pytest.raises(KeyboardInterrupt):
+        shards.pack(splits, CLASSES, packed, source=str(folder), images_per_shard=3, force=True)
+    assert {p.name: p.read_bytes() for p in packed.iterdir()} == before
+    assert sorted(p.name for p in packed.parent.iterdir()) == ["photos", "shards"]  # no staging folder left
+    assert pack(str(folder), "-o", "shards", cwd=packed.parent).stderr.strip() == \
+        "error: shards: already holds packed shards; use --force to replace them"
+
+
+def test_each_epoch_has_its_own_reproducible_order(packed):
+    manifest = shards.read_manifest(packed)
+
+    def order(epoch: int) -> list[str]:
+        return [n.numpy().decode() for _, _, n in shards.records(packed, manifest.files("train"), seed=3, epoch=epoch,
+                                                                   shuffle=True, shuffle_buffer=8)]
+
+    assert order(0) == order(0)  # a resumed run reads epoch 0 as the first run did
+    assert order(0) != order(1)
+    assert sorted(order(0)) == sorted(order(1)) and len(order(1)) == 24  # every image once per epoch
+
+
+def test_workers_read_disjoint_files_and_together_every_image(packed):
+    manifest = shards.read_manifest(packed)
+    names = []
+    for index in range(2):
+        files = shards.worker_files(packed, manifest, "train", workers=2, index=index)
+        names.append([n.numpy().decode() for _, _, n in shards.records(packed, files, seed=0, epoch=0, shuffle=True)])
+    assert not set(names[0]) & set(names[1])
+    assert len(names[0]) + len(names[1]) == 24
+    with pytest.raises(DataError, match=rf"^{packed}: 4 train shard files for 5 workers; each worker reads whole "
+                                        r"files, so pack with at least 5 \(cnncompile data pack --images-per-shard 4\)"):
+        shards.worker_files(packed, manifest, "train", workers=5, index=0)
