@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cnncompile.data.sources import array_batches
 from cnncompile.language import training as t
 
 # Each spec class maps to the Keras class of the same name in this module, its fields passed
@@ -102,26 +103,11 @@ def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, see
 
     Epoch e is shuffled by (seed, e) alone, so a run resumed at epoch e sees the same images
     in the same order as one that never stopped (and every worker of a cluster the same
-    global order, which auto-sharding then splits).
+    global order, which auto-sharding then splits). The pipeline is the array source's
+    (cnncompile/data/sources.py), which every other source's order follows.
     """
-    images, labels = tf.constant(x), tf.constant(y)
-
-    def epoch(e):
-        order = tf.range(len(x), dtype=tf.int64)
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.constant(seed, tf.int64), e]))
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-
-    def gather(indices):
-        return tf.gather(images, indices), tf.gather(labels, indices)
-
-    # tf.data's autotuner off: this pipeline has nothing for it to tune (a sequential map, a
-    # fixed prefetch), and its model thread sleeps up to 60 s between optimizations without
-    # waking for cancellation, so the iterator's destructor waited that long after the last
-    # epoch (issue 20: 49-55 s; bench/stall.py measures it).
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).map(gather).prefetch(2).with_options(options)
+    return array_batches(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, first_epoch=first_epoch,
+                         epochs=epochs)
 
 
 def callbacks(spec: t.Training, tensorboard_dir: str) -> list[keras.callbacks.Callback]:

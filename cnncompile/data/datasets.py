@@ -11,16 +11,19 @@ Built-in datasets are looked up in order, first hit wins:
 from __future__ import annotations
 
 import hashlib
+import math
 import http.client
 import os
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cnncompile.data.formats import DataError, IDX_STEMS, find_idx, read_idx_dir, read_image_folders, read_npz
+from cnncompile.data.formats import DataError, IDX_STEMS, find_idx, read_idx_dir, read_npz
+from cnncompile.data.sources import ArraySplit, Progress, Split
 from cnncompile.files import atomic_path
 from cnncompile.language.training import BUILTIN_DATASETS, DatasetPath
 
@@ -47,19 +50,49 @@ REMOTES = {
 DEBIAN_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion-mnist"}
 
 
-@dataclass
 class Dataset:
-    name: str
-    x_train: np.ndarray  # uint8 (N, H, W, C)
-    y_train: np.ndarray  # int64 (N,)
-    x_test: np.ndarray
-    y_test: np.ndarray
-    labels: tuple[str, ...]
-    source: str  # where it was loaded from, for the log and run.json
-    files: dict[str, str] = field(default_factory=dict)  # path -> sha256
+    """A dataset's two splits (data/sources.py), its class labels and where it came from.
+
+    Dataset(name, train, test, labels, source, files) with Splits, or, for arrays in memory,
+    Dataset(name, x_train, y_train, x_test, y_test, labels, source, files).
+    """
+
+    def __init__(self, name: str, *parts, notes: list[str] | None = None):
+        if not isinstance(parts[0], Split):  # arrays
+            x_train, y_train, x_test, y_test, labels, *rest = parts
+            parts = (ArraySplit(x_train, y_train, labels), ArraySplit(x_test, y_test, labels), labels, *rest)
+        self.name = name
+        self.train, self.test, self.labels, self.source, *files = parts
+        self.labels = tuple(self.labels)
+        self.files: dict[str, str] = files[0] if files else {}  # path -> sha256
+        self.notes = notes or []  # what loading decided or left out, for the log
+
+    # The arrays of a split held in memory; a streamed split decodes all its images for these.
+    @property
+    def x_train(self) -> np.ndarray:
+        return self.train.take(self.train.count)
+
+    @property
+    def y_train(self) -> np.ndarray:
+        return self.train.labels()
+
+    @property
+    def x_test(self) -> np.ndarray:
+        return self.test.take(self.test.count)
+
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.test.labels()
 
     def describe(self) -> str:
-        return f"{self.name}: {len(self.x_train):,} train / {len(self.x_test):,} test images from {self.source}"
+        where = "" if self.train.in_memory else f" ({self.train.describe()})"
+        return f"{self.name}: {self.train.count:,} train / {self.test.count:,} test images from {self.source}{where}"
+
+    def record(self) -> dict:
+        """What run.json says about the data."""
+        return {"name": self.name, "source": self.source, "train_images": self.train.count,
+                "test_images": self.test.count, "read": self.train.describe(), "files": self.files,
+                "labels": list(self.labels)}
 
 
 def sha256_of(path: Path) -> str:
@@ -76,10 +109,11 @@ def keras_cache() -> Path:
 
 def load_dataset(dataset: str | DatasetPath, *, data_dir: Path | None = None, spec_dir: Path = Path("."),
                  image_shape: tuple[int, ...] = (28, 28, 1), seed: int = 0,
-                 mirror: str | None = None) -> Dataset:
-    """Load the spec's dataset (built-in name or {path: ...}); DataError says what went wrong."""
+                 mirror: str | None = None, progress: Callable[[str, int, int], None] | None = None) -> Dataset:
+    """Load the spec's dataset (built-in name or {path: ...}); DataError says what went wrong.
+    `progress(what, done, total)` follows a folder's scan and decoding."""
     if isinstance(dataset, DatasetPath):
-        return _load_path(dataset, spec_dir, image_shape, seed)
+        return _load_path(dataset, spec_dir, image_shape, seed, progress)
     return _load_builtin(dataset, data_dir, mirror)
 
 
@@ -132,7 +166,8 @@ def _finish(name: str, arrays: tuple, source: str, files: list[Path]) -> Dataset
                    {str(f): sha256_of(f) for f in files})
 
 
-def _load_path(dataset: DatasetPath, spec_dir: Path, image_shape: tuple[int, ...], seed: int) -> Dataset:
+def _load_path(dataset: DatasetPath, spec_dir: Path, image_shape: tuple[int, ...], seed: int,
+               progress: Callable[[str, int, int], None] | None) -> Dataset:
     path = (spec_dir / dataset.path).resolve() if not Path(dataset.path).is_absolute() else Path(dataset.path)
     if not path.exists():
         raise DataError(f"dataset path {path} does not exist")
@@ -142,14 +177,46 @@ def _load_path(dataset: DatasetPath, spec_dir: Path, image_shape: tuple[int, ...
         arrays = read_idx_dir(path)
         files = [f for f in (find_idx(path, s) for s in IDX_STEMS) if f]
     elif path.is_dir():
-        *arrays, classes = read_image_folders(path, image_shape[:2], image_shape[-1], dataset.test_split, seed)
-        return Dataset(path.name, *arrays, labels=classes, source=str(path), files={})
+        return _load_folder(path, dataset, tuple(image_shape), seed, progress)
     else:
         raise DataError(f"{path}: expected a .npz file, a folder of IDX files, or a folder of class folders")
     x_train, y_train, x_test, y_test = arrays
     classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
     return Dataset(path.stem, x_train, y_train, x_test, y_test, tuple(str(i) for i in range(classes)),
                    str(path), {str(f): sha256_of(f) for f in files})
+
+
+def _load_folder(path: Path, dataset: DatasetPath, image_shape: tuple[int, int, int], seed: int,
+                 progress: Callable[[str, int, int], None] | None) -> Dataset:
+    from cnncompile.data.folders import AUTO_MEMORY_BYTES, open_split, scan_folder
+    from cnncompile.data.sources import FileSplit
+
+    def reporting(what: str) -> Progress | None:
+        return None if progress is None else (lambda done, total: progress(what, done, total))
+
+    scan = scan_folder(path, test_split=dataset.test_split, seed=seed, bad_images=dataset.bad_images,
+                       progress=reporting(f"scanning {path.name}"))
+    notes = [f"{path}: split by {scan.layout}"]
+    if scan.bad:
+        notes.append(f"{path}: left out {len(scan.bad):,} images that cannot be read (bad_images: skip): "
+                     + "; ".join(scan.bad[:BAD_IMAGES_NOTED]) + (" ..." if len(scan.bad) > BAD_IMAGES_NOTED else ""))
+    splits = [FileSplit(*files, scan.classes, image_shape) for files in (scan.train, scan.test)]
+    cache = dataset.cache
+    if cache == "auto":
+        decoded = sum(split.count for split in splits) * math.prod(image_shape)
+        cache = "memory" if decoded <= AUTO_MEMORY_BYTES else "none"
+        notes.append(f"cache: auto chose {cache} ({decoded / 2**20:,.0f} MiB of decoded pixels, "
+                     f"{'at most' if cache == 'memory' else 'more than'} {AUTO_MEMORY_BYTES / 2**20:,.0f} MiB)")
+    skipped: list[str] = []
+    train, test = (open_split(split, cache, dataset.bad_images, progress=reporting(f"decoding {part}"),
+                              skipped=skipped.append) for split, part in zip(splits, ("train", "test")))
+    if skipped:
+        notes.append(f"{path}: left out {len(skipped):,} images whose pixels cannot be decoded: "
+                     + "; ".join(skipped[:BAD_IMAGES_NOTED]) + (" ..." if len(skipped) > BAD_IMAGES_NOTED else ""))
+    return Dataset(path.name, train, test, scan.classes, str(path), {}, notes=notes)
+
+
+BAD_IMAGES_NOTED = 3
 
 
 def download(name: str, mirror: str | None = None, timeout: float = 30) -> list[Path]:

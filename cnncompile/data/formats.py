@@ -204,19 +204,10 @@ def _header_size(path: Path, kind: str) -> tuple[int, int]:
             handle.seek(length - 2, os.SEEK_CUR)
 
 
-@dataclass
-class DecodedImage:
-    pixels: np.ndarray  # uint8 (H, W, C)
-    original_size: tuple[int, int]  # (width, height) as stored
-    notes: list[str]  # what was done to make it fit: resizing, conversions, transparency
-
-
-def decode_image(path: Path, size: tuple[int, int] | None, channels: int) -> DecodedImage:
-    """One PNG/JPEG as uint8 (H, W, C), converted to `channels` and resized to `size` if given.
-    Refuses, with the reason, anything else: not a regular file, another format, a header
-    announcing more than max_image_pixels(), truncated or corrupt data."""
-    from PIL import Image, UnidentifiedImageError
-
+def image_header(path: Path) -> tuple[str, int, int]:
+    """(format, width, height) of a PNG/JPEG from its first bytes, refusing, with the reason, what
+    decode_image would: not a regular file, another format, more than max_image_pixels(), a
+    zero size. Reads a few hundred bytes at most: a folder's scan calls it for every file."""
     regular_file(path)
     with open(path, "rb") as handle:
         head = handle.read(16)
@@ -231,6 +222,42 @@ def decode_image(path: Path, size: tuple[int, int] | None, channels: int) -> Dec
                         f"{limit:,}; if you mean it, set {MAX_IMAGE_PIXELS_VARIABLE}={width * height}")
     if width == 0 or height == 0:
         raise DataError(f"{path}: corrupt {kind} (its header says {width}x{height})")
+    return kind, width, height
+
+
+# The marker that closes each format; a file cut short (an interrupted copy or download) lacks it.
+# Looked for near the end, not at it: some cameras and editors pad a file after the marker.
+END_MARKERS = {"PNG": b"IEND", "JPEG": b"\xff\xd9"}
+END_WINDOW = 1024  # bytes
+
+
+def check_image_file(path: Path) -> tuple[str, int, int]:
+    """image_header plus a look at the file's last bytes for its format's end marker: what a
+    folder's scan can say about an image without decoding its pixels."""
+    kind, width, height = image_header(path)
+    with open(path, "rb") as handle:
+        handle.seek(max(0, path.stat().st_size - END_WINDOW))
+        tail = handle.read()
+    if END_MARKERS[kind] not in tail:
+        raise DataError(f"{path}: truncated {kind} (no end marker: the file was cut short)")
+    return kind, width, height
+
+
+@dataclass
+class DecodedImage:
+    pixels: np.ndarray  # uint8 (H, W, C)
+    original_size: tuple[int, int]  # (width, height) as stored
+    notes: list[str]  # what was done to make it fit: resizing, conversions, transparency
+
+
+def decode_image(path: Path, size: tuple[int, int] | None, channels: int) -> DecodedImage:
+    """One PNG/JPEG as uint8 (H, W, C), converted to `channels` and resized to `size` if given.
+    Refuses, with the reason, anything else: not a regular file, another format, a header
+    announcing more than max_image_pixels(), truncated or corrupt data."""
+    from PIL import Image, UnidentifiedImageError
+
+    kind, width, height = image_header(path)
+    limit = max_image_pixels()
     notes = []
     try:
         with warnings.catch_warnings():
@@ -268,28 +295,12 @@ def read_image(path: Path, size: tuple[int, int] | None, channels: int) -> np.nd
 
 def read_image_folders(root: Path, size: tuple[int, int], channels: int,
                        test_split: float, seed: int) -> tuple[np.ndarray, ...]:
-    """root/<class>/*.png, or root/train/<class>/ and root/test/<class>/. Classes sorted by name."""
-    def load(folder: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        images, labels = [], []
-        for label, name in enumerate(classes):
-            files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
-                if (folder / name).is_dir() else []
-            images += [read_image(p, size, channels) for p in files]
-            labels += [label] * len(files)
-        if not images:
-            raise DataError(f"{folder}: no .png/.jpg images in class folders {classes}")
-        return np.stack(images), np.asarray(labels, np.int64)
+    """root/<class>/*.png, or root/train/<class>/ and root/test/<class>/, decoded into
+    (x_train, y_train, x_test, y_test, classes); data/folders.py scans and splits them."""
+    from cnncompile.data.folders import open_split, scan_folder
+    from cnncompile.data.sources import FileSplit
 
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-        x_train, y_train = load(root / "train", classes)
-        x_test, y_test = load(root / "test", classes)
-    else:
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        if not classes:
-            raise DataError(f"{root}: expected one subfolder per class (e.g. {root}/cat/*.png)")
-        x, y = load(root, classes)
-        order = np.random.default_rng(seed).permutation(len(x))
-        cut = max(1, int(round(len(x) * test_split)))
-        x_test, y_test, x_train, y_train = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
-    return x_train, y_train, x_test, y_test, tuple(classes)
+    scan = scan_folder(root, test_split=test_split, seed=seed)
+    train, test = (open_split(FileSplit(*files, scan.classes, (*size, channels)), "memory", "error")
+                   for files in (scan.train, scan.test))
+    return train.x, train.y, test.x, test.y, scan.classes

@@ -41,6 +41,15 @@ class DatasetPath(Strict):
     test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.2, description="For image folders without train/ and test/ subfolders: fraction held out for testing."
     )
+    cache: Literal["auto", "memory", "disk", "none"] = Field(
+        "auto", description="Image folders: decode once into memory, once into a file in the cache folder "
+        "($CNNCOMPILE_CACHE_DIR, else ~/.cache/cnncompile) that later runs reuse, or stream the files every "
+        "epoch (none). auto: memory when the decoded images take at most 1 GiB, else none."
+    )
+    bad_images: Literal["error", "skip"] = Field(
+        "error", description="Image folders: refuse the folder when an image cannot be read (error, listing "
+        "the first few), or leave such images out and say which (skip)."
+    )
 
 
 class CosineDecay(Strict):
