@@ -512,26 +512,28 @@ def data_pack(folder: str, output: str, shard_size: str, images_per_shard: int |
     Images keep their original bytes (never re-encoded); every one is decoded once to refuse
     unreadable or truncated files before training. The output appears whole or not at all.
     """
+    from cnncompile.data.folders import scan_folder
     from cnncompile.data.formats import DataError
-    from cnncompile.data.shards import BadImages, pack, scan_folder
+    from cnncompile.data.shards import BadImages, pack
 
     shard_bytes = _byte_size(shard_size)
     try:
-        classes, splits = scan_folder(Path(folder), test_split, seed)
+        with _progress_bar("scanning") as progress:
+            scan = scan_folder(Path(folder), test_split=test_split, seed=seed, bad_images="skip",
+                               progress=lambda done, total: progress("scan", done, total))
         with _progress_bar("packing") as progress:
-            result = pack(splits, classes, Path(output), source=str(Path(folder).resolve()), seed=seed,
-                          shard_bytes=shard_bytes, images_per_shard=images_per_shard, bad_images=bad_images,
-                          force=force, progress=progress)
+            result = pack(scan, Path(output), seed=seed, shard_bytes=shard_bytes, images_per_shard=images_per_shard,
+                          bad_images=bad_images, force=force, progress=progress)
     except BadImages as exc:
-        for path, reason in exc.bad:
-            click.echo(f"{path}: error: {reason}", err=True)
+        for message in exc.bad:
+            click.echo(f"error: {message}", err=True)
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
     except DataError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
-    for path, reason in result.bad:
-        click.echo(f"{path}: warning: {reason}; skipped", err=True)
+    for message in result.bad:
+        click.echo(f"warning: {message}; skipped", err=True)
     m = result.manifest
     parts = [f"{m.count(split):,} {split} images in {_count(len(m.files(split)), 'shard')}"
              for split in ("train", "test") if m.files(split)]

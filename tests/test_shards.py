@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cnncompile.data import shards
+from cnncompile.data.folders import scan_folder
 from cnncompile.data.formats import DataError
 from tests.conftest import run_cli
 
@@ -37,12 +38,23 @@ def pack(*args: str, cwd: Path) -> object:
     return run_cli("data", "pack", *args, cwd=cwd, in_process=True)
 
 
+def read(split: shards.ShardSplit, *, shuffle: bool = False, seed: int = 0, epoch: int = 0) -> list[tuple[str, bytes, int]]:
+    """(name, image bytes, label) of every record of a split, in the order it reads them."""
+    import tensorflow as tf
+
+    features = {key: tf.io.FixedLenFeature([], kind) for key, kind in
+                (("name", tf.string), ("image", tf.string), ("label", tf.int64))}
+    return [(r["name"].numpy().decode(), r["image"].numpy(), int(r["label"]))
+            for r in split.records(shuffle=shuffle, seed=seed, epoch=epoch).map(
+                lambda record: tf.io.parse_single_example(record, features))]
+
+
 def stored(folder: Path, manifest: shards.Manifest, split: str) -> dict[str, tuple[bytes, int]]:
     """name -> (image bytes, label) of every record in a split's shards, read by TensorFlow."""
     found = {}
-    for image, label, name in shards.records(folder, manifest.files(split), seed=0, epoch=0, shuffle=False):
-        assert name.numpy().decode() not in found  # each image once
-        found[name.numpy().decode()] = (image.numpy(), int(label))
+    for name, data, label in read(shards.ShardSplit.open(folder, manifest, split, (16, 16, 3))):
+        assert name not in found  # each image once
+        found[name] = (data, label)
     return found
 
 
@@ -65,12 +77,10 @@ def test_pack_keeps_every_image_byte_for_byte_with_its_label(folder, tmp_path):
         assert data == every[name].read_bytes()  # the original bytes, not re-encoded
         assert CLASSES[label] == name.split("/")[0]
     # The test split is the one `dataset: {path: photos}` takes with the same seed: from file names.
-    _, splits = shards.scan_folder(folder, 0.2, 0)
-    assert set(stored(tmp_path / "shards", manifest, "test")) == {i.name for i in splits["test"]}
+    scan = scan_folder(folder, test_split=0.2, seed=0)
+    assert set(stored(tmp_path / "shards", manifest, "test")) == {i.name for i in shards.items(scan)["test"]}
     # Shards mix the classes (written in a shuffled order), though the folder is sorted by class.
-    first = manifest.files("train")[0]
-    labels = {int(label) for _, label, _ in shards.records(tmp_path / "shards", [first], seed=0, epoch=0, shuffle=False)}
-    assert len(labels) > 1
+    assert len(set(manifest.files("train")[0].labels)) > 1
     verified = run_cli("data", "verify", "shards", cwd=tmp_path, in_process=True)
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout.strip() == ("shards: 5 shards, 24 train and 6 test images; "
@@ -104,22 +114,22 @@ def with_bad(folder) -> Path:
 def test_bad_images_are_skipped_and_listed(with_bad, tmp_path):
     result = pack(str(with_bad), "-o", "shards", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    warnings = sorted(line for line in result.stderr.splitlines() if ": warning: " in line)
+    warnings = sorted(line for line in result.stderr.splitlines() if line.startswith("warning: "))
     assert len(warnings) == 2
-    assert warnings[0].startswith(f"{with_bad / 'dog' / 'truncated.jpg'}: warning: truncated JPEG")
-    assert warnings[1].startswith(f"{with_bad / 'eel' / 'notes.png'}: warning: not an image")
+    assert warnings[0].startswith(f"warning: {with_bad / 'dog' / 'truncated.jpg'}: truncated JPEG")
+    assert warnings[1].startswith(f"warning: {with_bad / 'eel' / 'notes.png'}: not an image")
     assert result.stdout.rstrip().endswith("skipped 2 unreadable images")
     manifest = shards.read_manifest(tmp_path / "shards")
     assert manifest.count("train") + manifest.count("test") == 30
-    assert sorted(Path(s["file"]).name for s in manifest.skipped) == ["notes.png", "truncated.jpg"]
+    assert sorted(Path(s.partition(": ")[0]).name for s in manifest.skipped) == ["notes.png", "truncated.jpg"]
 
 
 def test_bad_images_error_refuses_and_writes_nothing(with_bad, tmp_path):
     result = pack(str(with_bad), "-o", "shards", "--bad-images", "error", cwd=tmp_path)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert any(l.startswith(f"{with_bad / 'dog' / 'truncated.jpg'}: error: truncated JPEG") for l in lines)
-    assert any(l.startswith(f"{with_bad / 'eel' / 'notes.png'}: error: not an image") for l in lines)
+    assert any(l.startswith(f"error: {with_bad / 'dog' / 'truncated.jpg'}: truncated JPEG") for l in lines)
+    assert any(l.startswith(f"error: {with_bad / 'eel' / 'notes.png'}: not an image") for l in lines)
     assert lines[-1] == ("error: 2 unreadable images; nothing written (--bad-images skip packs the others and lists "
                          "these in the manifest)")
     assert "Traceback" not in result.stderr
@@ -160,7 +170,7 @@ def test_changed_bytes_fail_verify_by_sha256_and_reading_by_crc(packed):
     import tensorflow as tf
 
     with pytest.raises(tf.errors.DataLossError, match="corrupted record"):
-        list(shards.records(packed, manifest.files("train"), seed=0, epoch=0, shuffle=False))
+        read(shards.ShardSplit.open(packed, manifest, "train", (16, 16, 3)))
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -190,9 +200,8 @@ def test_an_interrupted_pack_leaves_the_previous_pack_whole(packed, folder, monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(shards, "_write_shard", crash_on_the_third)
-    _, splits = shards.scan_folder(folder, 0.2, 0)
     with pytest.raises(KeyboardInterrupt):
-        shards.pack(splits, CLASSES, packed, source=str(folder), images_per_shard=3, force=True)
+        shards.pack(scan_folder(folder, test_split=0.2, seed=0), packed, images_per_shard=3, force=True)
     assert {p.name: p.read_bytes() for p in packed.iterdir()} == before
     assert sorted(p.name for p in packed.parent.iterdir()) == ["photos", "shards"]  # no staging folder left
     assert pack(str(folder), "-o", "shards", cwd=packed.parent).stderr.strip() == \
@@ -200,25 +209,50 @@ def test_an_interrupted_pack_leaves_the_previous_pack_whole(packed, folder, monk
 
 
 def test_each_epoch_has_its_own_reproducible_order(packed):
-    manifest = shards.read_manifest(packed)
+    split = shards.ShardSplit.open(packed, shards.read_manifest(packed), "train", (16, 16, 3))
 
     def order(epoch: int) -> list[str]:
-        return [n.numpy().decode() for _, _, n in shards.records(packed, manifest.files("train"), seed=3, epoch=epoch,
-                                                                   shuffle=True, shuffle_buffer=8)]
+        return [name for name, _, _ in read(split, shuffle=True, seed=3, epoch=epoch)]
 
     assert order(0) == order(0)  # a resumed run reads epoch 0 as the first run did
     assert order(0) != order(1)
     assert sorted(order(0)) == sorted(order(1)) and len(order(1)) == 24  # every image once per epoch
+    assert [name for name, _, _ in read(split)] != order(0)
+
+
+def test_a_slice_reads_only_its_images_in_the_split_order(packed):
+    split = shards.ShardSplit.open(packed, shards.read_manifest(packed), "train", (16, 16, 3))
+    every = read(split)
+    assert [label for _, _, label in every] == list(split.labels())
+    for start, stop in ((0, 18), (18, 24), (5, 16), (7, 14)):
+        part = split.slice(start, stop)
+        assert part.count == stop - start and list(part.labels()) == list(split.labels()[start:stop])
+        assert read(part) == every[start:stop]
+    assert len(split.slice(18, 24).segments) == 2  # 7 + 7 + 7 + 3 images: only the last two files
+
+
+def test_batches_decode_to_the_folders_pixels(packed, folder):
+    from cnncompile.data.formats import decode_image
+
+    split = shards.ShardSplit.open(packed, shards.read_manifest(packed), "test", (16, 16, 1))
+    names = [name for name, _, _ in read(split)]
+    (images, labels), = list(split.batches(64).as_numpy_iterator())
+    assert images.shape == (6, 16, 16, 1) and images.dtype == np.uint8
+    assert list(labels) == list(split.labels())
+    for name, image in zip(names, images):  # JPEG and PNG, converted to grayscale as Pillow does
+        assert np.array_equal(image, decode_image(folder / name, None, 1).pixels), name
+    resized = shards.ShardSplit.open(packed, split.manifest, "test", (8, 8, 3))
+    (small, _), = list(resized.batches(64).as_numpy_iterator())
+    expected = np.stack([decode_image(folder / name, (8, 8), 3).pixels for name in names]).astype(int)
+    assert small.shape == (6, 8, 8, 3) and np.abs(small.astype(int) - expected).mean() < 3
 
 
 def test_workers_read_disjoint_files_and_together_every_image(packed):
-    manifest = shards.read_manifest(packed)
-    names = []
-    for index in range(2):
-        files = shards.worker_files(packed, manifest, "train", workers=2, index=index)
-        names.append([n.numpy().decode() for _, _, n in shards.records(packed, files, seed=0, epoch=0, shuffle=True)])
+    split = shards.ShardSplit.open(packed, shards.read_manifest(packed), "train", (16, 16, 3))
+    names = [[name for name, _, _ in read(split.for_worker(2, index), shuffle=True)] for index in range(2)]
     assert not set(names[0]) & set(names[1])
     assert len(names[0]) + len(names[1]) == 24
-    with pytest.raises(DataError, match=rf"^{packed}: 4 train shard files for 5 workers; each worker reads whole "
-                                        r"files, so pack with at least 5 \(cnncompile data pack --images-per-shard 4\)"):
-        shards.worker_files(packed, manifest, "train", workers=5, index=0)
+    with pytest.raises(DataError, match=rf"^{packed}: 4 shard files to train on for 5 workers; each worker reads "
+                                        r"whole files, so pack with at least 5 \(e.g. cnncompile data pack "
+                                        r"--images-per-shard 4\)$"):
+        split.for_worker(5, 0)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
@@ -37,8 +38,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from cnncompile.data.folders import FolderScan
 from cnncompile.data.formats import DataError, decode_image
-from cnncompile.files import write_json
+from cnncompile.data.sources import ArraySplit, Split, _pipeline_options, workers
+from cnncompile.files import write_bytes
 
 MANIFEST = "manifest.json"
 FORMAT = "cnncompile-shards"
@@ -60,6 +65,12 @@ class Item:
     name: str
 
 
+def items(scan: FolderScan) -> dict[str, list[Item]]:
+    """A scanned folder's images per split, named by their path inside the folder."""
+    return {split: [Item(Path(p), int(y), Path(p).relative_to(scan.root).as_posix()) for p, y in zip(*files)]
+            for split, files in (("train", scan.train), ("test", scan.test))}
+
+
 @dataclass(frozen=True)
 class Shard:
     file: str  # relative to the packed folder
@@ -67,6 +78,7 @@ class Shard:
     images: int
     bytes: int
     sha256: str
+    labels: tuple[int, ...]  # in record order: a split's labels (the report's confusion matrix) without reading images
 
 
 @dataclass(frozen=True)
@@ -76,7 +88,7 @@ class Manifest:
     version: str  # cnncompile's, which wrote the shards
     seed: int  # the order images were written in
     source: str  # the folder that was packed
-    skipped: tuple[dict, ...] = ()  # {"file", "reason"} for images left out by --bad-images skip
+    skipped: tuple[str, ...] = ()  # "file: reason" of each image left out by --bad-images skip
 
     def count(self, split: str) -> int:
         return sum(s.images for s in self.shards if s.split == split)
@@ -84,11 +96,13 @@ class Manifest:
     def files(self, split: str) -> list[Shard]:
         return [s for s in self.shards if s.split == split]
 
-    def to_json(self) -> dict:
-        return {"format": FORMAT, "format_version": FORMAT_VERSION, "cnncompile_version": self.version,
+    def to_text(self) -> str:
+        """The manifest as JSON, one line per shard (a shard's labels would otherwise take a line each)."""
+        head = {"format": FORMAT, "format_version": FORMAT_VERSION, "cnncompile_version": self.version,
                 "classes": list(self.classes), "counts": {split: self.count(split) for split in SPLITS},
-                "seed": self.seed, "source": self.source,
-                "shards": [vars(s) for s in self.shards], "skipped": list(self.skipped)}
+                "seed": self.seed, "source": self.source, "skipped": list(self.skipped), "shards": None}
+        shards = ",\n    ".join(json.dumps({**vars(s), "labels": list(s.labels)}) for s in self.shards)
+        return json.dumps(head, indent=2).replace('"shards": null', f'"shards": [\n    {shards}\n  ]') + "\n"
 
 
 def is_shard_folder(path: Path) -> bool:
@@ -105,10 +119,10 @@ def read_manifest(folder: Path) -> Manifest:
         if raw.get("format_version") != FORMAT_VERSION:
             raise DataError(f"{where}: format_version {raw.get('format_version')!r}; this cnncompile reads "
                             f"{FORMAT_VERSION}: pack the folder again with it")
-        shards = tuple(Shard(str(s["file"]), str(s["split"]), int(s["images"]), int(s["bytes"]), str(s["sha256"]))
-                       for s in raw["shards"])
+        shards = tuple(Shard(str(s["file"]), str(s["split"]), int(s["images"]), int(s["bytes"]), str(s["sha256"]),
+                             tuple(int(label) for label in s["labels"])) for s in raw["shards"])
         manifest = Manifest(tuple(str(c) for c in raw["classes"]), shards, str(raw["cnncompile_version"]),
-                            int(raw["seed"]), str(raw["source"]), tuple(raw.get("skipped", ())))
+                            int(raw["seed"]), str(raw["source"]), tuple(str(b) for b in raw.get("skipped", ())))
         counts = {split: int(n) for split, n in raw["counts"].items()}
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DataError(f"{where}: cannot read ({exc})") from None
@@ -121,6 +135,9 @@ def read_manifest(folder: Path) -> Manifest:
     for shard in manifest.shards:
         if shard.split not in SPLITS or Path(shard.file).name != shard.file:
             raise DataError(f"{where}: shard entry {shard.file!r} (split {shard.split!r}) is not a file of this folder")
+        if len(shard.labels) != shard.images or not all(0 <= y < len(manifest.classes) for y in shard.labels):
+            raise DataError(f"{where}: shard {shard.file} lists {len(shard.labels):,} labels for {shard.images:,} "
+                            f"images, or labels outside 0..{len(manifest.classes) - 1}")
         path = folder / shard.file
         if not path.is_file():
             raise DataError(f"{path}: shard listed in {MANIFEST} is missing")
@@ -163,7 +180,7 @@ def _sha256(path: Path) -> str:
 class PackResult:
     manifest: Manifest
     out: Path
-    bad: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason), skipped
+    bad: list[str] = field(default_factory=list)  # "file: reason" of each image left out
 
 
 def plan(items: Sequence[Item], sizes: Sequence[int], shard_bytes: int | None,
@@ -183,17 +200,16 @@ def plan(items: Sequence[Item], sizes: Sequence[int], shard_bytes: int | None,
     return [s for s in shards if s]
 
 
-def pack(splits: dict[str, Sequence[Item]], classes: Sequence[str], out: Path, *, source: str, seed: int = 0,
-         shard_bytes: int | None = None, images_per_shard: int | None = None, bad_images: str = "skip",
-         force: bool = False, threads: int | None = None, progress: Progress | None = None) -> PackResult:
-    """Write `splits` ({"train": items, "test": items}) as TFRecord shards plus manifest.json into `out`.
+def pack(scan: FolderScan, out: Path, *, seed: int = 0, shard_bytes: int | None = None,
+         images_per_shard: int | None = None, bad_images: str = "skip", force: bool = False,
+         threads: int | None = None, progress: Progress | None = None) -> PackResult:
+    """Write a scanned folder's splits as TFRecord shards plus manifest.json into `out`.
 
     Every image is read and decoded once (in `threads` threads) to refuse unreadable or
-    truncated files before they reach training; with bad_images="error" the first pass
-    lists every bad file and nothing is written.
+    truncated files before they reach training (the scan, scan_folder(bad_images="skip"),
+    has left out those its headers already condemn); with bad_images="error" every bad file
+    is listed and nothing is written.
     """
-    import numpy as np
-
     from cnncompile import __version__
 
     if bad_images not in BAD_IMAGES:
@@ -202,36 +218,36 @@ def pack(splits: dict[str, Sequence[Item]], classes: Sequence[str], out: Path, *
     staging = out.parent / f".{out.name}.packing"
     shutil.rmtree(staging, ignore_errors=True)  # an interrupted pack's leftovers
     staging.mkdir(parents=True)
-    total = sum(len(items) for items in splits.values())
-    counter = _Counter(total, progress)
+    splits = items(scan)
+    counter = _Counter(sum(len(found) for found in splits.values()), progress)
     shards: list[Shard] = []
-    bad: list[tuple[Path, str]] = []
+    bad: list[str] = list(scan.bad)
     try:
         for split in SPLITS:
-            items = list(splits.get(split, ()))
-            order = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(items))
-            items = [items[i] for i in order]
-            sizes = [_size(item.path) for item in items]
-            groups = plan(items, sizes, shard_bytes, images_per_shard)
+            found = splits[split]
+            order = np.random.default_rng([seed, SPLITS.index(split)]).permutation(len(found))
+            found = [found[i] for i in order]
+            sizes = [_size(item.path) for item in found]
+            groups = plan(found, sizes, shard_bytes, images_per_shard)
             written = []
             for number, group in enumerate(groups):
                 path = staging / f"{split}-{number:05d}.partial"
-                images = _write_shard(path, [items[i] for i in group], bad, bad_images, threads, counter)
-                if images:
-                    written.append((path, images))
+                labels = _write_shard(path, [found[i] for i in group], bad, bad_images, threads, counter)
+                if labels:
+                    written.append((path, labels))
                 else:
                     path.unlink()
-            for number, (path, images) in enumerate(written):
+            for number, (path, labels) in enumerate(written):
                 final = path.with_name(f"{split}-{number:05d}-of-{len(written):05d}.tfrecord")
                 path.rename(final)
-                shards.append(Shard(final.name, split, images, final.stat().st_size, _sha256(final)))
+                shards.append(Shard(final.name, split, len(labels), final.stat().st_size, _sha256(final),
+                                    tuple(labels)))
         if bad and bad_images == "error":
             raise BadImages(bad)
-        manifest = Manifest(tuple(classes), tuple(shards), __version__, seed, source,
-                            tuple({"file": str(p), "reason": r} for p, r in bad))
+        manifest = Manifest(scan.classes, tuple(shards), __version__, seed, str(scan.root.resolve()), tuple(bad))
         if not manifest.count("train"):
-            raise DataError(f"{source}: no readable training images to pack")
-        write_json(staging / MANIFEST, manifest.to_json())
+            raise DataError(f"{scan.root}: no readable training images to pack")
+        write_bytes(staging / MANIFEST, manifest.to_text().encode())
         _swap_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -241,7 +257,7 @@ def pack(splits: dict[str, Sequence[Item]], classes: Sequence[str], out: Path, *
 class BadImages(DataError):
     """Unreadable or truncated images under --bad-images error; lists every one."""
 
-    def __init__(self, bad: list[tuple[Path, str]]):
+    def __init__(self, bad: list[str]):
         self.bad = bad
         super().__init__(f"{len(bad):,} unreadable image{'s' if len(bad) != 1 else ''}; nothing written "
                          "(--bad-images skip packs the others and lists these in the manifest)")
@@ -287,20 +303,20 @@ class _Counter:
 
 def _write_shard(path: Path, items: list[Item], bad: list, bad_images: str, threads: int | None,
                  counter: _Counter) -> int:
-    """Write one shard; returns how many images it holds."""
+    """Write one shard; returns the labels of the images it holds, in record order."""
     tf = _tensorflow()
-    images = 0
+    labels = []
     with tf.io.TFRecordWriter(str(path)) as writer:
         for item, (data, problem) in zip(items, _checked(items, threads)):
             counter.step()
             if problem:
-                bad.append((item.path, problem))
+                bad.append(f"{item.path}: {problem}")
                 continue
             if bad and bad_images == "error":
                 continue  # keep checking, to list every bad file; this pack will not be kept
             writer.write(_example(tf, data, item).SerializeToString())
-            images += 1
-    return images
+            labels.append(item.label)
+    return labels
 
 
 def _checked(items: list[Item], threads: int | None) -> Iterator[tuple[bytes, str | None]]:
@@ -313,8 +329,9 @@ def _checked(items: list[Item], threads: int | None) -> Iterator[tuple[bytes, st
 
 
 def _check(item: Item) -> tuple[bytes, str | None]:
+    """(file bytes, None), or (b"", the reason it cannot be used)."""
     try:
-        decode_image(item.path, None, 3)  # the full decode: truncated data fails here, not mid-training
+        decode_image(item.path, None, 3)  # the full decode: corrupt data fails here, not mid-training
         return item.path.read_bytes(), None
     except DataError as exc:
         return b"", str(exc).removeprefix(f"{item.path}: ")
@@ -334,41 +351,10 @@ def _example(tf, data: bytes, item: Item):
 def _tensorflow():
     from cnncompile.native import quiet_native_stderr
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # as cnncompile.backend sets it: no C++ notices
     with quiet_native_stderr():
         import tensorflow as tf
     return tf
-
-
-def scan_folder(root: Path, test_split: float, seed: int) -> tuple[tuple[str, ...], dict[str, list[Item]]]:
-    """The classes and the train/test items of an image folder, split as `dataset: {path: folder}`
-    splits it: root/train/<class>/ and root/test/<class>/, or root/<class>/ with a seeded
-    test_split decided from the sorted file names (no pixels read)."""
-    import numpy as np
-
-    from cnncompile.data.formats import IMAGE_SUFFIXES
-
-    def items(folder: Path, classes: Sequence[str]) -> list[Item]:
-        found = []
-        for label, name in enumerate(classes):
-            files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) \
-                if (folder / name).is_dir() else []
-            found += [Item(p, label, p.relative_to(root).as_posix()) for p in files]
-        if not found:
-            raise DataError(f"{folder}: no .png/.jpg images in class folders {list(classes)}")
-        return found
-
-    if not root.is_dir():
-        raise DataError(f"{root}: not a folder")
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
-        return classes, {"train": items(root / "train", classes), "test": items(root / "test", classes)}
-    classes = tuple(sorted(p.name for p in root.iterdir() if p.is_dir()))
-    if not classes:
-        raise DataError(f"{root}: expected one subfolder per class (e.g. {root}/cat/*.jpg)")
-    every = items(root, classes)
-    order = np.random.default_rng(seed).permutation(len(every))
-    cut = max(1, int(round(len(every) * test_split)))
-    return classes, {"test": [every[i] for i in order[:cut]], "train": [every[i] for i in order[cut:]]}
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -386,34 +372,153 @@ def worker_files(folder: Path, manifest: Manifest, split: str, workers: int = 1,
     return shards[index::workers]
 
 
-def records(folder: Path, shards: Sequence[Shard], *, seed: int, epoch: int, shuffle: bool,
-            shuffle_buffer: int = 4096, cycle_length: int = 4):
-    """One epoch of (encoded image, label, name) from `shards`: the file order shuffled by
-    (seed, epoch), `cycle_length` files interleaved record by record, then a shuffle buffer
-    seeded by (seed, epoch): the same order on every run, so a resumed run is exact.
+class ShardSplit(Split):
+    """One split of a packed folder, streamed from its TFRecord shards (see the module docstring).
 
-    The buffer holds encoded bytes (a 224x224 JPEG: ~20 KB, not 150 KB of pixels): 4,096 of
-    them bound the memory to ~80 MB whatever the number of images."""
-    import numpy as np
+    Its own order (labels(), slice, numpy_batches) is the manifest's shard order, records in
+    file order. A slice is a list of (shard, skip, take) segments: the validation images, the
+    last of the training split, are read from the last shard alone, not found by a pass
+    over all the others."""
 
-    tf = _tensorflow()
-    files = [str(folder / s.file) for s in shards]
-    if shuffle:
-        files = [files[i] for i in np.random.default_rng([seed, epoch]).permutation(len(files))]
-    data = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(cycle_length, len(files)),
-        block_length=1, num_parallel_calls=min(cycle_length, len(files)), deterministic=True)
-    if shuffle:
-        data = data.shuffle(shuffle_buffer, seed=int(np.random.default_rng([seed, epoch, 1]).integers(2**31)),
-                            reshuffle_each_iteration=False)
-    return data.map(_parse, num_parallel_calls=os.cpu_count() or 1, deterministic=True)
+    def __init__(self, folder: Path, manifest: Manifest, image_shape: tuple[int, int, int],
+                 segments: Sequence[tuple[Shard, int, int]]):
+        self.folder, self.manifest, self.classes = folder, manifest, manifest.classes
+        self.image_shape = tuple(image_shape)
+        self.segments = tuple(segments)
+
+    @classmethod
+    def open(cls, folder: Path, manifest: Manifest, split: str, image_shape: tuple[int, int, int]) -> ShardSplit:
+        return cls(folder, manifest, image_shape, [(s, 0, s.images) for s in manifest.files(split)])
+
+    @property
+    def count(self) -> int:
+        return sum(take for _, _, take in self.segments)
+
+    def labels(self) -> np.ndarray:
+        return np.array([y for shard, skip, take in self.segments for y in shard.labels[skip:skip + take]], np.int64)
+
+    def describe(self) -> str:
+        return f"streamed from {_count(len(self.segments), 'shard file')}"
+
+    def slice(self, start: int, stop: int) -> ShardSplit:
+        kept, first = [], 0  # first: this segment's position in the split
+        for shard, skip, take in self.segments:
+            low, high = max(start, first), min(stop, first + take)
+            if low < high:
+                kept.append((shard, skip + low - first, high - low))
+            first += take
+        return ShardSplit(self.folder, self.manifest, self.image_shape, kept)
+
+    def for_worker(self, workers: int, index: int) -> ShardSplit:
+        """The files worker `index` of `workers` reads: every workers-th one, so each file (and
+        so each image) goes to exactly one worker. Refuses fewer files than workers, which would
+        leave a worker without data."""
+        if len(self.segments) < workers:
+            raise DataError(f"{self.folder}: {_count(len(self.segments), 'shard file')} to train on for {workers} "
+                            f"workers; each worker reads whole files, so pack with at least {workers} (e.g. "
+                            f"cnncompile data pack --images-per-shard {max(1, self.count // workers)})")
+        return ShardSplit(self.folder, self.manifest, self.image_shape, self.segments[index::workers])
+
+    def window(self) -> int:
+        """Records shuffled together: about SHUFFLE_WINDOW_BYTES of encoded images, so memory is
+        bounded by bytes whatever the image size (~3,000 224x224 JPEGs of 20 KB)."""
+        images = sum(s.images for s, _, _ in self.segments) or 1
+        average = sum(s.bytes for s, _, _ in self.segments) / images
+        return int(min(max(SHUFFLE_WINDOW_BYTES / average, 64), 16_384))
+
+    def records(self, *, shuffle: bool, seed: int, epoch):
+        """One epoch of serialized records; `epoch` may be a tensor (inside Dataset.flat_map).
+        In order, the split's own order.
+
+        Shuffled, epoch e reads the files in an order drawn from (seed, e), CYCLE_LENGTH of them
+        interleaved record by record, then shuffles each window of records by (seed, e, its
+        number): stateless, so the order is a function of (seed, e) alone and a resumed run
+        exact. (tf.data's shuffle buffer is seeded once per pipeline, not per epoch.)"""
+        tf = _tensorflow()
+        files = tf.constant([str(self.folder / shard.file) for shard, _, _ in self.segments])
+        skips = tf.constant([skip for _, skip, _ in self.segments], tf.int64)
+        takes = tf.constant([take for _, _, take in self.segments], tf.int64)
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+        order = tf.range(len(self.segments), dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=key)
+        # In order (evaluation, labels(), slices): one file after the other.
+        cycle = min(CYCLE_LENGTH, len(self.segments)) if shuffle else 1
+        data = tf.data.Dataset.from_tensor_slices(order).interleave(
+            lambda i: tf.data.TFRecordDataset(tf.gather(files, i)).skip(tf.gather(skips, i)).take(tf.gather(takes, i)),
+            cycle_length=cycle, block_length=1, num_parallel_calls=cycle, deterministic=True)
+        if shuffle:
+            def mix(number, window):
+                return tf.random.experimental.stateless_shuffle(
+                    window, seed=tf.random.experimental.stateless_fold_in(key, number))
+
+            data = data.batch(self.window()).enumerate().map(mix).unbatch()
+        return data
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, first_epoch: int = 0,
+                epochs: int = 1, one_hot: bool = False):
+        tf = _tensorflow()
+        decode = self._decoder()
+        @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops; Python branches on Python values
+        def epoch(e):
+            return self.records(shuffle=shuffle, seed=seed, epoch=e).map(
+                decode, num_parallel_calls=workers(), deterministic=True).batch(batch_size)
+
+        data = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch)
+        return self._with_labels(data, one_hot).prefetch(2).with_options(_pipeline_options())
+
+    def _decoder(self):
+        """record -> (uint8 (H, W, C) at this split's shape, int64 label), with TensorFlow's
+        decoders (libjpeg-turbo and libpng, as Pillow's): the same pixels as decoding the file
+        for a JPEG or 8-bit PNG at the spec's size. Grayscale uses Pillow's weights; a resize is
+        bilinear with antialiasing, as Pillow's (close, not bit-identical); transparency is
+        dropped rather than composited onto white."""
+        tf = _tensorflow()
+        height, width, channels = self.image_shape
+
+        @tf.autograph.experimental.do_not_convert
+        def decode(record):
+            parsed = tf.io.parse_single_example(record, {"image": tf.io.FixedLenFeature([], tf.string),
+                                                         "label": tf.io.FixedLenFeature([], tf.int64)})
+            data = parsed["image"]
+            image = tf.cond(tf.io.is_jpeg(data),  # Pillow's IDCT is libjpeg's accurate one, not TensorFlow's default
+                            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+                            lambda: tf.io.decode_png(data, channels=3))  # (h, w, 3); pack admitted only these two
+            if channels == 1:  # Pillow's convert("L"): ITU-R 601-2 luma in 16-bit fixed point
+                weights = tf.constant([19595, 38470, 7471], tf.int32)
+                luma = tf.reduce_sum(tf.cast(image, tf.int32) * weights, -1, keepdims=True) + 0x8000
+                image = tf.cast(tf.bitwise.right_shift(luma, 16), tf.uint8)
+            image = tf.cond(tf.reduce_all(tf.shape(image)[:2] == [height, width]), lambda: image,
+                            lambda: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
+                                image, (height, width), antialias=True)), 0, 255), tf.uint8))
+            image.set_shape(self.image_shape)
+            return image, parsed["label"]
+
+        return decode
 
 
-def _parse(record):
-    tf = _tensorflow()
-    parsed = tf.io.parse_single_example(record, {
-        "image": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-        "name": tf.io.FixedLenFeature([], tf.string),
-    })
-    return parsed["image"], parsed["label"], parsed["name"]
+SHUFFLE_WINDOW_BYTES = 64 << 20
+CYCLE_LENGTH = 4  # shard files read at once
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'s' if n != 1 else ''}"
+
+
+def load(folder: Path, image_shape: tuple[int, int, int], cache: str) -> tuple[Split, Split, Manifest, list[str]]:
+    """A packed folder's (train, test) splits: streamed, or with cache: memory decoded once into
+    arrays (auto: when the decoded images take at most AUTO_MEMORY_BYTES)."""
+    from cnncompile.data.folders import AUTO_MEMORY_BYTES
+
+    manifest = read_manifest(folder)
+    splits = [ShardSplit.open(folder, manifest, split, image_shape) for split in SPLITS]
+    notes = [f"{folder}: {_count(len(manifest.shards), 'shard file')} packed by cnncompile {manifest.version}"]
+    if cache == "auto":
+        decoded = sum(split.count for split in splits) * math.prod(image_shape)
+        cache = "memory" if decoded <= AUTO_MEMORY_BYTES else "none"
+        notes.append(f"cache: auto chose {cache} ({decoded / 2**20:,.0f} MiB of decoded pixels)")
+    if cache == "disk":
+        notes.append("cache: disk is for image folders; shards are read from disk as they are")
+    if cache == "memory":
+        splits = [ArraySplit(split.take(split.count), split.labels(), split.classes) for split in splits]
+    return splits[0], splits[1], manifest, notes
