@@ -256,3 +256,91 @@ def test_workers_read_disjoint_files_and_together_every_image(packed):
                                         r"whole files, so pack with at least 5 \(e.g. cnncompile data pack "
                                         r"--images-per-shard 4\)$"):
         split.for_worker(5, 0)
+
+
+# --- two real workers -----------------------------------------------------------------------
+
+WORKERS_SPEC = """\
+name: sharded
+input: {shape: [8, 8, 1]}
+layers:
+  - {type: Flatten}
+  - {type: Dense, units: 3, activation: softmax}
+training:
+  dataset: {path: shards, cache: none}
+  optimizer: {type: sgd, learning_rate: 0.01}
+  loss: sparse_categorical_crossentropy
+  epochs: 2
+  batch_size: 8
+  validation_split: 0.25
+"""
+
+
+def make_numbered_folder(root: Path, per_class: int = 14) -> dict[int, str]:
+    """8x8 grayscale PNGs, each holding its id in its first two pixels (low byte, high byte)."""
+    names = {}
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            number = 1000 + label * per_class + i
+            pixels = np.full((8, 8), 7, np.uint8)
+            pixels[0, :2] = number % 256, number // 256
+            Image.fromarray(pixels, "L").save(root / name / f"{i:02d}.png")
+            names[number] = f"{name}/{i:02d}.png"
+    return names
+
+
+def start(project: Path, command: list[str], workers: int = 2) -> list:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.test_distributed import free_ports
+
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(workers)]}
+    procs = []
+    for index in range(workers):
+        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT),
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen([sys.executable, *[c.format(index=index) for c in command]], cwd=project, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def test_two_workers_read_their_own_files_and_every_image_once_per_epoch(tmp_path):
+    from tests.conftest import ROOT
+    from tests.test_distributed import finish
+
+    names = make_numbered_folder(tmp_path / "numbered")
+    # 42 images: 8 test, 34 train in 7 files of 5 (and 4); validation takes the last 8 of them.
+    assert pack("numbered", "-o", "shards", "--images-per-shard", "5", cwd=tmp_path).returncode == 0
+    (tmp_path / "sharded.yaml").write_text(WORKERS_SPEC)
+    results = finish(start(tmp_path, [str(ROOT / "tests" / "shards_worker.py"), "sharded.yaml", "seen{index}.json"]))
+    for rc, out, err in results:
+        assert rc == 0, err
+    seen = [json.loads((tmp_path / f"seen{i}.json").read_text()) for i in range(2)]
+    manifest = shards.read_manifest(tmp_path / "shards")
+    training = shards.ShardSplit.open(tmp_path / "shards", manifest, "train", (8, 8, 1)).slice(0, 34 - int(34 * 0.25))
+    expected = {number for number, name in names.items()
+                if name in {n for n, _, _ in read(training)}}
+    assert len(expected) == 26
+    files = [{n for n, _, _ in read(training.for_worker(2, i))} for i in range(2)]
+    assert sorted(map(len, files)) == [11, 15]  # files of 5, 5, 5 and of 5, 5, 1 images
+    assert seen[0]["steps"] == seen[1]["steps"] == 4  # the larger share, 15 images, in batches of 4 per worker
+    for epoch in range(2):
+        ids = [worker["seen"][epoch] for worker in seen]
+        assert not set(ids[0]) & set(ids[1])  # no image on both workers
+        assert sorted(ids[0] + ids[1]) == sorted(expected)  # and every training image, once
+        assert {names[i] for i in ids[0]} == files[0] and {names[i] for i in ids[1]} == files[1]  # its own files
+    assert seen[0]["seen"][0] != seen[0]["seen"][1]  # reshuffled each epoch
+
+    # The same data through `cnncompile train --distribute multi_worker` on two workers.
+    trained = finish(start(tmp_path, ["-m", "cnncompile", "train", "sharded.yaml", "--out", "run",
+                                      "--distribute", "multi_worker"]))
+    for rc, out, err in trained:
+        assert rc == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train_images"] == 26 and metrics["distribute"]["workers"] == 2
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert str(tmp_path / "shards" / "manifest.json") in json.dumps(record)

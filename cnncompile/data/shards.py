@@ -42,7 +42,8 @@ import numpy as np
 
 from cnncompile.data.folders import FolderScan
 from cnncompile.data.formats import DataError, decode_image
-from cnncompile.data.sources import ArraySplit, Split, _pipeline_options, workers
+from cnncompile.data import sources
+from cnncompile.data.sources import ArraySplit, Split, _pipeline_options
 from cnncompile.files import write_bytes
 
 MANIFEST = "manifest.json"
@@ -458,14 +459,45 @@ class ShardSplit(Split):
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, first_epoch: int = 0,
                 epochs: int = 1, one_hot: bool = False):
         tf = _tensorflow()
+        epoch = self._epoch(batch_size, shuffle=shuffle, seed=seed, one_hot=one_hot)
+        return tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch).prefetch(2).with_options(_pipeline_options())
+
+    def worker_batches(self, workers: int, index: int, batch_size: int, batches_per_epoch: int, *,
+                       shuffle: bool = False, seed: int = 0, first_epoch: int = 0, epochs: int = 1,
+                       one_hot: bool = False):
+        """Worker `index`'s part of each epoch: its own files' images (for_worker) in batches,
+        then empty batches up to `batches_per_epoch`. Every worker takes the same number of steps
+        (a step's collectives wait for all of them) and, over the cluster, each image is used
+        once per epoch, though the workers' files hold different numbers of images."""
+        tf = _tensorflow()
+        mine = self.for_worker(workers, index)
+        padding = batches_per_epoch - math.ceil(mine.count / batch_size)
+        epoch = mine._epoch(batch_size, shuffle=shuffle, seed=seed, one_hot=one_hot)
+        empty = tf.data.Dataset.from_tensors(tuple(tf.zeros([0, *spec.shape[1:]], spec.dtype)
+                                                   for spec in epoch(tf.constant(0, tf.int64)).element_spec))
+
+        @tf.autograph.experimental.do_not_convert
+        def padded(e):
+            return epoch(e).concatenate(empty.repeat(padding))
+
+        return tf.data.Dataset.range(first_epoch, epochs).flat_map(padded).prefetch(2).with_options(_pipeline_options())
+
+    def batches_per_worker(self, workers: int, batch_size: int) -> int:
+        """The most batches of batch_size any of `workers` workers reads in an epoch."""
+        return max(math.ceil(self.for_worker(workers, index).count / batch_size) for index in range(workers))
+
+    def _epoch(self, batch_size: int, *, shuffle: bool, seed: int, one_hot: bool):
+        """e -> epoch e's decoded batches."""
+        tf = _tensorflow()
         decode = self._decoder()
+
         @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops; Python branches on Python values
         def epoch(e):
-            return self.records(shuffle=shuffle, seed=seed, epoch=e).map(
-                decode, num_parallel_calls=workers(), deterministic=True).batch(batch_size)
+            data = self.records(shuffle=shuffle, seed=seed, epoch=e).map(
+                decode, num_parallel_calls=sources.workers(), deterministic=True).batch(batch_size)
+            return self._with_labels(data, one_hot)
 
-        data = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch)
-        return self._with_labels(data, one_hot).prefetch(2).with_options(_pipeline_options())
+        return epoch
 
     def _decoder(self):
         """record -> (uint8 (H, W, C) at this split's shape, int64 label), with TensorFlow's

@@ -219,6 +219,7 @@ class _FitData:
     validation: tuple[np.ndarray, np.ndarray] | None
     y_test: np.ndarray
     steps_per_epoch: int
+    source: object = None  # the training images as a data/sources.py Split (multi-worker reads shards by file)
 
     @property
     def count(self) -> int:
@@ -231,7 +232,7 @@ class _FitData:
         count = len(dataset.x_train) - int(len(dataset.x_train) * training.validation_split)
         validation = (dataset.x_train[count:], y_train[count:]) if count < len(y_train) else None
         return cls(dataset.x_train[:count], y_train[:count], validation, kt.labels(training, dataset.y_test, classes),
-                   math.ceil(count / batch_size))
+                   math.ceil(count / batch_size), dataset.train.slice(0, count))
 
 
 def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_data: _FitData, resume: _Resume,
@@ -309,7 +310,7 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
 
         distributed.fit(cluster, model, training, fit_data.x_fit, fit_data.y_fit, fit_data.validation,
                         epochs=last_epoch, initial_epoch=resume.epoch, batch_size=options.batch_size,
-                        seed=options.seed, callbacks=callbacks)
+                        seed=options.seed, callbacks=callbacks, split=fit_data.source)
     return checkpoint
 
 
