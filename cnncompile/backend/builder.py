@@ -154,13 +154,14 @@ def adapt_normalization(model: keras.Model, spec: ModelSpec, images, keep: tuple
     """Set every Normalization layer that has no mean/variance in the spec from the training
     images, as they reach it (through the layers before it, in-graph scaling included), except
     those in `keep` (loaded from `weights:`). Returns (layer name, images used) for each, so the
-    caller can say what it did."""
+    caller can say what it did. `images`: an array, or a function of a count giving the first
+    images (a streamed dataset decodes them only when a layer needs them)."""
     adapted = []
     for node in spec.graph():
         if not (isinstance(node.layer, spec_layers.Normalization) and node.layer.adapted) or node.name in keep:
             continue
         layer = model.get_layer(node.name)
-        sample = images[:ADAPT_LIMIT]
+        sample = images(ADAPT_LIMIT) if callable(images) else images[:ADAPT_LIMIT]
         features = keras.Model(model.inputs, layer.input).predict(sample, batch_size=256, verbose=0)
         layer.adapt(features)
         adapted.append((node.name, len(sample)))

@@ -29,6 +29,7 @@ import numpy as np
 from cnncompile import __version__
 from cnncompile.analysis.check import CompiledSpec
 from cnncompile.backend.builder import BackendMismatch, build_model, cross_check
+from cnncompile.data.sources import ArraySplit, Split
 from cnncompile.deploy.int8 import Int8Capability, Int8Options, int8_capability
 from cnncompile.deploy.measure import interleaved_throughput
 from cnncompile.deploy.predict import METADATA_MEAN, METADATA_SHAPE, Classifier
@@ -36,6 +37,9 @@ from cnncompile.files import write_bytes
 
 MAX_ABS_DIFF = 1e-4
 PARITY_IMAGES = 64
+# A streamed split's brightness (predict's metadata) and int8 speed come from its first images.
+MEAN_IMAGES = 1000
+SPEED_IMAGES = 1024
 SPEED_BATCHES = (1, 64)
 DEFAULT_OPSET = 17  # ONNX only
 
@@ -169,10 +173,19 @@ class ExportData:
     parity_images: np.ndarray  # uint8 (n, H, W, C): Keras vs the file, max |diff| and argmax
     parity_source: str
     labels: tuple[str, ...] | None
-    test: tuple[np.ndarray, np.ndarray] | None  # the labeled test set, for int8 accuracy
-    train_images: np.ndarray | None  # calibration draws from these, never from the test set
+    # The labeled test set, for int8 accuracy: a split (data/sources.py), streamed in batches,
+    # or (images, labels) arrays.
+    test: Split | tuple[np.ndarray, np.ndarray] | None
+    train_images: Split | np.ndarray | None  # calibration draws from these, never from the test set
     name: str = ""
     missing: str = ""  # why the dataset could not be loaded, when it could not
+
+    def __post_init__(self):
+        classes = tuple(self.labels or ())
+        if isinstance(self.test, tuple):
+            self.test = ArraySplit(*self.test, classes)
+        if isinstance(self.train_images, np.ndarray):
+            self.train_images = ArraySplit(self.train_images, np.zeros(len(self.train_images), np.int64), classes)
 
     def require_dataset(self, why: str) -> None:
         if self.test is None or self.train_images is None:
@@ -190,20 +203,23 @@ def export_data(compiled: CompiledSpec, data_dir: Path | None = None) -> ExportD
     missing = "the spec has no training: section"
     if training is not None:
         try:
+            # The training seed: it decides a single image folder's test split.
             data = load_dataset(training.dataset, data_dir=data_dir, spec_dir=compiled.path.parent,
-                                image_shape=tuple(compiled.spec.input.shape))
-            return ExportData(data.x_test[:PARITY_IMAGES], f"{data.name} test images", data.labels,
-                              (data.x_test, data.y_test), data.x_train, data.name)
+                                image_shape=tuple(compiled.spec.input.shape), seed=training.seed)
+            return ExportData(data.test.take(PARITY_IMAGES), f"{data.name} test images", data.labels,
+                              data.test, data.train, data.name)
         except DataError as exc:
             missing = str(exc)
     noise = np.random.default_rng(0).integers(0, 256, (PARITY_IMAGES, *compiled.spec.input.shape), dtype=np.uint8)
     return ExportData(noise, "random images (the dataset was not found)", None, None, None, missing=missing)
 
 
-def calibration_sample(train_images: np.ndarray, count: int, seed: int) -> np.ndarray:
-    """A fixed, seeded sample of training images (sorted indices: the same set whatever the order)."""
-    rng = np.random.default_rng(seed)
-    return train_images[np.sort(rng.choice(len(train_images), min(count, len(train_images)), replace=False))]
+def calibration_sample(train_images: Split | np.ndarray, count: int, seed: int) -> np.ndarray:
+    """A fixed, seeded sample of training images (sorted indices: the same set whatever the
+    order); a streamed split decodes only these."""
+    total = train_images.count if isinstance(train_images, Split) else len(train_images)
+    indices = np.sort(np.random.default_rng(seed).choice(total, min(count, total), replace=False))
+    return train_images.gather(indices) if isinstance(train_images, Split) else train_images[indices]
 
 
 def load_trained(compiled: CompiledSpec, run_dir: Path) -> keras.Model:
@@ -256,10 +272,15 @@ def model_metadata(compiled: CompiledSpec, data: ExportData, untrained: bool) ->
         "cnncompile.version": __version__,
         "keras.version": keras.__version__,
     }
-    if data.train_images is not None and len(data.train_images):
+    if data.train_images is not None and data.train_images.count:
         # predict compares an image's brightness with this (light digits on dark, or the reverse)
-        metadata[METADATA_MEAN] = f"{float(data.train_images.mean()):.1f}"
+        metadata[METADATA_MEAN] = f"{float(_first_images(data.train_images, MEAN_IMAGES).mean()):.1f}"
     return metadata
+
+
+def _first_images(split: Split, streamed: int) -> np.ndarray:
+    """All of a split held in memory (as always); the first `streamed` of one that streams."""
+    return split.take(split.count if split.in_memory else streamed)
 
 
 def verify_parity(model: keras.Model, exported: Classifier, images: np.ndarray, source: str,
@@ -282,15 +303,18 @@ def verify_parity(model: keras.Model, exported: Classifier, images: np.ndarray, 
     return result
 
 
-def verify_accuracy(reference: Classifier, reference_name: str, quantized: Classifier, test: tuple[np.ndarray, np.ndarray],
+def verify_accuracy(reference: Classifier, reference_name: str, quantized: Classifier, test: Split,
                     source: str, max_drop_points: float, what: str) -> AccuracyCheck:
-    """Top-1 accuracy of the int8 file against its float reference on the same labeled images;
-    refuse when it drops by more than `max_drop_points` percentage points."""
-    images, truth = test
-    got = quantized.probabilities(images).argmax(1)
-    expected = reference.probabilities(images).argmax(1)
+    """Top-1 accuracy of the int8 file against its float reference on the same labeled images,
+    streamed batch by batch; refuse when it drops by more than `max_drop_points` percentage points."""
+    got, expected, truth = [], [], []
+    for images, labels in test.numpy_batches():
+        got.append(quantized.probabilities(images).argmax(1))
+        expected.append(reference.probabilities(images).argmax(1))
+        truth.append(labels)
+    got, expected, truth = (np.concatenate(parts) for parts in (got, expected, truth))
     check = AccuracyCheck(reference_name, float((expected == truth).mean()), float((got == truth).mean()),
-                          float((got == expected).mean()), len(images), source, max_drop_points)
+                          float((got == expected).mean()), len(truth), source, max_drop_points)
     if check.drop_points > max_drop_points:
         raise ExportError(f"int8 accuracy check failed: top-1 {check.accuracy:.4f} against {check.reference} "
                           f"{check.reference_accuracy:.4f} on {check.images:,} {source}, a drop of "
@@ -337,7 +361,7 @@ def export_model(compiled: CompiledSpec, model: keras.Model, fmt: ExportFormat, 
     int8_model = fmt.classifier(fmt.with_metadata(quantized.content, int8_metadata), name=f"int8 {fmt.name}")
     accuracy = verify_accuracy(float_model, f"float {fmt.name}", int8_model, data.test, f"{data.name} test images",
                                options.max_accuracy_drop, f"int8 {fmt.name}")
-    images = data.test[0].astype(np.float32)
+    images = _first_images(data.test, SPEED_IMAGES).astype(np.float32)
     speeds = interleaved_throughput({"float": float_model.run, "int8": int8_model.run}, images, SPEED_BATCHES,
                                     options.measure_rounds)
     int8_metadata |= measured_metadata(accuracy, len(float_bytes), cpu, speeds)

@@ -322,7 +322,7 @@ def fit(cluster: Cluster, model: keras.Model, training: Training, x: np.ndarray,
             callback_list.on_train_batch_end(step, _logs(totals, metrics))
         logs = _logs(totals, metrics)
         if validation is not None:
-            logs.update({f"val_{k}": v for k, v in evaluate(model, training, *validation).items()})
+            logs.update({f"val_{k}": v for k, v in evaluate(model, training, validation).items()})
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
@@ -359,15 +359,19 @@ def _logs(totals: np.ndarray, metrics: dict) -> dict[str, float]:
     return {"loss": totals[0] / images, **{name: totals[2 + i] / images for i, name in enumerate(metrics)}}
 
 
-def evaluate(model: keras.Model, training: Training, x: np.ndarray, y: np.ndarray,
-             batch_size: int = 256) -> dict[str, float]:
-    """Mean loss and the spec's metrics over (x, y), computed locally on each worker (no collectives)."""
+def evaluate(model: keras.Model, training: Training, validation, batch_size: int = 256) -> dict[str, float]:
+    """Mean loss and the spec's metrics over `validation`, arrays (x, y) or a tf.data stream of
+    (images, labels) batches (shards), computed locally on each worker (no collectives)."""
     loss, metrics = kt.loss(training, reduction=None), kt.metrics(training)
     totals = dict.fromkeys(["loss", *metrics], 0.0)
-    for start in range(0, len(x), batch_size):
-        probabilities = model(x[start:start + batch_size].astype(np.float32), training=False)
-        labels = y[start:start + batch_size]
+    if isinstance(validation, tuple):
+        x, y = validation
+        validation = ((x[start:start + batch_size], y[start:start + batch_size]) for start in range(0, len(x), batch_size))
+    count = 0
+    for images, labels in validation:
+        probabilities = model(np.asarray(images, np.float32), training=False)
         totals["loss"] += float(np.sum(np.asarray(loss(labels, probabilities))))
         for name, fn in metrics.items():
             totals[name] += float(np.sum(np.asarray(fn(labels, probabilities))))
-    return {name: value / len(x) for name, value in totals.items()}
+        count += len(labels)
+    return {name: value / count for name, value in totals.items()}

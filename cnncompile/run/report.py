@@ -41,37 +41,63 @@ def classify(out: Path, probabilities, y_true, images, labels: Sequence[str]) ->
     """Per-class numbers for metrics.json; writes confusion.png and mistakes.png into `out`.
 
     probabilities: (N, classes) model outputs on the test set; y_true: (N,) class indices;
-    images: (N, H, W, C) uint8, the same test images.
+    images: (N, H, W, C) uint8, the same test images. (Tally takes them batch by batch.)
     """
-    import numpy as np
+    tally = Tally(len(labels))
+    tally.add(probabilities, y_true, images)
+    return tally.finish(out, labels)
 
-    probabilities = np.asarray(probabilities)
-    y_true = np.asarray(y_true).reshape(-1).astype(np.int64)
-    predicted = probabilities.argmax(axis=1)
-    classes = len(labels)
-    matrix = np.zeros((classes, classes), np.int64)  # rows: true class, columns: predicted
-    np.add.at(matrix, (y_true, predicted), 1)
-    hits = np.diag(matrix).astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):  # a class never predicted / absent: 0, not NaN
-        precision = np.nan_to_num(hits / matrix.sum(axis=0))
-        recall = np.nan_to_num(hits / matrix.sum(axis=1))
-        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
-    confidence = probabilities[np.arange(len(predicted)), predicted]
-    wrong = np.flatnonzero(predicted != y_true)
-    # Most confident first; ties by test-set index so the same run always shows the same images.
-    worst = wrong[np.argsort(-confidence[wrong], kind="stable")][:MISTAKES_SHOWN]
-    mistakes = [{"index": int(i), "true": labels[y_true[i]], "predicted": labels[predicted[i]],
-                 "confidence": round(float(confidence[i]), 4)} for i in worst]
-    _plot_confusion(out / "confusion.png", matrix, labels)
-    _mistakes_grid(out / "mistakes.png", images[worst], mistakes)
-    return {
-        "per_class": [{"label": label, "precision": round(float(p), 4), "recall": round(float(r), 4),
-                       "f1": round(float(f), 4), "support": int(s)}
-                      for label, p, r, f, s in zip(labels, precision, recall, f1, matrix.sum(axis=1))],
-        "macro_f1": round(float(f1.mean()), 4),
-        "confusion_matrix": matrix.tolist(),
-        "mistakes": mistakes,
-    }
+
+class Tally:
+    """classify() while the test set streams past: the confusion matrix and the MISTAKES_SHOWN
+    most confidently wrong images (with their pixels) are all it keeps, whatever the set's size."""
+
+    def __init__(self, classes: int):
+        import numpy as np
+
+        self.matrix = np.zeros((classes, classes), np.int64)  # rows: true class, columns: predicted
+        self.seen = 0
+        self.worst: list[tuple[float, int, int, int, object]] = []  # (-confidence, index, true, predicted, image)
+
+    def add(self, probabilities, y_true, images) -> None:
+        """The next batch: (B, classes) outputs, (B,) class indices, (B, H, W, C) images."""
+        import numpy as np
+
+        probabilities = np.asarray(probabilities)
+        y_true = np.asarray(y_true).reshape(-1).astype(np.int64)
+        predicted = probabilities.argmax(axis=1)
+        np.add.at(self.matrix, (y_true, predicted), 1)
+        confidence = probabilities[np.arange(len(predicted)), predicted]
+        wrong = np.flatnonzero(predicted != y_true)
+        # Most confident first; ties by test-set index so the same run always shows the same images.
+        candidates = [(-float(confidence[i]), self.seen + int(i), int(y_true[i]), int(predicted[i]), i) for i in wrong]
+        candidates = sorted(candidates, key=lambda c: c[:2])[:MISTAKES_SHOWN]
+        kept = [(*c[:4], np.array(images[c[4]])) for c in candidates]  # copies: the batch goes away
+        self.worst = sorted(self.worst + kept, key=lambda c: c[:2])[:MISTAKES_SHOWN]
+        self.seen += len(predicted)
+
+    def finish(self, out: Path, labels: Sequence[str]) -> dict:
+        import numpy as np
+
+        matrix = self.matrix
+        hits = np.diag(matrix).astype(float)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a class never predicted / absent: 0, not NaN
+            precision = np.nan_to_num(hits / matrix.sum(axis=0))
+            recall = np.nan_to_num(hits / matrix.sum(axis=1))
+            f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
+        mistakes = [{"index": index, "true": labels[true], "predicted": labels[predicted],
+                     "confidence": round(-negative, 4)}
+                    for negative, index, true, predicted, _ in self.worst]
+        _plot_confusion(out / "confusion.png", matrix, labels)
+        _mistakes_grid(out / "mistakes.png", [image for *_, image in self.worst], mistakes)
+        return {
+            "per_class": [{"label": label, "precision": round(float(p), 4), "recall": round(float(r), 4),
+                           "f1": round(float(f), 4), "support": int(s)}
+                          for label, p, r, f, s in zip(labels, precision, recall, f1, matrix.sum(axis=1))],
+            "macro_f1": round(float(f1.mean()), 4),
+            "confusion_matrix": matrix.tolist(),
+            "mistakes": mistakes,
+        }
 
 
 def _plot_confusion(path: Path, matrix, labels: Sequence[str]) -> None:
@@ -171,7 +197,7 @@ def _mistakes_grid(path: Path, images, mistakes: list[dict]) -> None:
         grid = Image.new("RGB", (cell_w * 3, 60), "white")
         ImageDraw.Draw(grid).text((10, 20), "no test image was misclassified", fill="#0f172a", font=_font(14))
     else:
-        h, w = images.shape[1:3]
+        h, w = images[0].shape[:2]
         scale = min(3.0, tile_side / max(h, w))
         tile_w, tile_h = max(1, round(w * scale)), max(1, round(h * scale))
         cell_h = tile_h + caption_h + 8

@@ -30,6 +30,7 @@ import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it 
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from cnncompile.run import checkpoint as ckpt
 from cnncompile.run import phasing
@@ -38,6 +39,7 @@ from cnncompile.backend.builder import adapt_normalization, build_model, cross_c
 from cnncompile.backend.precision import choose as choose_precision
 from cnncompile.backend.precision import float32_inference
 from cnncompile.data.datasets import Dataset, load_dataset
+from cnncompile.data.sources import ArraySplit, Split
 from cnncompile.data.formats import DataError
 from cnncompile.analysis.check import CompiledSpec
 from cnncompile.run.rundir import RunError, default_run_dir
@@ -83,16 +85,20 @@ def train_spec(compiled: CompiledSpec, *, out: Path | None = None, epochs: int |
                seed: int | None = None, batch_size: int | None = None, data_dir: Path | None = None,
                force: bool = False, strategy: str | None = None, precision: str | None = None,
                log: Callable[[str], None] = lambda message: None,
-               progress: keras.callbacks.Callback | None = None) -> RunResult:
+               progress: keras.callbacks.Callback | None = None,
+               data_progress: Callable[[str, int, int], None] | None = None) -> RunResult:
     """`cnncompile train`: the spec's training section with these overrides (None keeps the
-    spec's value), its dataset loaded, then `train`. RunError (located by `where`) if it cannot."""
+    spec's value), its dataset loaded, then `train`. RunError (located by `where`) if it cannot.
+    `data_progress(what, done, total)` follows the scan of an image folder."""
     training = _training(compiled)
     seed = training.seed if seed is None else seed
     try:
         dataset = load_dataset(training.dataset, data_dir=data_dir, spec_dir=compiled.path.parent,
-                               image_shape=tuple(compiled.spec.input.shape), seed=seed)
+                               image_shape=tuple(compiled.spec.input.shape), seed=seed, progress=data_progress)
     except DataError as exc:
         raise RunError(f"training.dataset: {exc}", where=("training", "dataset")) from None
+    for note in dataset.notes:
+        log(note)
     log(dataset.describe())
     distribute = training.distribute
     if strategy is not None:  # the command line picks the strategy; the spec's timeout still holds
@@ -164,8 +170,6 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
 
     log(chosen.describe())
     keras.utils.set_random_seed(options.seed)
-    import tensorflow as tf
-
     tf.config.experimental.enable_op_determinism()  # same seed, same weights (see tests)
     fit_data = _FitData.split(compiled.spec.training, dataset, options.batch_size)
     inference, model = _build(compiled, dataset, options, fit_data, resume, cluster, log)
@@ -211,28 +215,44 @@ def _resume_point(compiled: CompiledSpec, out: Path, cluster, precision: str) ->
 
 @dataclass
 class _FitData:
-    """The training images split as model.fit's validation_split does: the validation images
-    are the last ones, before any shuffling. Labels are in the loss's form."""
+    """The training split cut as model.fit's validation_split does: the validation images are
+    the last ones, before any shuffling. `one_hot`: the loss takes one-hot labels."""
 
-    x_fit: np.ndarray
-    y_fit: np.ndarray
-    validation: tuple[np.ndarray, np.ndarray] | None
-    y_test: np.ndarray
+    fit: Split
+    validation: Split | None
+    one_hot: bool
     steps_per_epoch: int
-    source: object = None  # the training images as a data/sources.py Split (multi-worker reads shards by file)
 
     @property
     def count(self) -> int:
-        return len(self.x_fit)
+        return self.fit.count
 
     @classmethod
     def split(cls, training, dataset: Dataset, batch_size: int) -> _FitData:
-        classes = len(dataset.labels)
-        y_train = kt.labels(training, dataset.y_train, classes)
-        count = len(dataset.x_train) - int(len(dataset.x_train) * training.validation_split)
-        validation = (dataset.x_train[count:], y_train[count:]) if count < len(y_train) else None
-        return cls(dataset.x_train[:count], y_train[:count], validation, kt.labels(training, dataset.y_test, classes),
-                   math.ceil(count / batch_size), dataset.train.slice(0, count))
+        total = dataset.train.count
+        count = total - int(total * training.validation_split)
+        validation = dataset.train.slice(count, total) if count < total else None
+        return cls(dataset.train.slice(0, count), validation, not training.loss.sparse_labels,
+                   math.ceil(count / batch_size))
+
+    def batches(self, batch_size: int, **epochs):
+        """The training images for model.fit: epochs of batches, shuffled by (seed, epoch)."""
+        return self.fit.batches(batch_size, one_hot=self.one_hot, **epochs)
+
+    def validation_data(self):
+        """model.fit's validation_data: arrays as they always were, else a stream in batches of 256."""
+        if self.validation is None:
+            return None
+        if isinstance(self.validation, ArraySplit):
+            y = self.validation.labels()
+            return self.validation.x, np.eye(len(self.validation.classes))[y] if self.one_hot else y
+        return self.validation.batches(EVALUATION_BATCH, one_hot=self.one_hot)
+
+
+EVALUATION_BATCH = 256
+# A streamed split adapts Normalization on a sample of at most this many bytes of pixels (an
+# array in memory on up to ADAPT_LIMIT images, as always): per-channel statistics need few.
+STREAMED_ADAPT_BYTES = 256 << 20
 
 
 def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_data: _FitData, resume: _Resume,
@@ -249,7 +269,7 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
         cross_check(inference, compiled.info)
         loaded = _load_weights(compiled, inference, log) if resume.epoch == 0 else ()
         if resume.epoch == 0:  # a resumed run takes the statistics from its checkpoint
-            for name, count in adapt_normalization(inference, spec, dataset.x_train, keep=loaded):
+            for name, count in adapt_normalization(inference, spec, _adapt_sample(dataset.train), keep=loaded):
                 log(f"{name}: Normalization mean and variance adapted from {count:,} training images")
         model = keras.Sequential([keras.Input(tuple(spec.input.shape), name="image"),
                                   *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
@@ -257,6 +277,13 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
         phase = phasing.phase_of(phasing.phase_runs(spec, options.epochs), resume.epoch)
         phasing.enter(phase, spec, inference, model, fit_data.steps_per_epoch, options.precision)
     return inference, model
+
+
+def _adapt_sample(train: Split) -> Callable[[int], np.ndarray]:
+    """The first training images Normalization layers adapt on, decoded only if one needs them."""
+    if train.in_memory:
+        return train.take
+    return lambda limit: train.take(max(1, min(limit, STREAMED_ADAPT_BYTES // math.prod(train.image_shape))))
 
 
 def _load_weights(compiled: CompiledSpec, inference: keras.Model, log: Callable[[str], None]) -> tuple[str, ...]:
@@ -300,17 +327,28 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
                 phasing.enter(phase, compiled.spec, inference, model, fit_data.steps_per_epoch, options.precision)
             if len(runs) > 1:
                 log(phase.describe(len(runs)))
-            data = kt.batches(fit_data.x_fit, fit_data.y_fit, batch_size=options.batch_size, shuffle=training.shuffle,
-                              seed=options.seed, first_epoch=first, epochs=phase.last_epoch)
-            model.fit(data, epochs=phase.last_epoch, initial_epoch=first, steps_per_epoch=fit_data.steps_per_epoch,
-                      shuffle=False, validation_data=fit_data.validation, validation_batch_size=256,
-                      callbacks=callbacks, verbose=0)
+            data = fit_data.batches(options.batch_size, shuffle=training.shuffle, seed=options.seed,
+                                    first_epoch=first, epochs=phase.last_epoch)
+            with _streaming_errors():
+                model.fit(data, epochs=phase.last_epoch, initial_epoch=first, steps_per_epoch=fit_data.steps_per_epoch,
+                          shuffle=False, validation_data=fit_data.validation_data(),
+                          validation_batch_size=EVALUATION_BATCH, callbacks=callbacks, verbose=0)
     else:
         from cnncompile.run import distributed
 
-        distributed.fit(cluster, model, training, fit_data.x_fit, fit_data.y_fit, fit_data.validation,
-                        epochs=last_epoch, initial_epoch=resume.epoch, batch_size=options.batch_size,
-                        seed=options.seed, callbacks=callbacks, split=fit_data.source)
+        # Arrays in memory are split by data across the workers; TFRecord shards by file, each
+        # worker reading only its own (distributed.by_file); a streamed folder is neither.
+        arrays = isinstance(fit_data.fit, ArraySplit)
+        if not arrays and not hasattr(fit_data.fit, "worker_batches"):
+            raise RunError("distributed training reads arrays in memory or TFRecord shards; this image folder "
+                           "streams (set `cache: memory` in the dataset section, or pack it into shards: "
+                           "cnncompile data pack)", where=("training", "dataset"))
+        distributed.fit(cluster, model, training,
+                        fit_data.fit.x if arrays else None,
+                        kt.labels(training, fit_data.fit.y, len(fit_data.fit.classes)) if arrays else None,
+                        fit_data.validation_data(), epochs=last_epoch, initial_epoch=resume.epoch,
+                        batch_size=options.batch_size, seed=options.seed, callbacks=callbacks,
+                        split=None if arrays else fit_data.fit)
     return checkpoint
 
 
@@ -324,9 +362,15 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
     plotter.start()
     training = compiled.spec.training
     # One pass over the test set: its predictions give both the test scores and the report.
-    probabilities = _predict(inference, dataset.x_test, cluster) if options.evaluate_test else None
-    test_scores = _test_scores(model, training, probabilities, fit_data.y_test, dataset.x_test) \
-        if options.evaluate_test else {}
+    tally = None
+    if options.evaluate_test:
+        from cnncompile.run.report import Tally
+
+        # The report is the chief's; its confusion matrix and mistakes follow the same pass.
+        tally = Tally(len(dataset.labels)) if cluster is None or cluster.is_chief else None
+        test_scores = _evaluate(inference, model, training, dataset.test, cluster, tally)
+    else:
+        test_scores = {}
     plotter.join()
     metrics = {
         **test_scores,
@@ -336,7 +380,7 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
         "train_images_per_second": round(fit_data.count * checkpoint.session_epochs /
                                          max(checkpoint.session_seconds, 1e-9), 1),
         "train_images": fit_data.count,
-        "test_images": len(dataset.x_test),
+        "test_images": dataset.test.count,
         "total_params": compiled.info.total_params,
         "precision": options.precision,
     }
@@ -348,8 +392,8 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
     with atomic_path(out / "model.keras") as tmp:
         inference.save(tmp)
     # The report, like the run directory, is the chief's; tune's trials never see the test set.
-    if options.evaluate_test and (cluster is None or cluster.is_chief):
-        metrics.update(_report(out, compiled, probabilities, dataset, metrics))
+    if tally is not None:
+        metrics.update(_report(out, compiled, tally, dataset, metrics))
     write_json(out / "metrics.json", metrics)  # last: its presence marks the run complete
     shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return metrics
@@ -360,36 +404,55 @@ def evaluate_test(compiled: CompiledSpec, dataset: Dataset, out: Path) -> dict:
     training = compiled.spec.training
     model = keras.models.load_model(out / "model.keras", safe_mode=True)
     model.compile(loss=kt.loss(training), metrics=list(kt.metrics(training)))
-    y_test = kt.labels(training, dataset.y_test, len(dataset.labels))
-    scores = _test_scores(model, training, _predict(model, dataset.x_test), y_test, dataset.x_test)
+    scores = _evaluate(model, model, training, dataset.test)
     metrics = {**read_json(out / "metrics.json"), **scores}
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def _predict(inference: keras.Model, x_test: np.ndarray, cluster=None) -> np.ndarray:
-    """The model's outputs for the test images, in batches of 256."""
-    if cluster is None:
-        return inference.predict(x_test, batch_size=256, verbose=0)
-    # plain calls, local to each worker: predict() under a multi-worker strategy would run collectives
-    return np.concatenate([np.asarray(inference(x_test[i:i + 256].astype(np.float32), training=False))
-                           for i in range(0, len(x_test), 256)])
-
-
-def _test_scores(model: keras.Model, training, probabilities: np.ndarray, y_test: np.ndarray,
-                 x_test: np.ndarray) -> dict:
-    """evaluate()'s test_loss and test_accuracy, from predictions already made: the mean loss
-    plus the weights' regularisation (which evaluate adds to every batch's loss)."""
+def _evaluate(inference: keras.Model, model: keras.Model, training, test: Split, cluster=None, tally=None) -> dict:
+    """evaluate()'s test_loss and test_accuracy from one streamed pass of predictions over the
+    test split, in batches of 256: the mean loss plus the weights' regularisation (which
+    evaluate adds to every batch's loss). Each batch also goes to `tally` (the report's)."""
+    one_hot = not training.loss.sparse_labels
+    loss, accuracy = kt.loss(training, reduction=None), kt.metrics(training)["accuracy"]
+    per_image, correct = [], []
+    with _streaming_errors():
+        for images, labels in test.batches(EVALUATION_BATCH):
+            if cluster is None:
+                probabilities = inference.predict_on_batch(images)
+            else:  # plain calls, local to each worker: predict under a multi-worker strategy would run collectives
+                probabilities = np.asarray(inference(tf.cast(images, tf.float32), training=False))
+            y = tf.one_hot(labels, len(test.classes), dtype=tf.float64) if one_hot else labels
+            per_image.append(np.asarray(loss(y, probabilities), dtype=np.float64))
+            correct.append(np.asarray(accuracy(y, probabilities)))
+            if tally is not None:
+                tally.add(probabilities, labels.numpy(), images.numpy())
     if any(getattr(layer, "activity_regularizer", None) is not None for layer in _layers(model)):
         # their penalty depends on each layer's outputs, which the predictions do not keep
-        scores = model.evaluate(x_test, y_test, batch_size=256, verbose=0, return_dict=True)
+        with _streaming_errors():
+            scores = model.evaluate(test.batches(EVALUATION_BATCH, one_hot=one_hot), verbose=0, return_dict=True)
         return {"test_accuracy": float(scores["accuracy"]), "test_loss": float(scores["loss"])}
-    per_image = kt.loss(training, reduction=None)(y_test, probabilities)
     regularisation = sum(float(variable.regularizer(variable)) for variable in model.trainable_weights
                          if variable.regularizer is not None)
-    accuracy = kt.metrics(training)["accuracy"](y_test, probabilities)
-    return {"test_accuracy": float(np.mean(accuracy)),
-            "test_loss": float(np.mean(np.asarray(per_image, dtype=np.float64))) + regularisation}
+    return {"test_accuracy": float(np.mean(np.concatenate(correct))),
+            "test_loss": float(np.mean(np.concatenate(per_image))) + regularisation}
+
+
+@contextlib.contextmanager
+def _streaming_errors():
+    """An image that fails to decode while a pipeline streams (its header was fine at the scan)
+    stops the run with the file's name and reason, not TensorFlow's traceback."""
+    try:
+        yield
+    except tf.errors.DataLossError as exc:  # a TFRecord's CRC: the shard's bytes changed after packing
+        raise RunError(f"training.dataset: a shard is corrupt ({str(exc).splitlines()[0].split('}')[-1].strip()}); "
+                       "`cnncompile data verify` names the file", where=("training", "dataset")) from None
+    except tf.errors.OpError as exc:
+        reason = next((line.split("DataError: ", 1)[1] for line in str(exc).splitlines() if "DataError: " in line), None)
+        if reason is None:
+            raise
+        raise RunError(f"training.dataset: {reason}", where=("training", "dataset")) from None
 
 
 def _layers(model: keras.Model):
@@ -399,11 +462,11 @@ def _layers(model: keras.Model):
             yield from _layers(layer)
 
 
-def _report(out: Path, compiled: CompiledSpec, probabilities: np.ndarray, dataset: Dataset, metrics: dict) -> dict:
+def _report(out: Path, compiled: CompiledSpec, tally, dataset: Dataset, metrics: dict) -> dict:
     """report.html and its pictures; returns the per-class numbers metrics.json gains."""
     from cnncompile.run import report
 
-    per_class = report.classify(out, probabilities, dataset.y_test, dataset.x_test, dataset.labels)
+    per_class = tally.finish(out, dataset.labels)
     report.save_spec(out, compiled.path, compiled.sha256)
     report.write_report(out, {**metrics, **per_class})
     return per_class
@@ -419,8 +482,6 @@ def _clear_run(out: Path) -> None:
 
 
 def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, cluster=None) -> dict:
-    import tensorflow as tf
-
     versions = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
                 "numpy": np.__version__}
     from cnncompile import __version__
@@ -429,8 +490,7 @@ def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions,
         "spec": str(compiled.path), "spec_sha256": compiled.sha256, "seed": options.seed,
         "precision": options.precision,
         "epochs": options.epochs, "batch_size": options.batch_size,
-        "dataset": {"name": dataset.name, "source": dataset.source, "train_images": len(dataset.x_train),
-                    "test_images": len(dataset.x_test), "files": dataset.files, "labels": list(dataset.labels)},
+        "dataset": dataset.record(),
         "versions": {"cnncompile": __version__, **versions}, "platform": platform.platform(),
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "cwd": os.getcwd(),
         "distribute": None if cluster is None else {
