@@ -344,3 +344,26 @@ def test_two_workers_read_their_own_files_and_every_image_once_per_epoch(tmp_pat
     assert metrics["train_images"] == 26 and metrics["distribute"]["workers"] == 2
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert str(tmp_path / "shards" / "manifest.json") in json.dumps(record)
+
+
+def test_train_streams_shards_and_a_corrupt_one_is_a_located_error(tmp_path):
+    make_numbered_folder(tmp_path / "numbered")
+    assert pack("numbered", "-o", "shards", "--images-per-shard", "5", cwd=tmp_path).returncode == 0
+    spec = tmp_path / "sharded.yaml"
+    spec.write_text(WORKERS_SPEC.replace("epochs: 2", "epochs: 1"))
+    result = run_cli("train", "sharded.yaml", "--out", "run", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "34 train / 8 test images" in result.stdout and "streamed from 7 shard files" in result.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["train_images"] == 26 and metrics["epochs"] == 1
+
+    victim = tmp_path / "shards" / "test-00000-of-00002.tfrecord"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    result = run_cli("train", "sharded.yaml", "--out", "run2", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    line = WORKERS_SPEC.splitlines().index("  dataset: {path: shards, cache: none}") + 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        f"sharded.yaml:{line}:12: error: training.dataset: a shard is corrupt (corrupted record at ")
+    assert result.stderr.strip().endswith("`cnncompile data verify` names the file")
