@@ -90,7 +90,6 @@ def _commit(repo: Path) -> str:
 def throughput(args) -> dict:
     import cnncompile.backend  # noqa: F401  (TensorFlow quietly)
     import keras
-    import numpy as np
 
     from cnncompile.data.folders import scan_folder
     from cnncompile.data.shards import ShardSplit, read_manifest

@@ -9,8 +9,10 @@ A packed folder:
   test-00000-of-00002.tfrecord      (the image's path inside the packed folder)
 
 Images are written in a seeded shuffled order, so every shard holds a mix of classes: a
-reader interleaving a few shards through a bounded shuffle buffer sees mixed batches even
-though the folder was sorted by class.
+reader interleaving a few shards through a bounded shuffle window sees mixed batches even
+though the folder was sorted by class. ShardSplit reads them in data/sources.py's Split
+protocol (an order per (seed, epoch), slices, NumPy batches) and, for a cluster, gives each
+worker its own files (for_worker, worker_batches; run/distributed.py's by_file).
 
 Verification, and why it is split: every read checks each shard's presence and size against
 the manifest (one stat per file: a missing, truncated or grown shard is named at once), and
@@ -28,7 +30,6 @@ to read records; the manifest side is framework-free.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnncompile.data.datasets import sha256_of
 from cnncompile.data.folders import FolderScan
 from cnncompile.data.formats import DataError, decode_image
 from cnncompile.data import sources
@@ -53,7 +55,7 @@ SPLITS = ("train", "test")
 DEFAULT_SHARD_BYTES = 128 * 1024 * 1024  # TensorFlow's guide: shards of 100 MB+, many more files than hosts
 BAD_IMAGES = ("skip", "error")
 
-# progress(what, done, total): what is "check" (images read and decoded) or "write" (images written).
+# progress(what, done, total): what is "write" (images checked and written) or "verify" (bytes hashed).
 Progress = Callable[[str, int, int], None]
 
 
@@ -156,7 +158,7 @@ def verify(folder: Path, progress: Progress | None = None) -> Manifest:
     manifest = read_manifest(folder)
     total, done = sum(s.bytes for s in manifest.shards), 0
     for shard in manifest.shards:
-        digest = _sha256(folder / shard.file)
+        digest = sha256_of(folder / shard.file)
         if digest != shard.sha256:
             raise DataError(f"{folder / shard.file}: sha256 {digest} does not match {MANIFEST}'s {shard.sha256}; "
                             "the shard is corrupt or was modified: pack the folder again")
@@ -164,14 +166,6 @@ def verify(folder: Path, progress: Progress | None = None) -> Manifest:
         if progress:
             progress("verify", done, total)
     return manifest
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -241,7 +235,7 @@ def pack(scan: FolderScan, out: Path, *, seed: int = 0, shard_bytes: int | None 
             for number, (path, labels) in enumerate(written):
                 final = path.with_name(f"{split}-{number:05d}-of-{len(written):05d}.tfrecord")
                 path.rename(final)
-                shards.append(Shard(final.name, split, len(labels), final.stat().st_size, _sha256(final),
+                shards.append(Shard(final.name, split, len(labels), final.stat().st_size, sha256_of(final),
                                     tuple(labels)))
         if bad and bad_images == "error":
             raise BadImages(bad)
