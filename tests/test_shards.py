@@ -367,3 +367,9 @@ def test_train_streams_shards_and_a_corrupt_one_is_a_located_error(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(
         f"sharded.yaml:{line}:12: error: training.dataset: a shard is corrupt (corrupted record at ")
     assert result.stderr.strip().endswith("`cnncompile data verify` names the file")
+
+
+def test_verify_needs_no_framework(packed):
+    from tests.conftest import modules_imported_by
+
+    assert modules_imported_by("data", "verify", str(packed)) == []
