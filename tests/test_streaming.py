@@ -264,3 +264,35 @@ def test_kill_and_resume_of_a_streamed_folder_equals_an_uninterrupted_run(tmp_pa
     histories = [list(csv.DictReader(open(tmp_path / out / "history.csv"))) for out in ("killed", "whole")]
     assert len(histories[0]) == 6 and histories[0] == histories[1]
     assert weights_hash(tmp_path / "killed" / "model.keras") == weights_hash(tmp_path / "whole" / "model.keras")
+
+
+def test_the_scan_progress_bar_shows_counts_for_large_folders():
+    import io
+
+    from rich.console import Console
+
+    from cnncompile.run.progress import StageProgress
+
+    out = io.StringIO()
+    bar = StageProgress(Console(file=out, width=100, force_terminal=False))
+    for done in (500, 1500, 2400):
+        bar("scanning photos", done, 2400)
+    bar("scanning tiny", 5, 10)  # too small to be worth a bar
+    assert "scanning photos" in out.getvalue() and "2400/2400" in out.getvalue()
+    assert "tiny" not in out.getvalue()
+
+
+def test_the_disk_cache_is_reused_until_the_folder_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNNCOMPILE_CACHE_DIR", str(tmp_path / "cache"))
+    root = image_folder(tmp_path / "shapes")
+    first = load_dataset(DatasetPath(path=str(root), cache="disk"), image_shape=(16, 16, 3))
+    cached = sorted((tmp_path / "cache" / "decoded").iterdir())
+    assert len(cached) == 4 and "read from the disk cache" in first.describe()  # train and test: pixels, labels
+    again = load_dataset(DatasetPath(path=str(root), cache="disk"), image_shape=(16, 16, 3))
+    assert sorted((tmp_path / "cache" / "decoded").iterdir()) == cached
+    assert np.array_equal(again.train.take(29), first.train.take(29))
+    Image.fromarray(np.zeros((20, 18, 3), np.uint8)).save(root / "circle" / "000.png")  # a changed file
+    os.utime(root / "circle" / "000.png", ns=(1, 1))
+    changed = load_dataset(DatasetPath(path=str(root), cache="disk"), image_shape=(16, 16, 3))
+    assert len(list((tmp_path / "cache" / "decoded").iterdir())) > 4
+    assert changed.train.count + changed.test.count == 36

@@ -92,11 +92,6 @@ def metrics(spec: t.Training) -> dict:
     return dict(metric_function(cls, spec.loss.sparse_labels) for cls in kinds)
 
 
-def labels(spec: t.Training, y: np.ndarray, classes: int) -> np.ndarray:
-    """Integer class labels in the form the spec's loss takes: as they are, or one-hot."""
-    return y if spec.loss.sparse_labels else keras.utils.to_categorical(y, classes)
-
-
 def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int, first_epoch: int,
             epochs: int) -> tf.data.Dataset:
     """Epochs first_epoch .. epochs-1 back to back, in batches; the last of each epoch smaller.

@@ -101,7 +101,7 @@ def scan_folder(root: Path, *, test_split: float, seed: int, bad_images: str = "
             raise DataError(f"{root}: none of the {total:,} images can be read")
         # The same permutation of the (sorted) file list the in-memory loader always used.
         order = np.random.default_rng(seed).permutation(len(paths))
-        cut = max(1, int(round(len(paths) * test_split)))
+        cut = max(1, round(len(paths) * test_split))
         checked = {"test": (paths[order[:cut]], labels[order[:cut]]),
                    "train": (paths[order[cut:]], labels[order[cut:]])}
     return FolderScan(root, classes, checked["train"], checked["test"], layout, bad)

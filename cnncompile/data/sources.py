@@ -166,12 +166,14 @@ class ArraySplit(Split):
     def labels(self) -> np.ndarray:
         return self.y
 
+    def arrays(self, one_hot: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(images, labels); one-hot labels as keras.utils.to_categorical makes them (float64)."""
+        return self.x, np.eye(len(self.classes))[self.y] if one_hot else self.y
+
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, first_epoch: int = 0,
                 epochs: int = 1, one_hot: bool = False):
-        # One-hot labels as keras.utils.to_categorical makes them (float64), gathered like the
-        # images: the pipeline `train` always had for arrays.
-        y = np.eye(len(self.classes))[self.y] if one_hot else self.y
-        return array_batches(self.x, y, batch_size=batch_size, shuffle=shuffle, seed=seed,
+        # The labels gathered like the images: the pipeline `train` always had for arrays.
+        return array_batches(*self.arrays(one_hot), batch_size=batch_size, shuffle=shuffle, seed=seed,
                              first_epoch=first_epoch, epochs=epochs)
 
     def slice(self, start: int, stop: int) -> ArraySplit:

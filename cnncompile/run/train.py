@@ -244,8 +244,7 @@ class _FitData:
         if self.validation is None:
             return None
         if isinstance(self.validation, ArraySplit):
-            y = self.validation.labels()
-            return self.validation.x, np.eye(len(self.validation.classes))[y] if self.one_hot else y
+            return self.validation.arrays(self.one_hot)
         return self.validation.batches(EVALUATION_BATCH, one_hot=self.one_hot)
 
 
@@ -343,12 +342,10 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
             raise RunError("distributed training reads arrays in memory or TFRecord shards; this image folder "
                            "streams (set `cache: memory` in the dataset section, or pack it into shards: "
                            "cnncompile data pack)", where=("training", "dataset"))
-        distributed.fit(cluster, model, training,
-                        fit_data.fit.x if arrays else None,
-                        kt.labels(training, fit_data.fit.y, len(fit_data.fit.classes)) if arrays else None,
-                        fit_data.validation_data(), epochs=last_epoch, initial_epoch=resume.epoch,
-                        batch_size=options.batch_size, seed=options.seed, callbacks=callbacks,
-                        split=None if arrays else fit_data.fit)
+        x, y = fit_data.fit.arrays(fit_data.one_hot) if arrays else (None, None)
+        distributed.fit(cluster, model, training, x, y, fit_data.validation_data(), epochs=last_epoch,
+                        initial_epoch=resume.epoch, batch_size=options.batch_size, seed=options.seed,
+                        callbacks=callbacks, split=None if arrays else fit_data.fit)
     return checkpoint
 
 
