@@ -369,7 +369,10 @@ def test_train_streams_shards_and_a_corrupt_one_is_a_located_error(tmp_path):
     assert result.stderr.strip().endswith("`cnncompile data verify` names the file")
 
 
-def test_verify_needs_no_framework(packed):
+def test_verify_needs_no_framework(packed, folder):
     from tests.conftest import modules_imported_by
 
     assert modules_imported_by("data", "verify", str(packed)) == []
+    result = run_cli("data", "verify", str(folder), in_process=True)
+    assert (result.returncode, result.stderr) == (
+        1, f"error: {folder}: no manifest.json; not a folder written by `cnncompile data pack`\n")

@@ -115,6 +115,8 @@ def is_shard_folder(path: Path) -> bool:
 def read_manifest(folder: Path) -> Manifest:
     """manifest.json, checked for form and against the shard files' presence and sizes."""
     where = folder / MANIFEST
+    if not where.is_file():
+        raise DataError(f"{folder}: no {MANIFEST}; not a folder written by `cnncompile data pack`")
     try:
         raw = json.loads(where.read_text())
         if raw.get("format") != FORMAT:
