@@ -376,3 +376,28 @@ def test_verify_needs_no_framework(packed, folder):
     result = run_cli("data", "verify", str(folder), in_process=True)
     assert (result.returncode, result.stderr) == (
         1, f"error: {folder}: no manifest.json; not a folder written by `cnncompile data pack`\n")
+
+
+def test_a_resumed_run_reads_the_epochs_an_uninterrupted_one_does(packed):
+    split = shards.ShardSplit.open(packed, shards.read_manifest(packed), "train", (16, 16, 3))
+
+    def labels(data) -> list[list[int]]:
+        return [list(y) for _, y in data.as_numpy_iterator()]
+
+    whole = labels(split.batches(5, shuffle=True, seed=4, first_epoch=0, epochs=3))
+    resumed = labels(split.batches(5, shuffle=True, seed=4, first_epoch=2, epochs=3))
+    assert len(whole) == 3 * 5 and resumed == whole[10:]  # 24 images: batches of 5, 5, 5, 5, 4 per epoch
+    assert whole[:5] != whole[5:10]
+
+
+def test_fewer_shard_files_than_workers_is_a_located_error(packed):
+    from types import SimpleNamespace
+
+    from cnncompile.run.distributed import by_file
+    from cnncompile.run.rundir import RunError
+
+    split = shards.ShardSplit.open(packed, shards.read_manifest(packed), "train", (16, 16, 3))
+    cluster = SimpleNamespace(workers=5, replicas=5, strategy=None)  # refused before the strategy is used
+    with pytest.raises(RunError, match=r"^training.dataset: .*4 shard files to train on for 5 workers") as caught:
+        by_file(cluster, split, None, batch_size=10, seed=0, first_epoch=0, epochs=1)
+    assert caught.value.where == ("training", "dataset")
