@@ -489,14 +489,17 @@ class ShardSplit(Split):
 
         @tf.autograph.experimental.do_not_convert  # plain TensorFlow ops; Python branches on Python values
         def epoch(e):
-            data = self.records(shuffle=shuffle, seed=seed, epoch=e).map(
-                decode, num_parallel_calls=sources.workers(), deterministic=True).batch(batch_size)
+            # Records parsed PARSE_BATCH at a time (one parse_example call, not one per record:
+            # measured 1.4x the images/s), then decoded one by one in parallel.
+            records = self.records(shuffle=shuffle, seed=seed, epoch=e).batch(PARSE_BATCH)
+            data = (records.map(tf.autograph.experimental.do_not_convert(_parse)).unbatch()
+                    .map(decode, num_parallel_calls=sources.workers(), deterministic=True).batch(batch_size))
             return self._with_labels(data, one_hot)
 
         return epoch
 
     def _decoder(self):
-        """record -> (uint8 (H, W, C) at this split's shape, int64 label), with TensorFlow's
+        """(encoded image, label) -> (uint8 (H, W, C) at this split's shape, label), with TensorFlow's
         decoders (libjpeg-turbo and libpng, as Pillow's): the same pixels as decoding the file
         for a JPEG or 8-bit PNG at the spec's size. Grayscale uses Pillow's weights; a resize is
         bilinear with antialiasing, as Pillow's (close, not bit-identical); transparency is
@@ -505,10 +508,7 @@ class ShardSplit(Split):
         height, width, channels = self.image_shape
 
         @tf.autograph.experimental.do_not_convert
-        def decode(record):
-            parsed = tf.io.parse_single_example(record, {"image": tf.io.FixedLenFeature([], tf.string),
-                                                         "label": tf.io.FixedLenFeature([], tf.int64)})
-            data = parsed["image"]
+        def decode(data, label):
             image = tf.cond(tf.io.is_jpeg(data),  # Pillow's IDCT is libjpeg's accurate one, not TensorFlow's default
                             lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
                             lambda: tf.io.decode_png(data, channels=3))  # (h, w, 3); pack admitted only these two
@@ -520,13 +520,22 @@ class ShardSplit(Split):
                             lambda: tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
                                 image, (height, width), antialias=True)), 0, 255), tf.uint8))
             image.set_shape(self.image_shape)
-            return image, parsed["label"]
+            return image, label
 
         return decode
 
 
 SHUFFLE_WINDOW_BYTES = 64 << 20
 CYCLE_LENGTH = 4  # shard files read at once
+PARSE_BATCH = 64
+
+
+def _parse(records):
+    """A batch of serialized tf.train.Examples -> (encoded images, labels)."""
+    tf = _tensorflow()
+    parsed = tf.io.parse_example(records, {"image": tf.io.FixedLenFeature([], tf.string),
+                                           "label": tf.io.FixedLenFeature([], tf.int64)})
+    return parsed["image"], parsed["label"]
 
 
 def _count(n: int, noun: str) -> str:
