@@ -1,13 +1,18 @@
 """Side-by-side benchmarks, whole-process wall time, alternating runs, medians.
 
   python bench/run.py check  [--runs 5]          cnncompile check  vs  Keras build + summary()
+                                                  (+ Python alone and Python importing pydantic, yaml
+                                                  and click: the part of `check` that is not ours)
   python bench/run.py train  [--runs 3] [--epochs 5] [--data-dir ../shared/data]
                                                   cnncompile train  vs  the seed program
   python bench/run.py resnet [--runs 1]          train mnist_resnet vs mnist_bn_dropout (own epochs)
   python bench/run.py scale                      check time of synthetic residual specs, 1k-10k layers
+  python bench/run.py stages [--runs 9]          where `check`'s CPU goes, stage by stage, in-process
 
-Alternating the two commands spreads the shared machine's noise over both. Results are
-printed and written to bench/results/<name>.json (not committed; README quotes them).
+Alternating the commands spreads the shared machine's noise over all of them. Results, with the
+CPU they ran on (model, cores, the instruction-set features read from /proc/cpuinfo) and the
+load average, are printed and written to bench/results/<name>.json (not committed; the docs
+quote them).
 """
 
 from __future__ import annotations
@@ -25,6 +30,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+sys.path.insert(0, str(ROOT))
+
+from cnncompile.cpu import cpu_features  # noqa: E402 (framework-free: reads /proc/cpuinfo)
+
+# The features the docs name beside a number (those that change what TensorFlow or onnxruntime run).
+FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+
+
+def machine() -> dict:
+    """What the numbers were measured on, read from the machine, never assumed."""
+    cpu = cpu_features()
+    return {"cpu": cpu.model_name, "cores": len(os.sched_getaffinity(0)),
+            "features": [name for name in FEATURES if name in cpu.flags], "python": sys.version.split()[0]}
 
 
 def user_environment() -> dict:
@@ -50,28 +68,31 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def compare(name: str, ours, theirs, runs: int, warm_up: bool = False) -> dict:
-    times: dict[str, list[float]] = {"ours": [], "theirs": []}
-    cpu: dict[str, list[float]] = {"ours": [], "theirs": []}
-    outputs: dict[str, list[str]] = {"ours": [], "theirs": []}
+def compare(name: str, ours, theirs, runs: int, warm_up: bool = False, extra: dict | None = None) -> dict:
+    """Medians of `runs` alternating runs of ours and theirs (the order flips each round), and of
+    `extra` commands (label -> command maker) timed in the same rounds for reference."""
+    makers = {"ours": ours, "theirs": theirs, **(extra or {})}
+    times: dict[str, list[float]] = {label: [] for label in makers}
+    cpu: dict[str, list[float]] = {label: [] for label in makers}
+    outputs: dict[str, list[str]] = {label: [] for label in makers}
     load_before = os.getloadavg()[0]
-    for make in (ours, theirs) if warm_up else ():  # untimed: byte-compiled modules, a warm file cache
+    for make in makers.values() if warm_up else ():  # untimed: byte-compiled modules, a warm file cache
         timed(make())
     for i in range(runs):
-        for label, make in (("ours", ours), ("theirs", theirs)) if i % 2 == 0 else (("theirs", theirs), ("ours", ours)):
+        for label, make in list(makers.items())[:: 1 if i % 2 == 0 else -1]:
             seconds, cpu_seconds, out = timed(make())
             times[label].append(seconds)
             cpu[label].append(cpu_seconds)
             outputs[label].append(out.strip().splitlines()[-1] if out.strip() else "")
-            print(f"{name} {label:6s} run {i + 1}: {seconds:.2f} s wall, {cpu_seconds:.2f} s CPU  "
+            print(f"{name} {label:6s} run {i + 1}: {seconds:.3f} s wall, {cpu_seconds:.3f} s CPU  "
                   f"{outputs[label][-1][:100]}", flush=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    report = {"benchmark": name, "runs": runs, "median_seconds": med, "all_seconds": times,
+    report = {"benchmark": name, "machine": machine(), "runs": runs, "median_seconds": med, "all_seconds": times,
               "ratio_ours_over_theirs": med["ours"] / med["theirs"], "median_cpu_seconds": med_cpu,
               "all_cpu_seconds": cpu, "cpu_ratio_ours_over_theirs": med_cpu["ours"] / med_cpu["theirs"],
               "load_average": [load_before, os.getloadavg()[0]], "last_output": outputs}
-    print(json.dumps({k: report[k] for k in ("benchmark", "median_seconds", "ratio_ours_over_theirs",
+    print(json.dumps({k: report[k] for k in ("benchmark", "machine", "median_seconds", "ratio_ours_over_theirs",
                                              "median_cpu_seconds", "cpu_ratio_ours_over_theirs", "load_average")},
                      indent=2))
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
@@ -110,16 +131,72 @@ def scale() -> None:
         {"seconds_by_layers": results, "ms_per_layer": per_layer * 1e3}, indent=2))
 
 
+# Runs in a fresh interpreter: each stage of `check` in the order the CLI takes them, with the
+# CPU time the process has used so far read after each (the first reading is Python's start-up).
+STAGES_CODE = """
+import gc, resource, sys
+def used():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return (usage.ru_utime + usage.ru_stime) * 1000
+marks = [("python start-up (site, .pth files)", used())]
+import click
+marks.append(("click", used()))
+from cnncompile import cli
+marks.append(("cnncompile.cli (its commands, diagnostics, int8 defaults)", used()))
+with cli._gc_paused(), cli._no_pydantic_plugins():
+    import pydantic.main, pydantic.fields
+    marks.append(("pydantic (main, fields, types)", used()))
+    import yaml
+    marks.append(("yaml", used()))
+    import cnncompile.analysis.check
+    marks.append(("the language's classes and the analysis modules", used()))
+    import pydantic.plugin._loader
+    marks.append(("pydantic's plugin module (imports importlib.metadata)", used()))
+    from cnncompile.language.model import ModelSpec
+    ModelSpec.model_rebuild()
+    marks.append(("ModelSpec's validator (built on first use)", used()))
+    compiled = cnncompile.analysis.check.compile_file("examples/mnist_cnn.yaml")
+    marks.append(("read, validate (+ each used layer's validator), wire, infer", used()))
+from cnncompile.analysis import summary
+summary.plain(compiled.info)
+marks.append(("the summary table", used()))
+previous = 0.0
+for name, at in marks:
+    print(f"{at - previous:.2f}\t{name}")
+    previous = at
+"""
+
+
+def stages(runs: int) -> None:
+    """The median CPU milliseconds of each stage of `check` over `runs` fresh processes."""
+    by_stage: dict[str, list[float]] = {}
+    for _ in range(runs):
+        out = timed([PY, "-c", STAGES_CODE])[2]
+        for line in out.strip().splitlines():
+            ms, name = line.split("\t")
+            by_stage.setdefault(name, []).append(float(ms))
+    medians = {name: statistics.median(values) for name, values in by_stage.items()}
+    for name, ms in medians.items():
+        print(f"{ms:7.1f} ms  {name}")
+    print(f"{sum(medians.values()):7.1f} ms  (sum of the medians)")
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "stages.json").write_text(json.dumps(
+        {"machine": machine(), "runs": runs, "median_ms": medians, "all_ms": by_stage,
+         "load_average": os.getloadavg()[0]}, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=["check", "train", "resnet", "scale"])
+    parser.add_argument("which", choices=["check", "train", "resnet", "scale", "stages"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     args = parser.parse_args()
     if args.which == "check":
         compare("check", lambda: [PY, "-m", "cnncompile", "check", "examples/mnist_cnn.yaml"],
-                lambda: [PY, "bench/keras_summary.py"], args.runs, warm_up=True)
+                lambda: [PY, "bench/keras_summary.py"], args.runs, warm_up=True,
+                extra={"python": lambda: [PY, "-c", "pass"],
+                       "deps": lambda: [PY, "-c", "import click, pydantic.main, pydantic.fields, yaml"]})
     elif args.which == "resnet":
         def train(example: str):
             def command():
@@ -130,6 +207,8 @@ def main() -> None:
         compare("resnet", train("mnist_resnet"), train("mnist_bn_dropout"), args.runs)
     elif args.which == "scale":
         scale()
+    elif args.which == "stages":
+        stages(args.runs)
     else:
         def ours():
             out = tempfile.mkdtemp(prefix="bench-run-")

@@ -9,14 +9,16 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnncompile.analysis.inference import ModelInfo, infer
-from cnncompile.analysis.weightfile import WeightPlan
 from cnncompile.language.diagnostics import SourceMap, SpecError, in_file_order
 from cnncompile.language.loader import decode, load_yaml
 from cnncompile.language.model import ModelSpec
 from cnncompile.language.validate import recover_tree
+
+if TYPE_CHECKING:  # weightfile loads only for a spec with `weights:`
+    from cnncompile.analysis.weightfile import WeightPlan
 
 
 @dataclass(frozen=True)

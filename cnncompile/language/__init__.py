@@ -8,5 +8,9 @@ graph.py expands blocks (expressions.py evaluates `${...}`) and wires layers by 
 diagnostics.py is the located error every stage reports; reference.py derives the JSON Schema
 and spec/README.md from the same classes.
 
+The modules that define pydantic classes do not use `from __future__ import annotations`:
+pydantic would evaluate every field's string annotation again at import, which `check`
+pays on every run; a forward reference is quoted where it is needed instead.
+
 Framework-free: nothing here imports TensorFlow, Keras, ONNX or Optuna (tests/test_contracts.py).
 """

@@ -16,8 +16,6 @@ are evaluated for each use, and only then validated as layers, so an error is re
 the line inside the block *and* at the use. Expansion itself is cnncompile.language.graph's.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator

@@ -7,7 +7,6 @@ can jump to the spot.
 from __future__ import annotations
 
 import bisect
-import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -129,6 +128,8 @@ def _closest(word: str, choices: list[str]) -> str:
     by_lower = {c.lower(): c for c in choices}
     if word.lower() in by_lower:
         return f"; did you mean '{by_lower[word.lower()]}'?"
+    import difflib  # lazily: only a misspelt name needs it, and `check` of a good spec pays every import
+
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
     return f"; did you mean '{by_lower[close[0]]}'?" if close else ""
 

@@ -1,7 +1,5 @@
 """The whole spec: a name, an input, layers and optional training settings."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import Discriminator, Field, PrivateAttr, Tag, model_validator
@@ -40,7 +38,7 @@ class Input(Strict):
         "Xception, InceptionV3), torch ([0, 1] then ImageNet mean/std; DenseNet).")
 
     @model_validator(mode="after")
-    def _config(self) -> Input:
+    def _config(self) -> "Input":
         if self.preprocessing and self.model_fields_set & {"scale", "offset"}:
             raise ValueError(f"preprocessing: {self.preprocessing} replaces scale and offset; remove them")
         if self.channels is not None and (len(self.shape) != 3 or self.shape[2] != 1):

@@ -14,8 +14,6 @@ only the training optimizer's learning rate; every phase starts its optimizer af
 recompiling in Keras does.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -38,7 +36,7 @@ class Phase(Strict):
         None, description="Only change training.optimizer's learning rate (e.g. 1.0e-5 to fine-tune).")
 
     @model_validator(mode="after")
-    def _config(self) -> Phase:
+    def _config(self) -> "Phase":
         if self.optimizer is not None and self.learning_rate is not None:
             raise ValueError("give a phase an optimizer (with its learning_rate) or a learning_rate, not both")
         return self

@@ -12,8 +12,6 @@ Only the shape of the section is checked here; whether a path exists and every v
 fits its field is checked against the model itself (cnncompile/analysis/space.py).
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from typing import Annotated, Any, ClassVar, Literal, Union
 
@@ -72,7 +70,7 @@ class Choice(SearchRange):
         description="The values to try, each of which the field itself must accept.")
 
     @model_validator(mode="after")
-    def _distinct(self) -> Choice:
+    def _distinct(self) -> "Choice":
         seen = []
         for value in self.choice:
             if value in seen:
@@ -105,7 +103,7 @@ class IntRange(SearchRange):
     step: PositiveInt = Field(1, description="Distance between neighbouring values (16 for 16, 32, 48, ...).")
 
     @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
+    def _ordered(self) -> "IntRange":
         low, high = self.bounds
         if low > high:
             raise ValueError(f"int: low {low} is above high {high}")
@@ -136,7 +134,7 @@ class FloatRange(SearchRange):
     log: bool = Field(False, description="Sample uniformly in log space (learning rates, weight decay).")
 
     @model_validator(mode="after")
-    def _ordered(self) -> FloatRange:
+    def _ordered(self) -> "FloatRange":
         low, high = self.bounds
         if low >= high:
             raise ValueError(f"float: low {low} must be below high {high}")

@@ -12,8 +12,6 @@ which is how backend/fitting.py finds the Keras side (tests/test_sections.py pro
 class has one).
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BeforeValidator, Field, model_validator
@@ -173,7 +171,7 @@ class SparseCategoricalCrossentropy(_Loss):
     sparse_labels: ClassVar[bool] = True
 
     @model_validator(mode="after")
-    def _config(self) -> SparseCategoricalCrossentropy:
+    def _config(self) -> "SparseCategoricalCrossentropy":
         if self.label_smoothing:
             raise ValueError("label_smoothing needs categorical_crossentropy (Keras's sparse loss has none)")
         return self
@@ -315,7 +313,7 @@ class Training(Strict):
     callbacks: list[Callback] = []
     augmentation: list[Augmentation] = Field([], description="Random image transforms applied during training only; never exported.")
     distribute: Distribute | None = Field(None, description="Train on several devices or machines (see Distributed training).")
-    phases: list[phase_module.Phase] | None = Field(
+    phases: "list[phase_module.Phase] | None" = Field(
         None, min_length=1, description="Fine-tuning in steps (see Phase); their epochs add up to the run's, "
         "which replaces `epochs`.")
     precision: Literal[PRECISIONS] = Field(  # type: ignore[valid-type]
@@ -324,7 +322,7 @@ class Training(Strict):
         "on a GPU with tensor cores, else float32. Saved models and exports are float32 either way.")
 
     @model_validator(mode="after")
-    def _config(self) -> Training:
+    def _config(self) -> "Training":
         monitors = {c.monitor for c in self.callbacks if hasattr(c, "monitor")}
         if self.validation_split == 0 and any(m.startswith("val_") for m in monitors):
             raise ValueError("a callback monitors a val_ metric but validation_split is 0; "
@@ -354,6 +352,6 @@ def _check_phases(training: Training) -> None:
         raise ValueError("phases cannot be combined with distribute yet")
 
 
-# At the end: phases.py builds on this module's Optimizer and LearningRate (annotations here are
-# strings, resolved when Training is first validated).
+# At the end: phases.py builds on this module's Optimizer and LearningRate (Training.phases's
+# annotation is a string, resolved when Training is first validated).
 from cnncompile.language import phases as phase_module  # noqa: E402

@@ -5,8 +5,6 @@ validators raise PydanticCustomError with a plain-English message, because these
 messages reach users verbatim through the diagnostics.
 """
 
-from __future__ import annotations
-
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema

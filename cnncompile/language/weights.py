@@ -11,8 +11,6 @@ Layers are matched by name, shapes checked (cnncompile.analysis.weightfile, fram
 so `check` reports mismatches); cnncompile.backend.weights assigns the values.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 from pydantic import Field
