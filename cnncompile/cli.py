@@ -56,7 +56,7 @@ def needs(extra: str):
     def decorate(command):
         @functools.wraps(command)
         def run(*args, **kwargs):
-            name = command.__name__.replace("_", "-")
+            name = command.__name__.replace("_", " ")  # data_pack -> `cnncompile data pack`
             missing = next((module for module in EXTRAS[extra] if not _installed(module)), None)
             if missing:
                 _missing_extra(name, extra, missing)
@@ -512,6 +512,115 @@ def import_(model: str, output: str, weights: str | None, flat: bool) -> None:
     if result.weights_line:
         click.echo(f"note: this cnncompile has no `weights:` key yet; add `{result.weights_line}` to {output} "
                    "once it does", err=True)
+
+
+@main.group()
+def data() -> None:
+    """Prepare image data for training: pack a folder into TFRecord shards, verify shards."""
+
+
+def _byte_size(text: str) -> int:
+    """'256MB', '1.5GB', '500KB', '1000000' -> bytes (powers of 1024, as `du -h` shows them)."""
+    units = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30}
+    number, unit = text.strip().upper(), ""
+    while number and not number[-1].isdigit():
+        number, unit = number[:-1], number[-1] + unit
+    try:
+        size = float(number) * units[unit.strip()]
+    except (ValueError, KeyError):
+        raise click.BadParameter(f"{text!r}: expected a size such as 256MB, 1GB or 500KB") from None
+    if size < 1:
+        raise click.BadParameter(f"{text!r}: must be at least one byte")
+    return int(size)
+
+
+@data.command("pack")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="The shard folder to write.")
+@click.option("--shard-size", default="128MB", show_default=True,
+              help="Start a new shard file once one holds about this many bytes of images.")
+@click.option("--images-per-shard", type=click.IntRange(min=1), help="Start a new shard after this many images "
+              "(instead of --shard-size).")
+@click.option("--test-split", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+              help="For a folder without train/ and test/ subfolders: the fraction held out for testing.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Decides the test split (as training.seed does for a folder) and the order images are written in.")
+@click.option("--bad-images", type=click.Choice(["skip", "error"]), default="skip", show_default=True,
+              help="An unreadable or truncated image: leave it out (listed), or refuse to pack.")
+@click.option("--force", is_flag=True, help="Replace the shards already in --output.")
+@needs("train")
+def data_pack(folder: str, output: str, shard_size: str, images_per_shard: int | None, test_split: float, seed: int,
+              bad_images: str, force: bool) -> None:
+    """Pack an image FOLDER (FOLDER/<class>/*.jpg, or FOLDER/train/<class>/ and FOLDER/test/<class>/)
+    into TFRecord shards with a manifest.json, for `dataset: {path: OUTPUT}` and for clusters.
+
+    Images keep their original bytes (never re-encoded); every one is decoded once to refuse
+    unreadable or truncated files before training. The output appears whole or not at all.
+    """
+    from cnncompile.data.folders import scan_folder
+    from cnncompile.data.formats import DataError
+    from cnncompile.data.shards import BadImages, pack
+
+    shard_bytes = _byte_size(shard_size)
+    try:
+        with _progress_bar("scanning") as progress:
+            scan = scan_folder(Path(folder), test_split=test_split, seed=seed, bad_images="skip",
+                               progress=lambda done, total: progress("scan", done, total))
+        with _progress_bar("packing") as progress:
+            result = pack(scan, Path(output), seed=seed, shard_bytes=shard_bytes, images_per_shard=images_per_shard,
+                          bad_images=bad_images, force=force, progress=progress)
+    except BadImages as exc:
+        for message in exc.bad:
+            click.echo(f"error: {message}", err=True)
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    except DataError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    for message in result.bad:
+        click.echo(f"warning: {message}; skipped", err=True)
+    m = result.manifest
+    parts = [f"{m.count(split):,} {split} images in {_count(len(m.files(split)), 'shard')}"
+             for split in ("train", "test") if m.files(split)]
+    size = sum(s.bytes for s in m.shards) / (1 << 20)
+    click.echo(f"wrote {output}/: {', '.join(parts)} ({size:,.1f} MB), {len(m.classes)} classes"
+               + (f"; skipped {_count(len(result.bad), 'unreadable image')}" if result.bad else ""))
+
+
+@data.command("verify")
+@click.argument("shards", type=click.Path(file_okay=False, exists=True))
+def data_verify(shards: str) -> None:
+    """Check a shard folder against its manifest.json: every shard present, its size and sha256.
+
+    Training checks presence and sizes on every start and each record's CRC as it reads;
+    this reads every byte once, e.g. after copying shards to another machine.
+    """
+    from cnncompile.data.formats import DataError
+    from cnncompile.data.shards import verify
+
+    try:
+        with _progress_bar("verifying", unit_bytes=True) as progress:
+            manifest = verify(Path(shards), progress)
+    except DataError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(EXIT_INVALID) from None
+    click.echo(f"{shards}: {_count(len(manifest.shards), 'shard')}, {manifest.count('train'):,} train and "
+               f"{manifest.count('test'):,} test images; every size and sha256 matches manifest.json")
+
+
+@contextlib.contextmanager
+def _progress_bar(description: str, unit_bytes: bool = False):
+    """A progress(what, done, total) callback drawing a bar with counts on a terminal (nothing otherwise)."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+
+    console = Console(stderr=True)
+    counts = DownloadColumn() if unit_bytes else MofNCompleteColumn()
+    with Progress(TextColumn(description), BarColumn(), counts, TimeRemainingColumn(), console=console,
+                  transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda what, done, total: bar.update(task, completed=done, total=total)
 
 
 @main.command()

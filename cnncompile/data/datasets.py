@@ -173,6 +173,12 @@ def _load_path(dataset: DatasetPath, spec_dir: Path, image_shape: tuple[int, ...
         raise DataError(f"dataset path {path} does not exist")
     if path.is_file() and path.suffix == ".npz":
         arrays, files = read_npz(path), [path]
+    elif (path / "manifest.json").is_file():  # TFRecord shards written by `cnncompile data pack`
+        from cnncompile.data.shards import MANIFEST, load
+
+        train, test, manifest, notes = load(path, tuple(image_shape), dataset.cache)
+        return Dataset(path.name, train, test, manifest.classes, str(path),
+                       {str(path / MANIFEST): sha256_of(path / MANIFEST)}, notes=notes)
     elif path.is_dir() and find_idx(path, IDX_STEMS[0]):
         arrays = read_idx_dir(path)
         files = [f for f in (find_idx(path, s) for s in IDX_STEMS) if f]

@@ -31,10 +31,12 @@ BUILTIN_DATASETS: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {
 
 
 class DatasetPath(Strict):
-    """User data: a directory of IDX files, a Keras-layout .npz, or class-named image folders."""
+    """User data: a directory of IDX files, a Keras-layout .npz, class-named image folders, or
+    TFRecord shards written by `cnncompile data pack` (a folder with a manifest.json)."""
 
     path: Annotated[str, Field(min_length=1)] = Field(
-        description="Relative to the spec file. IDX directory, .npz (x_train, y_train, x_test, y_test) or image folders."
+        description="Relative to the spec file. IDX directory, .npz (x_train, y_train, x_test, y_test), image folders, "
+        "or shards from `cnncompile data pack` (docs/shards.md)."
     )
     test_split: Annotated[float, Field(gt=0.0, lt=1.0)] = Field(
         0.2, description="For image folders without train/ and test/ subfolders: fraction held out for testing."

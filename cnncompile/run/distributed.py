@@ -264,17 +264,24 @@ def peer_failures_as_cluster_errors():
 
 def fit(cluster: Cluster, model: keras.Model, training: Training, x: np.ndarray, y: np.ndarray,
         validation: tuple[np.ndarray, np.ndarray] | None, *, epochs: int, initial_epoch: int, batch_size: int,
-        seed: int, callbacks: list[keras.callbacks.Callback]) -> None:
-    """model.fit's job under a strategy: the same batches, shuffling, metrics, callbacks and logs."""
+        seed: int, callbacks: list[keras.callbacks.Callback], split=None) -> None:
+    """model.fit's job under a strategy: the same batches, shuffling, metrics, callbacks and logs.
+
+    `split`, a source whose workers read their own files (TFRecord shards: data/shards.py),
+    replaces x and y: see by_file."""
     strategy = cluster.strategy
     if batch_size % cluster.replicas:
         raise ClusterError(f"batch_size {batch_size} does not split evenly across {cluster.replicas} replicas")
-    steps = -(-len(x) // batch_size)  # the last step takes the remainder
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    data = kt.batches(x, y, batch_size=batch_size, shuffle=training.shuffle, seed=seed,
-                      first_epoch=initial_epoch, epochs=epochs).with_options(options)
-    iterator = iter(strategy.experimental_distribute_dataset(data))
+    if split is not None and hasattr(split, "worker_batches"):
+        iterator, steps = by_file(cluster, split, training, batch_size=batch_size, seed=seed,
+                                  first_epoch=initial_epoch, epochs=epochs)
+    else:
+        steps = -(-len(x) // batch_size)  # the last step takes the remainder
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        data = kt.batches(x, y, batch_size=batch_size, shuffle=training.shuffle, seed=seed,
+                          first_epoch=initial_epoch, epochs=epochs).with_options(options)
+        iterator = iter(strategy.experimental_distribute_dataset(data))
     loss = kt.loss(training, reduction=None)
     metrics = kt.metrics(training)
 
@@ -315,11 +322,35 @@ def fit(cluster: Cluster, model: keras.Model, training: Training, x: np.ndarray,
             callback_list.on_train_batch_end(step, _logs(totals, metrics))
         logs = _logs(totals, metrics)
         if validation is not None:
-            logs.update({f"val_{k}": v for k, v in evaluate(model, training, *validation).items()})
+            logs.update({f"val_{k}": v for k, v in evaluate(model, training, validation).items()})
         callback_list.on_epoch_end(epoch, logs)
         if model.stop_training:
             break
     callback_list.on_train_end()
+
+
+def by_file(cluster: Cluster, split, training: Training, *, batch_size: int, seed: int, first_epoch: int,
+            epochs: int):
+    """(iterator, steps per epoch) for a source split by file: each worker reads only its own
+    shard files (no worker reads, then drops, the others' images, as DATA auto-sharding would),
+    in per-replica batches; a worker whose files hold fewer images pads its epoch with empty
+    batches, so every worker takes the same number of steps and each image is used once per
+    epoch. Fewer files than workers is refused, located at training.dataset."""
+    from cnncompile.data.formats import DataError
+
+    local = cluster.replicas // cluster.workers  # replicas per worker
+    per_replica = batch_size // cluster.replicas
+    try:
+        steps = -(-split.batches_per_worker(cluster.workers, per_replica) // local)
+    except DataError as exc:
+        raise RunError(f"training.dataset: {exc}", where=("training", "dataset")) from None
+
+    def worker_data(context: tf.distribute.InputContext):
+        return split.worker_batches(context.num_input_pipelines, context.input_pipeline_id, per_replica,
+                                    steps * local, shuffle=training.shuffle, seed=seed, first_epoch=first_epoch,
+                                    epochs=epochs, one_hot=not training.loss.sparse_labels)
+
+    return iter(cluster.strategy.distribute_datasets_from_function(worker_data)), steps
 
 
 def _logs(totals: np.ndarray, metrics: dict) -> dict[str, float]:
@@ -328,15 +359,19 @@ def _logs(totals: np.ndarray, metrics: dict) -> dict[str, float]:
     return {"loss": totals[0] / images, **{name: totals[2 + i] / images for i, name in enumerate(metrics)}}
 
 
-def evaluate(model: keras.Model, training: Training, x: np.ndarray, y: np.ndarray,
-             batch_size: int = 256) -> dict[str, float]:
-    """Mean loss and the spec's metrics over (x, y), computed locally on each worker (no collectives)."""
+def evaluate(model: keras.Model, training: Training, validation, batch_size: int = 256) -> dict[str, float]:
+    """Mean loss and the spec's metrics over `validation`, arrays (x, y) or a tf.data stream of
+    (images, labels) batches (shards), computed locally on each worker (no collectives)."""
     loss, metrics = kt.loss(training, reduction=None), kt.metrics(training)
     totals = dict.fromkeys(["loss", *metrics], 0.0)
-    for start in range(0, len(x), batch_size):
-        probabilities = model(x[start:start + batch_size].astype(np.float32), training=False)
-        labels = y[start:start + batch_size]
+    if isinstance(validation, tuple):
+        x, y = validation
+        validation = ((x[start:start + batch_size], y[start:start + batch_size]) for start in range(0, len(x), batch_size))
+    count = 0
+    for images, labels in validation:
+        probabilities = model(np.asarray(images, np.float32), training=False)
         totals["loss"] += float(np.sum(np.asarray(loss(labels, probabilities))))
         for name, fn in metrics.items():
             totals[name] += float(np.sum(np.asarray(fn(labels, probabilities))))
-    return {name: value / len(x) for name, value in totals.items()}
+        count += len(labels)
+    return {name: value / count for name, value in totals.items()}

@@ -335,13 +335,17 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
     else:
         from cnncompile.run import distributed
 
-        if not isinstance(fit_data.fit, ArraySplit):
+        # Arrays in memory are split by data across the workers; TFRecord shards by file, each
+        # worker reading only its own (distributed.by_file); a streamed folder is neither.
+        arrays = isinstance(fit_data.fit, ArraySplit)
+        if not arrays and not hasattr(fit_data.fit, "worker_batches"):
             raise RunError("distributed training reads arrays in memory or TFRecord shards; this image folder "
-                           "streams (set `cache: memory` in the dataset section, or pack it into shards)",
-                           where=("training", "dataset"))
-        distributed.fit(cluster, model, training, *fit_data.fit.arrays(fit_data.one_hot), fit_data.validation_data(),
-                        epochs=last_epoch, initial_epoch=resume.epoch, batch_size=options.batch_size,
-                        seed=options.seed, callbacks=callbacks)
+                           "streams (set `cache: memory` in the dataset section, or pack it into shards: "
+                           "cnncompile data pack)", where=("training", "dataset"))
+        x, y = fit_data.fit.arrays(fit_data.one_hot) if arrays else (None, None)
+        distributed.fit(cluster, model, training, x, y, fit_data.validation_data(), epochs=last_epoch,
+                        initial_epoch=resume.epoch, batch_size=options.batch_size, seed=options.seed,
+                        callbacks=callbacks, split=None if arrays else fit_data.fit)
     return checkpoint
 
 
@@ -438,6 +442,9 @@ def _streaming_errors():
     stops the run with the file's name and reason, not TensorFlow's traceback."""
     try:
         yield
+    except tf.errors.DataLossError as exc:  # a TFRecord's CRC: the shard's bytes changed after packing
+        raise RunError(f"training.dataset: a shard is corrupt ({str(exc).splitlines()[0].split('}')[-1].strip()}); "
+                       "`cnncompile data verify` names the file", where=("training", "dataset")) from None
     except tf.errors.OpError as exc:
         reason = next((line.split("DataError: ", 1)[1] for line in str(exc).splitlines() if "DataError: " in line), None)
         if reason is None:
