@@ -13,8 +13,10 @@ A configuration is a model plus what our train path adds, named by `+`/`-` parts
   +determinism tf.config.experimental.enable_op_determinism() (train and tune set it)
   +pipeline    backend/fitting.batches instead of numpy arrays
   +augment     the spec's augmentation layers in front (float32, as train has them)
+  +fused       BatchNormalization through TensorFlow's fused kernel (backend/batchnorm.py)
   -determinism `ours` with determinism off (TrainOptions cannot turn it off: patched here)
   -augment     `ours` without the spec's augmentation
+  -fused       `ours` with Keras's own BatchNormalization (as train had it before)
 
 Each process trains EPOCHS epochs of the 4,500 training images and reports the median epoch
 time after the first (which traces and compiles). float32 and bfloat16 alternate inside each
@@ -31,35 +33,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from precision import epoch_timer  # noqa: E402  (bench/precision.py, beside this script)
 SPEC = "examples/mnist_bn_dropout.yaml"
 
 
-def epoch_timer():
-    import keras
-
-    class EpochTimer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.seconds: list[float] = []
-            self.cpu_seconds: list[float] = []
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started, self.cpu_started = time.perf_counter(), time.process_time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            self.seconds.append(time.perf_counter() - self.started)
-            self.cpu_seconds.append(time.process_time() - self.cpu_started)
-
-    return EpochTimer()
-
-
-def plain_net(policy: str):
+def plain_net(policy: str, fused: bool = False):
     """The issue's network, built under `policy` with the output in float32."""
     import keras
+
+    from cnncompile.backend.batchnorm import FusedBatchNormalization
+
+    batch_norm = FusedBatchNormalization if fused else keras.layers.BatchNormalization
 
     keras.config.set_dtype_policy(policy)
     layers = [keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255)]
@@ -68,7 +56,7 @@ def plain_net(policy: str):
             layers.append(keras.layers.MaxPooling2D())
         for _ in range(2):
             layers += [keras.layers.Conv2D(filters, 3, padding="same", use_bias=False),
-                       keras.layers.BatchNormalization(), keras.layers.ReLU()]
+                       batch_norm(), keras.layers.ReLU()]
     layers += [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10, activation="softmax", dtype="float32")]
     model = keras.Sequential(layers)
     keras.config.set_dtype_policy("float32")
@@ -89,12 +77,16 @@ def child(config: str, policy: str, epochs: int, data_dir: str) -> dict:
     compiled = compile_file(ROOT / SPEC)
     timer = epoch_timer()
     if base == "ours":
-        import cnncompile.run.train as train
+        from cnncompile.run import train
 
         if "-determinism" in changes:  # train sets it unconditionally: patch it out for this process
             tf.config.experimental.enable_op_determinism = lambda: None
         if "-augment" in changes:
             train.kt.augmentation = lambda training, seed: []
+        if "-fused" in changes:
+            from cnncompile.backend import builder
+
+            builder.TRAINING_BUILDERS.clear()
         result = train.train_spec(compiled, out=Path(tempfile.mkdtemp(prefix="bench-bisect-")), epochs=epochs,
                                   seed=0, data_dir=Path(data_dir), force=True, precision=policy, progress=timer)
         return {"epoch_seconds": timer.seconds, "epoch_cpu_seconds": timer.cpu_seconds,
@@ -107,7 +99,7 @@ def child(config: str, policy: str, epochs: int, data_dir: str) -> dict:
         tf.config.experimental.enable_op_determinism()
     data = load_dataset("mnist", data_dir=Path(data_dir))
     x, y = data.x_train[:4500], keras.utils.to_categorical(data.y_train[:4500], 10)
-    model = plain_net(policy)
+    model = plain_net(policy, fused="+fused" in changes)
     if "+augment" in changes:
         model = keras.Sequential([keras.Input((28, 28, 1)), *fitting.augmentation(compiled.spec.training, 0), model])
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])

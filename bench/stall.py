@@ -108,15 +108,18 @@ def process(spec: str, epochs: int, data_dir: str) -> dict:
     exited = time.time()
     marks = json.loads(marks_file.read_text())
     began, ended = marks["epoch_begin"][0], marks["epoch_end"][-1]
-    between = lambda name: sum(r - c for c, r in zip(marks[f"{name}_called"], marks[f"{name}_returned"]))  # noqa: E731
+
+    def between(name: str) -> float:  # seconds inside Keras's `name` calls
+        return sum(r - c for c, r in zip(marks.get(f"{name}_called", []), marks.get(f"{name}_returned", [])))
+
     segments = {
         "wall": exited - spawned,
         "training": ended - began,
         "start_up": began - spawned,
         "stall": marks["fit_returned"][-1] - ended,
         "finish": marks["returned"][0] - marks["fit_returned"][-1],
-        "of_which_evaluate": between("evaluate") if "evaluate_called" in marks else 0.0,
-        "of_which_predict": between("predict") if "predict_called" in marks else 0.0,
+        "of_which_evaluate": between("evaluate"),
+        "of_which_predict": between("predict"),
         "exit": exited - marks["returned"][0],
         "train_seconds": json.loads((out / "metrics.json").read_text())["train_seconds"],
     }
