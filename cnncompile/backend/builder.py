@@ -16,6 +16,7 @@ import cnncompile.backend  # noqa: F401  (environment for TensorFlow, before it 
 import keras
 
 from cnncompile.analysis.inference import ModelInfo
+from cnncompile.backend.batchnorm import FusedBatchNormalization
 from cnncompile.language.shapes import fmt
 from cnncompile.language import layers as spec_layers
 from cnncompile.language.model import ModelSpec
@@ -93,13 +94,22 @@ BUILDERS: dict[type[spec_layers.LayerSpec], Callable[[Any, str], keras.layers.La
     spec_layers.Concatenate: _passthrough(keras.layers.Concatenate),
 }
 
-def build_model(spec: ModelSpec, preprocessing: bool = True) -> keras.Model:
+# What `train` builds instead, for speed while training only (see backend/batchnorm.py): the
+# same variables and inference computation, so the saved model is rebuilt from BUILDERS.
+TRAINING_BUILDERS: dict[type[spec_layers.LayerSpec], Callable[[Any, str], keras.layers.Layer]] = {
+    spec_layers.BatchNormalization: _passthrough(FusedBatchNormalization),
+}
+
+
+def build_model(spec: ModelSpec, preprocessing: bool = True, training: bool = False) -> keras.Model:
     """The inference model: raw pixels in, the spec's layers, the last layer's output out.
 
     With `preprocessing`, the input's own preprocessing comes first (backend/preprocessing.py:
     channels, preprocess_input's mode or scale/offset), so the model (and its ONNX export) takes
     raw 0-255 pixels. Layers with `trainable: false` (or in a frozen block use) are frozen.
+    With `training`, layers in TRAINING_BUILDERS are built their faster training way.
     """
+    builders = {**BUILDERS, **TRAINING_BUILDERS} if training else BUILDERS
     inputs = keras.Input(shape=tuple(spec.input.shape), name="image")
     tensors = {"input": preprocess(spec.input, inputs) if preprocessing else inputs}
     nodes = spec.graph()
@@ -108,7 +118,7 @@ def build_model(spec: ModelSpec, preprocessing: bool = True) -> keras.Model:
         # guide): the probabilities and the loss keep their precision.
         output = node is nodes[-1] and keras.config.dtype_policy().name != "float32"
         with dtype_policy("float32") if output else contextlib.nullcontext():
-            keras_layer = BUILDERS[type(node.layer)](node.layer, node.name)
+            keras_layer = builders[type(node.layer)](node.layer, node.name)
         keras_layer.trainable = node.trainable
         operands = [tensors[name] for name in node.inputs]
         # Merge layers take one list of tensors (Keras's Merge.call(inputs)); the rest one tensor.

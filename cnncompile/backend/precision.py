@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import keras
 
+from cnncompile.backend.batchnorm import FusedBatchNormalization
 from cnncompile.backend.builder import build_model, dtype_policy
 from cnncompile.cpu import cpu_features
 from cnncompile.language.model import ModelSpec
@@ -58,8 +59,10 @@ def loss_scaled(optimizer: keras.optimizers.Optimizer, policy: str) -> keras.opt
 
 
 def float32_inference(model: keras.Model, spec: ModelSpec) -> keras.Model:
-    """The same model computing in float32, sharing nothing: what is saved and exported."""
-    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
+    """The same model computing in float32 with Keras's own layers (train builds a few layers
+    its faster training way, backend/batchnorm.py), sharing nothing: what is saved and exported."""
+    if all(layer.dtype_policy.name == "float32" and not isinstance(layer, FusedBatchNormalization)
+           for layer in model.layers):
         return model
     with dtype_policy("float32"):
         plain = build_model(spec)

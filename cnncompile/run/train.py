@@ -264,7 +264,7 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
         # values; under a multi-worker strategy every worker must create the same variables
         # in the same order anyway.
         with dtype_policy(options.precision):
-            inference = build_model(spec)
+            inference = build_model(spec, training=True)
         cross_check(inference, compiled.info)
         loaded = _load_weights(compiled, inference, log) if resume.epoch == 0 else ()
         if resume.epoch == 0:  # a resumed run takes the statistics from its checkpoint
