@@ -67,9 +67,9 @@ def readers(root: Path, shape: tuple[int, int, int]) -> dict:
             decoder, workers = sources.ingraph.decoder, sources.workers
             if pillow_only:  # the reader before data/ingraph.py: every file through Pillow
                 def pillow(paths, shape, decode):
-                    def load(index):
-                        image = tf.numpy_function(decode, [tf.gather(paths, tf.maximum(index, 0))], tf.uint8,
-                                                  stateful=False)
+                    def load(index):  # index -1 pads the epoch to whole batches
+                        image = tf.cond(index < 0, lambda: tf.zeros(shape, tf.uint8), lambda: tf.numpy_function(
+                            decode, [tf.gather(paths, tf.maximum(index, 0))], tf.uint8, stateful=False))
                         image.set_shape(shape)
                         return image
                     return load
@@ -131,7 +131,8 @@ def main() -> None:
                 one_pass()  # warm: graph tracing, page cache
                 loads.append(os.getloadavg()[0])
                 results.setdefault(name, {})[case] = measure(one_pass, count, args.rounds)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    with open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
     print(f"{count:,} JPEGs, 256x256 (resize) or {args.size}x{args.size} (as-is) -> {args.size}x{args.size}x3, "
           f"{os.cpu_count()} cores ({cpu}), load {min(loads):.1f}-{max(loads):.1f}; median of {args.rounds}:")
     print(f"  {'reader':11s} {'resize img/s':>13s} {'CPU ms':>7s} {'as-is img/s':>12s} {'CPU ms':>7s}")
