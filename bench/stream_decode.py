@@ -19,7 +19,8 @@ of JPEGs, images per second, by several readers, in two cases side by side.
                 always resizes, to float32)
 
 The folders (random-noise JPEGs at quality 90, 10 classes) are made in a temporary directory and
-removed afterwards. Each reader's median of --rounds is printed: images per second of wall
+removed afterwards. Each reader's pipeline is built once (as `train` builds one for all its
+epochs) and iterated --rounds times after a first pass; the median is printed: images per second of wall
 time, and CPU milliseconds per image (all of the process's threads), which a busy machine
 distorts far less than wall time.
 """
@@ -63,41 +64,42 @@ def readers(root: Path, shape: tuple[int, int, int]) -> dict:
     cores = sources.workers()
 
     def streamed(parallel: int, pillow_only: bool):
-        def one_pass():
-            decoder, workers = sources.ingraph.decoder, sources.workers
-            if pillow_only:  # the reader before data/ingraph.py: every file through Pillow
-                def pillow(paths, shape, decode):
-                    def load(index):  # index -1 pads the epoch to whole batches
-                        image = tf.cond(index < 0, lambda: tf.zeros(shape, tf.uint8), lambda: tf.numpy_function(
-                            decode, [tf.gather(paths, tf.maximum(index, 0))], tf.uint8, stateful=False))
-                        image.set_shape(shape)
-                        return image
-                    return load
-                sources.ingraph.decoder = pillow
-            sources.workers = lambda: parallel
-            try:
-                return [None for _ in split.batches(64)]
-            finally:
-                sources.ingraph.decoder, sources.workers = decoder, workers
-        return one_pass
+        decoder, workers = sources.ingraph.decoder, sources.workers
+        if pillow_only:  # the reader before data/ingraph.py: every file through Pillow
+            def pillow(paths, shape, decode):
+                def load(index):  # index -1 pads the epoch to whole batches
+                    image = tf.cond(index < 0, lambda: tf.zeros(shape, tf.uint8), lambda: tf.numpy_function(
+                        decode, [tf.gather(paths, tf.maximum(index, 0))], tf.uint8, stateful=False))
+                    image.set_shape(shape)
+                    return image
+                return load
+            sources.ingraph.decoder = pillow
+        sources.workers = lambda: parallel
+        try:
+            return split.batches(64)
+        finally:
+            sources.ingraph.decoder, sources.workers = decoder, workers
 
     def tf_io():
         def load(path):
             image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
             return tf.cast(tf.image.resize(image, shape[:2]), tf.uint8)
 
-        data = tf.data.Dataset.from_tensor_slices(split.paths).map(load, num_parallel_calls=cores).batch(64).prefetch(2)
-        return [None for _ in data]
+        return tf.data.Dataset.from_tensor_slices(split.paths).map(load, num_parallel_calls=cores).batch(64).prefetch(2)
 
+    def passes(data):
+        return lambda: [None for _ in data]
+
+    # Each pipeline is built once, as `train` builds one for all its epochs; a pass iterates it.
     return {
         "serial": lambda: [read_image(Path(p), shape[:2], 3) for p in split.paths],
-        f"streamed/{cores}": streamed(cores, False),
-        "streamed/1": streamed(1, False),
-        f"pillow/{cores}": streamed(cores, True),
-        "pillow/1": streamed(1, True),
-        "tf.io": tf_io,
-        "keras": lambda: [None for _ in keras.utils.image_dataset_from_directory(
-            root, image_size=shape[:2], batch_size=64, shuffle=False, verbose=False)],
+        f"streamed/{cores}": passes(streamed(cores, False)),
+        "streamed/1": passes(streamed(1, False)),
+        f"pillow/{cores}": passes(streamed(cores, True)),
+        "pillow/1": passes(streamed(1, True)),
+        "tf.io": passes(tf_io()),
+        "keras": passes(keras.utils.image_dataset_from_directory(root, image_size=shape[:2], batch_size=64,
+                                                                   shuffle=False, verbose=False)),
     }, split.count
 
 
