@@ -20,9 +20,9 @@ of JPEGs, images per second, by several readers, in two cases side by side.
 
 The folders (random-noise JPEGs at quality 90, 10 classes) are made in a temporary directory and
 removed afterwards. Each reader's pipeline is built once (as `train` builds one for all its
-epochs) and iterated --rounds times after a first pass; the median is printed: images per second of wall
-time, and CPU milliseconds per image (all of the process's threads), which a busy machine
-distorts far less than wall time.
+epochs) and iterated --rounds times after a first pass, the readers taking turns; the median
+is printed: images per second of wall time, and CPU milliseconds per image (all of the
+process's threads), which a busy machine distorts far less than wall time.
 """
 
 from __future__ import annotations
@@ -103,15 +103,18 @@ def readers(root: Path, shape: tuple[int, int, int]) -> dict:
     }, split.count
 
 
-def measure(one_pass, images: int, rounds: int) -> tuple[float, float]:
-    """(median images/s of wall time, median CPU ms per image) over rounds passes."""
-    seconds, cpu = [], []
+def measure(passes: dict, images: int, rounds: int) -> dict[str, tuple[float, float]]:
+    """name -> (median images/s of wall time, median CPU ms per image) over rounds passes, the
+    readers taking turns round by round, so that a change in the machine's load hits them all."""
+    seconds, cpu = {name: [] for name in passes}, {name: [] for name in passes}
     for _ in range(rounds):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        one_pass()
-        seconds.append(time.perf_counter() - start)
-        cpu.append(time.process_time() - start_cpu)
-    return images / statistics.median(seconds), 1000 * statistics.median(cpu) / images
+        for name, one_pass in passes.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            one_pass()
+            seconds[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return {name: (images / statistics.median(seconds[name]), 1000 * statistics.median(cpu[name]) / images)
+            for name in passes}
 
 
 def main() -> None:
@@ -129,10 +132,12 @@ def main() -> None:
             root = Path(tmp) / "folder"
             make_folder(root, args.images, stored)
             passes, count = readers(root, shape)
-            for name, one_pass in passes.items():
+            for one_pass in passes.values():
                 one_pass()  # warm: graph tracing, page cache
-                loads.append(os.getloadavg()[0])
-                results.setdefault(name, {})[case] = measure(one_pass, count, args.rounds)
+            loads.append(os.getloadavg()[0])
+            for name, result in measure(passes, count, args.rounds).items():
+                results.setdefault(name, {})[case] = result
+            loads.append(os.getloadavg()[0])
     with open("/proc/cpuinfo") as info:
         cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "?")
     print(f"{count:,} JPEGs, 256x256 (resize) or {args.size}x{args.size} (as-is) -> {args.size}x{args.size}x3, "
