@@ -13,8 +13,9 @@ training split, as model.fit's validation_split does. Every Split
   - can be cut: `slice(start, stop)` (validation = the last images of the training split).
 
 ArraySplit holds uint8 arrays (IDX, npz, built-ins, small image folders decoded once);
-FileSplit streams image files through tf.data, decoding them in parallel with the guarded
-decoder (formats.decode_image); DiskSplit reads a folder decoded once into a file on disk.
+FileSplit streams image files through tf.data, decoding them in parallel: in the graph where
+TensorFlow gives Pillow's pixels (data/ingraph.py), else with the guarded decoder
+(formats.decode_image); DiskSplit reads a folder decoded once into a file on disk.
 A new kind of source (TFRecord shards) subclasses Split and implements the abstract methods;
 the defaults of the others stream through `batches`.
 
@@ -31,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncompile.data.formats import decode_image
+from cnncompile.data import ingraph
+from cnncompile.data.formats import DataError, decode_image
 
 Progress = Callable[[int, int], None]  # (done, total), for a bar the CLI draws
 
@@ -191,9 +193,10 @@ class ArraySplit(Split):
 
 
 class FileSplit(Split):
-    """Image files (PNG/JPEG) and their labels, decoded when a pipeline reaches them: the
-    guarded decoder (pixel limit, format sniffing, the same resizing and channel conversion as
-    ever) runs in `workers()` parallel calls, and memory holds the file names plus a few
+    """Image files (PNG/JPEG) and their labels, decoded when a pipeline reaches them, in
+    `workers()` parallel calls: in the graph where TensorFlow gives the guarded decoder's pixels
+    (JPEGs at the split's size and channels, data/ingraph.py), else by the guarded decoder itself
+    (pixel limit, format sniffing, the same resizing and channel conversion as ever), and memory holds the file names plus a few
     batches, whatever the number of images."""
 
     def __init__(self, paths: np.ndarray, y: np.ndarray, classes: tuple[str, ...], image_shape: tuple[int, int, int]):
@@ -215,23 +218,27 @@ class FileSplit(Split):
         path = Path(os.fsdecode(path))
         return decode_image(path, self.image_shape[:2], self.image_shape[-1]).pixels
 
+    def refused(self, path: str | bytes) -> np.ndarray:
+        """Raise the DataError of a file TensorFlow's decoder refused mid-stream: Pillow's, which
+        names the file and says why (ingraph.checked_batches)."""
+        self.decode(path)
+        raise DataError(f"{os.fsdecode(path)}: TensorFlow's decoder refuses this file, Pillow reads it; "
+                        "use `cache: memory` or `cache: disk` (decoded by Pillow) for this folder")
+
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, first_epoch: int = 0,
                 epochs: int = 1, one_hot: bool = False):
         import tensorflow as tf
 
         paths, labels, shape = tf.constant(self.paths), tf.constant(self.y), self.image_shape
-
-        def load(index):
-            # The guarded decoder runs as Python; Pillow releases the GIL while it decodes and
-            # resizes, so the parallel calls overlap.
-            image = tf.numpy_function(self.decode, [tf.gather(paths, index)], tf.uint8, stateful=False)
-            image.set_shape(shape)
-            return image, tf.gather(labels, index)
-
+        # Files TensorFlow decodes to Pillow's pixels are decoded in the graph; the rest by the
+        # guarded decoder as Python, whose Pillow calls release the GIL, so parallel calls overlap.
         # The file list is what gets shuffled (exact, and no shuffle buffer of decoded images):
-        # each epoch's indices are decoded in parallel, in order, then batched within the epoch.
-        data = by_epoch(self.count, lambda order: order.map(load, num_parallel_calls=workers(), deterministic=True)
-                        .batch(batch_size), shuffle=shuffle, seed=seed, first_epoch=first_epoch, epochs=epochs)
+        # each epoch's indices, padded to whole batches, then decoded in parallel, in order.
+        indices = by_epoch(self.count, lambda order: ingraph.padded(order, self.count, batch_size), shuffle=shuffle,
+                           seed=seed, first_epoch=first_epoch, epochs=epochs)
+        data = ingraph.checked_batches(indices, ingraph.decoder(paths, shape, self.decode), batch_size=batch_size,
+                                       shape=shape, parallel=workers(), paths=paths, labels=labels,
+                                       explain=self.refused)
         return self._with_labels(data, one_hot).prefetch(2).with_options(_pipeline_options())
 
     def slice(self, start: int, stop: int) -> FileSplit:
@@ -255,8 +262,6 @@ class FileSplit(Split):
         """Every image into `out` (an array, or a memory-mapped file), decoded in parallel, the
         images kept packed at its start; `on_error(index, error)` decides about a file that
         fails (raise to refuse, return to leave it out). Returns (out, indices kept)."""
-        from cnncompile.data.formats import DataError
-
         def one(i: int):
             try:
                 return self.decode(self.paths[i])
