@@ -25,20 +25,21 @@ SHARED_DATA = Path(os.environ.get("CNNCOMPILE_TEST_DATA", ROOT.parent / "shared"
 
 # Commands run in this process through click's CliRunner, as the worker has already paid for
 # the imports: a fresh interpreter costs ~0.4 s of CPU, one that loads TensorFlow 3-5 s. Tests
-# that are about a fresh process (framework-free imports, a fake module on PYTHONPATH, signals,
-# crashes, a multi-worker cluster) start one themselves or pass in_process=False.
+# that are about a fresh process (framework-free imports, signals, crashes) start one themselves
+# or pass in_process=False.
 IN_PROCESS = frozenset({"check", "schema", "draw", "report", "train", "export", "predict", "import"})
+# Read once, when Python or a framework starts, so setting them for one command needs a fresh
+# process: a fake module on the path, Keras's cache folder, and a MultiWorkerMirroredStrategy
+# cluster (TensorFlow configures the process's collective runtime once).
+READ_AT_START = ("PYTHONPATH", "KERAS_HOME", "KERAS_BACKEND", "TF_CONFIG")
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 600, in_process: bool | None = None) -> subprocess.CompletedProcess:
-    """`cnncompile ARGS` as a user runs it: a fresh Python process, or (unless in_process=False,
-    env sets PYTHONPATH or a TF_CONFIG cluster is in effect) the same click command in-process."""
+    """`cnncompile ARGS` as a user runs it: a fresh Python process, or (unless in_process=False
+    or env sets a variable read at start-up) the same click command in this process."""
     if in_process is None:
-        env_in_effect = {**os.environ, **(env or {})}
-        in_process = (bool(args) and args[0] in IN_PROCESS and "PYTHONPATH" not in (env or {})
-                      # MultiWorkerMirroredStrategy configures the process's collective runtime once
-                      and not env_in_effect.get("TF_CONFIG"))
+        in_process = bool(args) and args[0] in IN_PROCESS and not any((env or {}).get(name) for name in READ_AT_START)
     if in_process:
         return _run_in_process(args, cwd, env)
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
@@ -187,3 +188,17 @@ def tiny_trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def tiny_project(tiny_trained, tmp_path) -> Path:
     """A writable copy of tiny_trained's project: tiny.yaml, data/ and the finished run/."""
     return Path(shutil.copytree(tiny_trained[0], tmp_path / "project"))
+
+
+# pytest-xdist hands whole files to its two workers in collection order (pyproject.toml turns
+# off its own reordering by test count, which put the few-test, long files last). Longest
+# first, so the suite ends on short files instead of one worker finishing a long file alone:
+# CPU seconds per file, measured (docs/benchmarks.md, the suite section); others keep their order.
+LONGEST_FIRST = ("test_zoo.py", "test_tune.py", "test_distributed.py", "test_report.py", "test_train.py",
+                 "test_deploy.py", "test_weights.py", "test_keras_parity.py", "test_editor.py", "test_import.py")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest groups a file's tests by their module-scoped parameters
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order stays
