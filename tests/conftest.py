@@ -1,10 +1,12 @@
-"""Shared helpers: paths, a real-subprocess CLI runner, spec writers, one trained tiny run."""
+"""Shared helpers: paths, a CLI runner (in-process or a real subprocess), spec writers, one trained tiny run."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -21,18 +23,23 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 SHARED_DATA = Path(os.environ.get("CNNCOMPILE_TEST_DATA", ROOT.parent / "shared" / "data"))
 
 
-# Framework-free commands run in this process through click's CliRunner (a fresh interpreter
-# costs ~0.4 s); tests that must see a fresh process (framework-free imports, signals, crashes)
-# start one themselves or pass in_process=False.
-IN_PROCESS = frozenset({"check", "schema", "draw"})
+# Commands run in this process through click's CliRunner, as the worker has already paid for
+# the imports: a fresh interpreter costs ~0.4 s of CPU, one that loads TensorFlow 3-5 s. Tests
+# that are about a fresh process (framework-free imports, signals, crashes) start one themselves
+# or pass in_process=False.
+IN_PROCESS = frozenset({"check", "schema", "draw", "report", "train", "export", "predict", "import"})
+# Read once, when Python or a framework starts, so setting them for one command needs a fresh
+# process: a fake module on the path, Keras's cache folder, and a MultiWorkerMirroredStrategy
+# cluster (TensorFlow configures the process's collective runtime once).
+READ_AT_START = ("PYTHONPATH", "KERAS_HOME", "KERAS_BACKEND", "TF_CONFIG")
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 600, in_process: bool | None = None) -> subprocess.CompletedProcess:
-    """`cnncompile ARGS` as a user runs it: a fresh Python process, or for the framework-free
-    commands (unless in_process=False or env sets PYTHONPATH) the same click command in-process."""
+    """`cnncompile ARGS` as a user runs it: a fresh Python process, or (unless in_process=False
+    or env sets a variable read at start-up) the same click command in this process."""
     if in_process is None:
-        in_process = bool(args) and args[0] in IN_PROCESS and "PYTHONPATH" not in (env or {})
+        in_process = bool(args) and args[0] in IN_PROCESS and not any((env or {}).get(name) for name in READ_AT_START)
     if in_process:
         return _run_in_process(args, cwd, env)
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
@@ -45,17 +52,47 @@ def _run_in_process(args: tuple[str, ...], cwd: Path | None, env: dict | None) -
 
     from cnncompile.cli import main
 
-    before = os.getcwd()
-    os.chdir(cwd or ROOT)
-    try:
+    with as_a_fresh_process(args):
+        os.chdir(cwd or ROOT)
         result = CliRunner().invoke(main, list(args), prog_name="cnncompile", env={"NO_COLOR": "1", **(env or {})})
-    finally:
-        os.chdir(before)
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         # what the interpreter would have printed, so "no Traceback" assertions still see it
         stderr += "Traceback (most recent call last):\n" + "".join(traceback.format_exception(*result.exc_info))
     return subprocess.CompletedProcess(["cnncompile", *args], result.exit_code, result.stdout, stderr)
+
+
+@contextlib.contextmanager
+def as_a_fresh_process(args: tuple[str, ...]):
+    """Run a command in this process as if it had one to itself, and leave nothing behind:
+    sys.argv (run.json records it), the environment, cwd, Python's and NumPy's random
+    generators, Keras's global state (layer names, seeds, dtype policy) and TensorFlow's op
+    determinism, which `train` turns on for the whole process."""
+    saved = (list(sys.argv), dict(os.environ), os.getcwd(), random.getstate(), np.random.get_state())
+    _reset_frameworks(free_memory=False)
+    sys.argv = [str(ROOT / "cnncompile" / "__main__.py"), *args]  # what `python -m cnncompile` sees
+    try:
+        yield
+    finally:
+        _reset_frameworks(free_memory=True)
+        sys.argv, environ, cwd, python_state, numpy_state = saved
+        os.environ.clear()
+        os.environ.update(environ)
+        os.chdir(cwd)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def _reset_frameworks(free_memory: bool) -> None:
+    # Only frameworks already imported: a framework-free command must stay framework-free.
+    if "keras" in sys.modules:
+        import keras
+
+        keras.backend.clear_session(free_memory=free_memory)
+    if "tensorflow" in sys.modules:
+        from tensorflow.python.framework import config  # disable_op_determinism is not exported
+
+        config.disable_op_determinism()
 
 
 @pytest.fixture
@@ -151,3 +188,17 @@ def tiny_trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 def tiny_project(tiny_trained, tmp_path) -> Path:
     """A writable copy of tiny_trained's project: tiny.yaml, data/ and the finished run/."""
     return Path(shutil.copytree(tiny_trained[0], tmp_path / "project"))
+
+
+# pytest-xdist hands whole files to its two workers in collection order (pyproject.toml turns
+# off its own reordering by test count, which put the few-test, long files last). Longest
+# first, so the suite ends on short files instead of one worker finishing a long file alone:
+# CPU seconds per file, measured (docs/benchmarks.md, the suite section); others keep their order.
+LONGEST_FIRST = ("test_zoo.py", "test_tune.py", "test_distributed.py", "test_report.py", "test_train.py",
+                 "test_deploy.py", "test_weights.py", "test_keras_parity.py", "test_editor.py", "test_import.py")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest groups a file's tests by their module-scoped parameters
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order stays

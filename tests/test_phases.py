@@ -1,5 +1,6 @@
 """`training.phases`: freezing, unfreezing by name and glob, a learning rate per phase, and a kill
-during phase 2 that resumes in phase 2 (real subprocesses, as tests/test_train.py does it)."""
+during phase 2 that resumes in phase 2 (a real subprocess killed, then resumed in-process, as
+tests/test_train.py does it)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import csv
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from cnncompile.analysis.check import compile_file
 from cnncompile.analysis.unfreezing import trainable_in_phase
 from cnncompile.cli import main
-from tests.conftest import ROOT, make_idx_dir
+from tests.conftest import ROOT, make_idx_dir, run_cli
 from tests.test_train import kill_after_epoch, weights_hash
 
 PHASED = """\
@@ -74,17 +74,19 @@ def test_kill_in_phase_2_resumes_in_phase_2(tmp_path):
     make_idx_dir(tmp_path / "data" / "mnist", n_train=1024, n_test=64)
     (tmp_path / "phased.yaml").write_text(PHASED)
 
-    def command(out):
-        return [sys.executable, "-m", "cnncompile", "train", str(tmp_path / "phased.yaml"), "--data-dir",
-                str(tmp_path / "data"), "--out", str(tmp_path / out), "--quiet"]
+    def args(out):
+        return ("train", str(tmp_path / "phased.yaml"), "--data-dir", str(tmp_path / "data"),
+                "--out", str(tmp_path / out), "--quiet")
 
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-    killed_at = kill_after_epoch(command("killed"), tmp_path, env, tmp_path / "killed", 3)
+    # Killed in a process of its own; resumed (and the whole run) in this one, from the files alone.
+    killed_at = kill_after_epoch([sys.executable, "-m", "cnncompile", *args("killed")], tmp_path, env,
+                                 tmp_path / "killed", 3)
     assert 3 <= killed_at < 6  # inside phase 2 (epochs 3-6)
 
-    resumed = subprocess.run(command("killed"), cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    resumed = run_cli(*args("killed"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    whole = subprocess.run(command("whole"), cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    whole = run_cli(*args("whole"), cwd=tmp_path)
     assert whole.returncode == 0, whole.stderr
 
     histories = [list(csv.DictReader((tmp_path / out / "history.csv").read_text().splitlines()))

@@ -165,7 +165,7 @@ def test_every_bad_file_gets_one_line_and_the_good_ones_are_answered(model, tmp_
     Image.fromarray(digit()).save(tmp_path / "in" / "good.png")
     write_idx(tmp_path / "in" / "t10k-images-idx3-ubyte.gz", np.stack([digit()] * 3))
     names = ["good.png", *expected, "t10k-images-idx3-ubyte.gz"]
-    result = run_cli("predict", str(model), *names, cwd=tmp_path / "in", timeout=120)
+    result = run_cli("predict", str(model), *names, cwd=tmp_path / "in", timeout=120, in_process=False)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == len(expected), result.stderr
@@ -174,7 +174,8 @@ def test_every_bad_file_gets_one_line_and_the_good_ones_are_answered(model, tmp_
     answered = [line.split(":")[0] for line in result.stdout.splitlines()]
     assert answered == ["good.png"] + [f"t10k-images-idx3-ubyte.gz[{i}]" for i in range(3)]
 
-    as_json = run_cli("predict", str(model), *names, "--json", cwd=tmp_path / "in", timeout=120)
+    as_json = run_cli("predict", str(model), *names, "--json", cwd=tmp_path / "in", timeout=120,
+                      in_process=False)
     assert as_json.returncode == 1
     report = json.loads(as_json.stdout)
     assert [p["source"] for p in report["predictions"]] == answered

@@ -1,4 +1,5 @@
-"""`cnncompile train` end to end in real subprocesses: artifacts, resume after SIGKILL, determinism."""
+"""`cnncompile train` end to end: artifacts, resume after SIGKILL of a real subprocess, determinism
+across processes."""
 
 from __future__ import annotations
 
@@ -96,10 +97,12 @@ def test_train_end_to_end(tiny_trained, tiny_project):
 
 
 def test_same_seed_same_weights(tiny_project):
-    project = tiny_project  # its run/ trained with seed 0, in another process
+    project = tiny_project  # its run/ trained with seed 0 (in this worker, by the session fixture)
     hashes = [weights_hash(project / "run" / "model.keras")]
+    # ...and again in a fresh interpreter: same weights across processes, not just within one
+    # (a seed that leaked from process-wide state, or set order under hash randomisation, would differ).
     result = run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "data"),
-                     "--out", str(project / "b"), "--quiet", cwd=project)
+                     "--out", str(project / "b"), "--quiet", cwd=project, in_process=False)
     assert result.returncode == 0, result.stderr
     hashes.append(weights_hash(project / "b" / "model.keras"))
     assert hashes[0] == hashes[1]
@@ -138,17 +141,20 @@ def test_kill_and_resume_equals_an_uninterrupted_run(project):
     (project / "tiny.yaml").write_text(spec.split("  callbacks:")[0] + CALLBACKS)
     make_idx_dir(project / "data" / "mnist", n_train=1024, n_test=64)
 
-    def command(out):
-        return [sys.executable, "-m", "cnncompile", "train", str(project / "tiny.yaml"), "--data-dir",
-                str(project / "data"), "--out", str(project / out), "--epochs", "8", "--batch-size", "16", "--quiet"]
+    def args(out):
+        return ("train", str(project / "tiny.yaml"), "--data-dir", str(project / "data"), "--out", str(project / out),
+                "--epochs", "8", "--batch-size", "16", "--quiet")
 
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
-    killed_at = kill_after_epoch(command("killed"), project, env, project / "killed", 2)
+    # Killed in a process of its own; resumed (and the whole run) in this one: the resumed run
+    # has only the files to go on, as after a real crash.
+    killed_at = kill_after_epoch([sys.executable, "-m", "cnncompile", *args("killed")], project, env,
+                                 project / "killed", 2)
     assert killed_at < 4 and not (project / "killed" / "metrics.json").exists()
 
-    resumed = subprocess.run(command("killed"), cwd=project, capture_output=True, text=True, timeout=600, env=env)
+    resumed = run_cli(*args("killed"), cwd=project)
     assert resumed.returncode == 0, resumed.stderr
-    uninterrupted = subprocess.run(command("whole"), cwd=project, capture_output=True, text=True, timeout=600, env=env)
+    uninterrupted = run_cli(*args("whole"), cwd=project)
     assert uninterrupted.returncode == 0, uninterrupted.stderr
 
     histories = [list(csv.DictReader(open(project / out / "history.csv"))) for out in ("killed", "whole")]
@@ -286,8 +292,7 @@ def test_ctrl_c_stops_cleanly_and_resumes(project):
     assert "interrupted; run the same command to resume from the last completed epoch" in err
     assert "Traceback" not in err
     done = json.loads(state.read_text())["epoch"]
-    result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "NO_COLOR": "1"})
+    result = run_cli(*command[3:], cwd=project)  # the same command again
     assert result.returncode == 0 and f"resuming from epoch {done}" in result.stdout
     epochs = json.loads((project / "run" / "metrics.json").read_text())["epochs"]  # EarlyStopping may end it
     assert done < epochs <= 10
