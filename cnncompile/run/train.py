@@ -245,7 +245,12 @@ class _FitData:
             return None
         if isinstance(self.validation, ArraySplit):
             return self.validation.arrays(self.one_hot)
-        return self.validation.batches(EVALUATION_BATCH, one_hot=self.one_hot)
+        # A streamed pipeline's length is unknown to tf.data (files are decoded in a flat_map),
+        # so Keras would find each pass's end by running out and warn "Your input ran out of
+        # data" after every epoch; the split knows its count, so the length is declared.
+        batches = math.ceil(self.validation.count / EVALUATION_BATCH)
+        return self.validation.batches(EVALUATION_BATCH, one_hot=self.one_hot).apply(
+            tf.data.experimental.assert_cardinality(batches))
 
 
 EVALUATION_BATCH = 256
