@@ -11,7 +11,7 @@ A configuration is a model plus what our train path adds, named by `+`/`-` parts
                into model.fit, batch 64, Adam; nothing else
   ours         examples/mnist_bn_dropout.yaml as `train` runs it (run/train.py's train_spec)
   +determinism tf.config.experimental.enable_op_determinism() (train and tune set it)
-  +pipeline    backend/fitting.batches instead of numpy arrays
+  +pipeline    data/sources.array_batches (what train feeds fit) instead of numpy arrays
   +augment     the spec's augmentation layers in front (float32, as train has them)
   +fused       BatchNormalization through TensorFlow's fused kernel (backend/batchnorm.py)
   -determinism `ours` with determinism off (TrainOptions cannot turn it off: patched here)
@@ -104,7 +104,9 @@ def child(config: str, policy: str, epochs: int, data_dir: str) -> dict:
         model = keras.Sequential([keras.Input((28, 28, 1)), *fitting.augmentation(compiled.spec.training, 0), model])
     model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
     if "+pipeline" in changes:
-        batches = fitting.batches(x, y, batch_size=64, shuffle=True, seed=0, first_epoch=0, epochs=epochs)
+        from cnncompile.data.sources import array_batches
+
+        batches = array_batches(x, y, batch_size=64, shuffle=True, seed=0, first_epoch=0, epochs=epochs)
         model.fit(batches, epochs=epochs, steps_per_epoch=-(-len(x) // 64), callbacks=[timer], verbose=0)
     else:
         model.fit(x, y, batch_size=64, epochs=epochs, callbacks=[timer], verbose=0)

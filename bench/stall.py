@@ -42,7 +42,7 @@ def teardown(seconds: float, autotune: bool) -> float:
     import numpy as np
     import tensorflow as tf
 
-    from cnncompile.backend.fitting import batches
+    from cnncompile.data.sources import array_batches as batches
 
     x, y = np.zeros((5000, 28, 28, 1), np.uint8), np.zeros((5000, 10), np.float32)
     data = batches(x, y, batch_size=64, shuffle=True, seed=0, first_epoch=0, epochs=100)

@@ -7,7 +7,7 @@ import numpy as np
 
 
 def test_training_batches_run_without_tf_data_autotuning():
-    from cnncompile.backend.fitting import batches
+    from cnncompile.data.sources import array_batches as batches
 
     x, y = np.arange(10 * 4, dtype=np.uint8).reshape(10, 2, 2, 1), np.arange(10)
     data = batches(x, y, batch_size=4, shuffle=True, seed=0, first_epoch=1, epochs=3)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
-import tensorflow as tf
 
-from cnncompile.data.sources import array_batches
 from cnncompile.language import training as t
 
 # Each spec class maps to the Keras class of the same name in this module, its fields passed
@@ -90,19 +87,6 @@ def metrics(spec: t.Training) -> dict:
     """
     kinds = dict.fromkeys([t.Accuracy, *(type(m) for m in spec.metrics)])
     return dict(metric_function(cls, spec.loss.sparse_labels) for cls in kinds)
-
-
-def batches(x: np.ndarray, y: np.ndarray, *, batch_size: int, shuffle: bool, seed: int, first_epoch: int,
-            epochs: int) -> tf.data.Dataset:
-    """Epochs first_epoch .. epochs-1 back to back, in batches; the last of each epoch smaller.
-
-    Epoch e is shuffled by (seed, e) alone, so a run resumed at epoch e sees the same images
-    in the same order as one that never stopped (and every worker of a cluster the same
-    global order, which auto-sharding then splits). The pipeline is the array source's
-    (cnncompile/data/sources.py), which every other source's order follows.
-    """
-    return array_batches(x, y, batch_size=batch_size, shuffle=shuffle, seed=seed, first_epoch=first_epoch,
-                         epochs=epochs)
 
 
 def callbacks(spec: t.Training, tensorboard_dir: str) -> list[keras.callbacks.Callback]:

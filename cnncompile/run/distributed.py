@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from cnncompile.run import checkpoint as ckpt
 from cnncompile.backend import fitting as kt
+from cnncompile.data.sources import array_batches
 from cnncompile.run.rundir import RunError
 from cnncompile.language.training import Distribute, Training
 
@@ -279,8 +280,8 @@ def fit(cluster: Cluster, model: keras.Model, training: Training, x: np.ndarray,
         steps = -(-len(x) // batch_size)  # the last step takes the remainder
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        data = kt.batches(x, y, batch_size=batch_size, shuffle=training.shuffle, seed=seed,
-                          first_epoch=initial_epoch, epochs=epochs).with_options(options)
+        data = array_batches(x, y, batch_size=batch_size, shuffle=training.shuffle, seed=seed,
+                             first_epoch=initial_epoch, epochs=epochs).with_options(options)
         iterator = iter(strategy.experimental_distribute_dataset(data))
     loss = kt.loss(training, reduction=None)
     metrics = kt.metrics(training)
