@@ -116,6 +116,16 @@ class Split(ABC):
     def describe(self) -> str:
         return "in memory" if self.in_memory else "streamed"
 
+    def one_pass(self, batch_size: int, one_hot: bool = False):
+        """One epoch in the split's order, for Keras's evaluate and validation, with its length
+        declared: a streamed pipeline's length is unknown to tf.data (files are decoded in a
+        flat_map), so Keras would find each pass's end by running out and warn "Your input ran
+        out of data" every time."""
+        import tensorflow as tf
+
+        batches = -(-self.count // batch_size)
+        return self.batches(batch_size, one_hot=one_hot).apply(tf.data.experimental.assert_cardinality(batches))
+
     def numpy_batches(self, batch_size: int = 256) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(images, int64 labels) in the split's order, batch by batch."""
         yield from self.batches(batch_size).as_numpy_iterator()

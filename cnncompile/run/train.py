@@ -245,12 +245,7 @@ class _FitData:
             return None
         if isinstance(self.validation, ArraySplit):
             return self.validation.arrays(self.one_hot)
-        # A streamed pipeline's length is unknown to tf.data (files are decoded in a flat_map),
-        # so Keras would find each pass's end by running out and warn "Your input ran out of
-        # data" after every epoch; the split knows its count, so the length is declared.
-        batches = math.ceil(self.validation.count / EVALUATION_BATCH)
-        return self.validation.batches(EVALUATION_BATCH, one_hot=self.one_hot).apply(
-            tf.data.experimental.assert_cardinality(batches))
+        return self.validation.one_pass(EVALUATION_BATCH, one_hot=self.one_hot)
 
 
 EVALUATION_BATCH = 256
@@ -433,7 +428,7 @@ def _evaluate(inference: keras.Model, model: keras.Model, training, test: Split,
     if any(getattr(layer, "activity_regularizer", None) is not None for layer in _layers(model)):
         # their penalty depends on each layer's outputs, which the predictions do not keep
         with _streaming_errors():
-            scores = model.evaluate(test.batches(EVALUATION_BATCH, one_hot=one_hot), verbose=0, return_dict=True)
+            scores = model.evaluate(test.one_pass(EVALUATION_BATCH, one_hot=one_hot), verbose=0, return_dict=True)
         return {"test_accuracy": float(scores["accuracy"]), "test_loss": float(scores["loss"])}
     regularisation = sum(float(variable.regularizer(variable)) for variable in model.trainable_weights
                          if variable.regularizer is not None)
