@@ -360,15 +360,19 @@ def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out
     training = compiled.spec.training
     # One pass over the test set: its predictions give both the test scores and the report.
     tally = None
-    if options.evaluate_test:
-        from cnncompile.run.report import Tally
+    try:
+        if options.evaluate_test:
+            from cnncompile.run.report import Tally
 
-        # The report is the chief's; its confusion matrix and mistakes follow the same pass.
-        tally = Tally(len(dataset.labels)) if cluster is None or cluster.is_chief else None
-        test_scores = _evaluate(inference, model, training, dataset.test, cluster, tally)
-    else:
-        test_scores = {}
-    plotter.join()
+            # The report is the chief's; its confusion matrix and mistakes follow the same pass.
+            tally = Tally(len(dataset.labels)) if cluster is None or cluster.is_chief else None
+            test_scores = _evaluate(inference, model, training, dataset.test, cluster, tally)
+        else:
+            test_scores = {}
+    finally:
+        # Also when the test set fails to stream (a corrupt shard): the run stops with its
+        # error only after the drawing is done, not while a thread still writes into `out`.
+        plotter.join()
     metrics = {
         **test_scores,
         "epochs": len(checkpoint.history),
