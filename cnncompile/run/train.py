@@ -36,6 +36,7 @@ from cnncompile.run import checkpoint as ckpt
 from cnncompile.run import phasing
 from cnncompile.backend import fitting as kt
 from cnncompile.backend.builder import adapt_normalization, build_model, cross_check, dtype_policy
+from cnncompile.backend.evaluation import predictor
 from cnncompile.backend.precision import choose as choose_precision
 from cnncompile.backend.precision import float32_inference
 from cnncompile.data.datasets import Dataset, load_dataset
@@ -249,6 +250,7 @@ class _FitData:
 
 
 EVALUATION_BATCH = 256
+SCORED_TOGETHER = 32  # batches the test scores are computed over at once (memory: 32 x 256 images' outputs)
 # A streamed split adapts Normalization on a sample of at most this many bytes of pixels (an
 # array in memory on up to ADAPT_LIMIT images, as always): per-channel statistics need few.
 STREAMED_ADAPT_BYTES = 256 << 20
@@ -417,18 +419,32 @@ def _evaluate(inference: keras.Model, model: keras.Model, training, test: Split,
     evaluate adds to every batch's loss). Each batch also goes to `tally` (the report's)."""
     one_hot = not training.loss.sparse_labels
     loss, accuracy = kt.loss(training, reduction=None), kt.metrics(training)["accuracy"]
-    per_image, correct = [], []
+    if cluster is None:
+        predict = predictor(inference, test.image_shape)
+    else:  # plain calls, local to each worker: predict under a multi-worker strategy would run collectives
+        def predict(images):
+            return inference(tf.cast(images, tf.float32), training=False)
+    per_image, correct, pending = [], [], []
+
+    def score():
+        # Per-image values do not depend on how the images are grouped: scored SCORED_TOGETHER
+        # batches at a time, the loss and accuracy are one eager call each, not one per batch.
+        probabilities, labels = (np.concatenate(part) for part in zip(*pending))
+        y = tf.one_hot(labels, len(test.classes), dtype=tf.float64) if one_hot else labels
+        per_image.append(np.asarray(loss(y, probabilities), dtype=np.float64))
+        correct.append(np.asarray(accuracy(y, probabilities)))
+        pending.clear()
+
     with _streaming_errors():
-        for images, labels in test.batches(EVALUATION_BATCH):
-            if cluster is None:
-                probabilities = inference.predict_on_batch(images)
-            else:  # plain calls, local to each worker: predict under a multi-worker strategy would run collectives
-                probabilities = np.asarray(inference(tf.cast(images, tf.float32), training=False))
-            y = tf.one_hot(labels, len(test.classes), dtype=tf.float64) if one_hot else labels
-            per_image.append(np.asarray(loss(y, probabilities), dtype=np.float64))
-            correct.append(np.asarray(accuracy(y, probabilities)))
+        for images, labels in test.batches(EVALUATION_BATCH).as_numpy_iterator():
+            probabilities = np.asarray(predict(images))
+            pending.append((probabilities, labels))
             if tally is not None:
-                tally.add(probabilities, labels.numpy(), images.numpy())
+                tally.add(probabilities, labels, images)
+            if len(pending) == SCORED_TOGETHER:
+                score()
+    if pending:
+        score()
     if any(getattr(layer, "activity_regularizer", None) is not None for layer in _layers(model)):
         # their penalty depends on each layer's outputs, which the predictions do not keep
         with _streaming_errors():

@@ -1,0 +1,78 @@
+"""The end of a `train` run: the test set's scores come from one traced forward function, and
+they are the numbers they always were (Keras's predict_on_batch and evaluate on the same model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import TINY
+
+COUNT = 300  # a batch of 256 and a last one of 44: two batch sizes, one trace
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """TINY's model (untrained: its weights are as good as any for comparing scores), its
+    training section, and COUNT random test images in memory."""
+    import keras
+
+    from cnncompile.analysis.check import compile_file
+    from cnncompile.backend import fitting as kt
+    from cnncompile.backend.builder import build_model
+    from cnncompile.data.sources import ArraySplit
+
+    path = tmp_path_factory.mktemp("finish") / "tiny.yaml"
+    path.write_text(TINY)
+    spec = compile_file(path).spec
+    keras.utils.set_random_seed(0)
+    model = build_model(spec)
+    model.compile(loss=kt.loss(spec.training), metrics=list(kt.metrics(spec.training)))
+    rng = np.random.default_rng(0)
+    test = ArraySplit(rng.integers(0, 256, (COUNT, 28, 28, 1), dtype=np.uint8),
+                      rng.integers(0, 10, COUNT), tuple(str(c) for c in range(10)))
+    return model, spec.training, test
+
+
+def test_one_trace_serves_every_batch_size_with_predict_on_batch_numbers(scored):
+    from cnncompile.backend.evaluation import predictor
+
+    model, _, test = scored
+    predict = predictor(model, test.image_shape)
+    for size in (256, 44, 1):
+        images = test.x[:size]
+        assert np.array_equal(np.asarray(predict(images)), model.predict_on_batch(images)), size
+    assert predict.experimental_get_tracing_count() == 1
+
+
+def test_test_scores_are_the_per_batch_predictions_scores_and_keras_evaluate(scored, monkeypatch):
+    import keras
+    import tensorflow as tf
+
+    from cnncompile.backend import fitting as kt
+    from cnncompile.run import train
+    from cnncompile.run.report import Tally
+
+    model, training, test = scored
+    tally = Tally(10)
+    scores = train._evaluate(model, model, training, test, tally=tally)
+    assert tally.seen == COUNT and tally.matrix.sum() == COUNT
+
+    # What train computed before (predict_on_batch, then the loss batch by batch): equal, not close.
+    loss, accuracy = kt.loss(training, reduction=None), kt.metrics(training)["accuracy"]
+    per_image, correct = [], []
+    for start in range(0, COUNT, train.EVALUATION_BATCH):
+        images, labels = test.x[start:start + train.EVALUATION_BATCH], test.y[start:start + train.EVALUATION_BATCH]
+        probabilities, y = model.predict_on_batch(images), tf.one_hot(labels, 10, dtype=tf.float64)
+        per_image.append(np.asarray(loss(y, probabilities), np.float64))
+        correct.append(np.asarray(accuracy(y, probabilities)))
+    assert scores == {"test_accuracy": float(np.mean(np.concatenate(correct))),
+                      "test_loss": float(np.mean(np.concatenate(per_image)))}
+    # However many batches are scored at once.
+    monkeypatch.setattr(train, "SCORED_TOGETHER", 1)
+    assert train._evaluate(model, model, training, test) == scores
+
+    evaluated = model.evaluate(test.x, keras.utils.to_categorical(test.y, 10), batch_size=train.EVALUATION_BATCH,
+                               verbose=0, return_dict=True)
+    assert scores["test_accuracy"] == pytest.approx(evaluated["accuracy"], abs=1e-7)
+    assert scores["test_loss"] == pytest.approx(evaluated["loss"], rel=1e-6)
