@@ -85,7 +85,7 @@ from pathlib import Path
 # Registered before `train` registers its gc.freeze, so it runs after it (atexit is last in,
 # first out), as the interpreter's exit would: what is left for the exit's collections to walk.
 atexit.register(lambda: Path(sys.argv[1]).write_text(json.dumps(
-    {"unfrozen": len(gc.get_objects()), "frozen": gc.get_freeze_count()})))
+    {"unfrozen": len(gc.get_objects()), "frozen": gc.get_freeze_count(), "matplotlib": "matplotlib" in sys.modules})))
 from cnncompile.cli import main
 
 main(sys.argv[2:], prog_name="cnncompile")
@@ -93,9 +93,9 @@ main(sys.argv[2:], prog_name="cnncompile")
 
 
 def test_train_exits_without_walking_tensorflows_objects_and_loses_nothing(tmp_path):
-    """`train` imports TensorFlow with the collector paused, freezes what it made, and freezes
-    everything at exit so CPython's finalization does not walk it again (~1 s of CPU); atexit
-    handlers still run, and every file and the output line are complete."""
+    """`train` imports TensorFlow with the collector paused (and without matplotlib), freezes
+    what it made, and freezes everything at exit so CPython's finalization does not walk it
+    again (~1 s of CPU); atexit handlers still run, and every file and the output line are complete."""
     import json
     import os
     import subprocess
@@ -116,6 +116,7 @@ def test_train_exits_without_walking_tensorflows_objects_and_loses_nothing(tmp_p
 
     at_exit = json.loads((tmp_path / "exit.json").read_text())  # the other atexit handler ran
     assert at_exit["frozen"] > 100_000 and at_exit["unfrozen"] < 1_000, at_exit
+    assert not at_exit["matplotlib"]  # neither Keras's import nor curves.png loads it (~0.3 s of CPU each)
     run = tmp_path / "run"
     assert json.loads((run / "metrics.json").read_text())["epochs"] == 2
     assert (run / "report.html").read_text().rstrip().endswith("</html>")
@@ -123,3 +124,39 @@ def test_train_exits_without_walking_tensorflows_objects_and_loses_nothing(tmp_p
     events = [event for path in (run / "tensorboard").rglob("*.tfevents.*")
               for event in tf.compat.v1.train.summary_iterator(str(path))]
     assert sorted(v.tag for e in events for v in e.summary.value if v.tag == "epoch_loss") == ["epoch_loss"] * 4
+
+
+@pytest.mark.parametrize("low, high, integers, ticks", [
+    (0.0, 1.0, False, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]),
+    (0.31, 1.52, False, [0.5, 0.75, 1.0, 1.25, 1.5]),
+    (0.5, 20.5, True, [5, 10, 15, 20]),
+    (0.5, 1.5, True, [1]),
+    (0.7, 0.98, False, [0.7, 0.8, 0.9]),
+])
+def test_curve_ticks_are_round_numbers(low, high, integers, ticks):
+    from cnncompile.run.report import nice_ticks
+
+    assert nice_ticks(low, high, integers=integers) == pytest.approx(ticks)
+
+
+def test_curves_are_drawn_per_series_with_gaps_and_phases(tmp_path):
+    from PIL import Image
+
+    from cnncompile.run.report import SERIES, draw_curves
+
+    history = [{"epoch": e, "loss": 1 / e, "accuracy": 1 - 1 / (e + 1), "val_loss": 1.1 / e,
+                "val_accuracy": 1 - 1.2 / (e + 1)} for e in range(1, 7)]
+    history[2]["val_loss"] = float("nan")  # a diverged value: a gap, not a crash
+    for row in history:
+        del row["val_accuracy"]  # no validation accuracy at all: no such line, no legend entry
+    draw_curves(tmp_path / "curves.png", history, "run", phase_starts=[4])
+    image = np.asarray(Image.open(tmp_path / "curves.png").convert("RGB"))
+    assert image.shape == (400, 1000, 3)
+    (_, _, training), (_, _, validation) = SERIES
+
+    def pixels(colour, columns):
+        return int(np.all(image[:, columns] == colour, axis=-1).sum())
+
+    loss, accuracy = slice(0, 500), slice(500, 1000)
+    assert pixels(training, loss) > 100 and pixels(training, accuracy) > 100
+    assert pixels(validation, loss) > 100 and pixels(validation, accuracy) == 0
