@@ -82,7 +82,7 @@ def _print_diagnostics(diagnostics: list[Diagnostic], filename: str) -> None:
 
 
 @contextlib.contextmanager
-def _gc_paused():
+def _gc_paused(loaded: str = "cnncompile.analysis.check"):
     """The cyclic garbage collector off while the language is imported and a spec compiled;
     the first time, what that made is frozen (kept out of later collections) before the
     collector is turned back on.
@@ -93,14 +93,15 @@ def _gc_paused():
     merely paused, the first collection after it walks them all at once (~15 ms). gc.freeze is CPython's way to say
     "these are permanent". Only the call that imported the language freezes: in a process that
     compiles many specs (the tests run the CLI in-process), a later freeze would make whatever
-    cyclic garbage was pending at that moment permanent too. Reference counting frees the rest."""
-    loads_language = "cnncompile.analysis.check" not in sys.modules
+    cyclic garbage was pending at that moment permanent too. Reference counting frees the rest.
+    `loaded`: the module whose import marks the first call (see _framework_import for another)."""
+    first = loaded not in sys.modules
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
-        if loads_language:
+        if first:
             gc.freeze()
         if was_enabled:
             gc.enable()
@@ -236,28 +237,21 @@ def _framework_import():
     """TensorFlow and Keras imported with the cyclic garbage collector off; what they made
     frozen (kept out of later collections), and the interpreter's exit told not to walk it.
 
-    The import makes ~330,000 tracked objects that live as long as the process. The collector
+    The import makes ~500,000 tracked objects that live as long as the process. The collector
     walked them in 5 full collections during the import (~0.5 s of CPU, a fifth of it) and
     in several more at exit, where CPython's finalization collects before and while it tears
     the modules down (~1 s of CPU on this machine; docs/precision.md, the whole-process
-    section). One collection after the import frees the import's own cyclic garbage (~200,000
-    objects), then the survivors are frozen, as `_gc_paused` does for the language. At exit,
+    section). They are frozen as they are, as `_gc_paused` does for the language: a collection
+    first would take 0.2 s to free ~1,300 objects (the resident memory is the same). At exit,
     gc.freeze is an atexit handler: the other handlers still run, files and streams are still
     flushed and closed, threads joined; only cyclic garbage left at exit is not walked and
     freed, which CPython does not promise anyway (finalizers of objects still alive at exit
     may not run). Only the call that imports TensorFlow does this (see _gc_paused why)."""
-    loads_framework = "tensorflow" not in sys.modules
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    first = "tensorflow" not in sys.modules
+    with _gc_paused("tensorflow"):
         yield
-    finally:
-        if loads_framework:
-            gc.collect()
-            gc.freeze()
-            atexit.register(gc.freeze)
-        if was_enabled:
-            gc.enable()
+    if first:
+        atexit.register(gc.freeze)
 
 
 @main.command()
