@@ -28,7 +28,7 @@ EXIT_INVALID = 1  # usage errors exit 2, through click
 
 # What each command imports beyond the core install, by the extra that installs it (pyproject.toml).
 EXTRAS = {
-    "train": ("tensorflow", "keras", "numpy", "matplotlib", "PIL"),
+    "train": ("tensorflow", "keras", "numpy", "PIL"),
     "tune": ("tensorflow", "keras", "numpy", "matplotlib", "PIL", "optuna"),
     "export": ("tensorflow", "keras", "numpy", "PIL", "tf2onnx", "onnx", "onnxruntime"),
     "predict": ("numpy", "PIL", "onnxruntime"),
