@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import importlib
 import importlib.util
 import os
 import sys
+import types
 from pathlib import Path
 
 import click
@@ -104,21 +106,53 @@ def _gc_paused():
             gc.enable()
 
 
+# pydantic's plugin loader, which it imports when it builds its first validator.
+_PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
 @contextlib.contextmanager
 def _no_pydantic_plugins():
     """Pydantic's documented switch, PYDANTIC_DISABLE_PLUGINS, on while the spec is compiled,
     unless the user set it. Building its first validator, pydantic reads the entry points of
     every installed distribution (~5 ms here) and imports each `pydantic` plugin it finds
     (logfire's pulls in ~670 modules, ~110 ms, to then record nothing unless configured). The
-    spec's classes are ours, and no plugin has anything to do with them."""
+    spec's classes are ours, and no plugin has anything to do with them.
+
+    With the switch on, pydantic's loader answers "no plugins" without reading anything, yet
+    importing it still costs ~10 ms: its first line imports importlib.metadata (email, zipfile,
+    csv, socket) for the entry points it will not read. So while the switch is ours, the loader
+    is one that answers the same without that import (_LoaderWithoutPlugins); afterwards the
+    real one loads as it always would (pytest-dev/pluggy#466 deferred the same import)."""
     if "PYDANTIC_DISABLE_PLUGINS" in os.environ:
         yield
         return
     os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    stand_in = None
+    if _PLUGIN_LOADER not in sys.modules:
+        stand_in = sys.modules[_PLUGIN_LOADER] = _LoaderWithoutPlugins(_PLUGIN_LOADER)
     try:
         yield
     finally:
         os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+        if stand_in is not None and sys.modules.get(_PLUGIN_LOADER) is stand_in:
+            del sys.modules[_PLUGIN_LOADER]
+
+
+class _LoaderWithoutPlugins(types.ModuleType):
+    """pydantic.plugin._loader as it is with PYDANTIC_DISABLE_PLUGINS=__all__: get_plugins()
+    finds none. Anything else asked of it (a pydantic release that changed its loader) comes
+    from the real module, which then replaces this one."""
+
+    @staticmethod
+    def get_plugins() -> tuple:
+        return ()
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):  # what the import system asks of any module (__path__, ...)
+            raise AttributeError(name)
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
 
 
 def _compile(spec_path: str):
