@@ -290,7 +290,8 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
     from rich.console import Console
 
     from cnncompile.backend.builder import BackendMismatch
-    from cnncompile.run.progress import RichProgress, StageProgress
+    from cnncompile.progress import StageProgress
+    from cnncompile.run.progress import RichProgress
     from cnncompile.run.train import RunError, train_spec
 
     console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
@@ -601,12 +602,11 @@ def data_pack(folder: str, output: str, shard_size: str, images_per_shard: int |
 
     shard_bytes = _byte_size(shard_size)
     try:
-        with _progress_bar("scanning") as progress:
+        with _stage_progress() as bars:
             scan = scan_folder(Path(folder), test_split=test_split, seed=seed, bad_images="skip",
-                               progress=lambda done, total: progress("scan", done, total))
-        with _progress_bar("packing") as progress:
+                               progress=lambda done, total: bars("scanning", done, total))
             result = pack(scan, Path(output), seed=seed, shard_bytes=shard_bytes, images_per_shard=images_per_shard,
-                          bad_images=bad_images, force=force, progress=progress)
+                          bad_images=bad_images, force=force, progress=lambda _, done, total: bars("packing", done, total))
     except BadImages as exc:
         for message in exc.bad:
             click.echo(f"error: {message}", err=True)
@@ -637,8 +637,8 @@ def data_verify(shards: str) -> None:
     from cnncompile.data.shards import verify
 
     try:
-        with _progress_bar("verifying", unit_bytes=True) as progress:
-            manifest = verify(Path(shards), progress)
+        with _stage_progress(unit_bytes=True) as bars:
+            manifest = verify(Path(shards), lambda _, done, total: bars("verifying", done, total))
     except DataError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
@@ -646,19 +646,13 @@ def data_verify(shards: str) -> None:
                f"{manifest.count('test'):,} test images; every size and sha256 matches manifest.json")
 
 
-@contextlib.contextmanager
-def _progress_bar(description: str, unit_bytes: bool = False):
-    """A progress(what, done, total) callback drawing a bar with counts on a terminal (nothing otherwise)."""
+def _stage_progress(unit_bytes: bool = False):
+    """The data commands' bars, on stderr (stdout carries the result)."""
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
 
-    console = Console(stderr=True)
-    counts = DownloadColumn() if unit_bytes else MofNCompleteColumn()
-    with Progress(TextColumn(description), BarColumn(), counts, TimeRemainingColumn(), console=console,
-                  transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(description, total=None)
-        yield lambda what, done, total: bar.update(task, completed=done, total=total)
+    from cnncompile.progress import StageProgress
+
+    return StageProgress(Console(stderr=True), unit_bytes=unit_bytes)
 
 
 @main.command()
