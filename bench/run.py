@@ -189,7 +189,7 @@ marks = [("python start-up (site, .pth files)", used())]
 import click
 marks.append(("click", used()))
 from cnncompile import cli
-marks.append(("cnncompile.cli (its commands, diagnostics, int8 defaults)", used()))
+marks.append(("cnncompile.cli (its commands, diagnostics)", used()))
 with cli._gc_paused(), cli._no_pydantic_plugins():
     import pydantic.main, pydantic.fields
     marks.append(("pydantic (main, fields, types)", used()))
@@ -198,7 +198,7 @@ with cli._gc_paused(), cli._no_pydantic_plugins():
     import cnncompile.analysis.check
     marks.append(("the language's classes and the analysis modules", used()))
     import pydantic.plugin._loader
-    marks.append(("pydantic's plugin module (imports importlib.metadata)", used()))
+    marks.append(("pydantic's plugin loader (check's stand-in imports nothing)", used()))
     from cnncompile.language.model import ModelSpec
     ModelSpec.model_rebuild()
     marks.append(("ModelSpec's validator (built on first use)", used()))
