@@ -338,7 +338,7 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
         # Arrays in memory are split by data across the workers; TFRecord shards by file, each
         # worker reading only its own (distributed.by_file); a streamed folder is neither.
         arrays = isinstance(fit_data.fit, ArraySplit)
-        if not arrays and not hasattr(fit_data.fit, "worker_batches"):
+        if not arrays and not fit_data.fit.reads_by_file:
             raise RunError("distributed training reads arrays in memory or TFRecord shards; this image folder "
                            "streams (set `cache: memory` in the dataset section, or pack it into shards: "
                            "cnncompile data pack)", where=("training", "dataset"))
