@@ -15,6 +15,8 @@ and the fraction of one core's peak that rate reaches.
 
 `--how` says what trains the spec's network:
   train        `cnncompile train` (run/train.py's train_spec): the default
+  train-step   the same with one step per call of Keras's train function (a callback that
+               watches batches, as the command line's bar on a terminal), not a whole epoch
   keras        plain Keras, the same network as a ceiling: `build_model(spec)` (Keras's own
                layers), Adam, numpy arrays into `fit`, batch 64, no augmentation, no
                determinism, no validation, no callbacks but the timer
@@ -159,12 +161,15 @@ def child(spec: str, precision: str, epochs: int, seed: int, data_dir: str, how:
     logdir = tempfile.mkdtemp(prefix="bench-precision-profile-")
     callbacks = [timer, *([step_profiler(profile, logdir)] if profile else [])]
     compiled = compile_file(spec)
-    if how == "train":
+    if how in ("train", "train-step"):
         import keras
 
+        # A CallbackList has batch hooks of its own: train then runs one step per call
+        # (backend/fitting.py steps_per_execution), as --profile needs and train-step asks.
+        stepwise = profile or how == "train-step"
         result = train_spec(compiled, out=Path(tempfile.mkdtemp(prefix="bench-precision-")), epochs=epochs, seed=seed,
                             data_dir=Path(data_dir), force=True, precision=precision,
-                            progress=keras.callbacks.CallbackList(callbacks) if profile else timer).metrics
+                            progress=keras.callbacks.CallbackList(callbacks) if stepwise else timer).metrics
     else:
         result = plain_keras(compiled, precision, epochs, seed, data_dir, how == "keras-fused", callbacks)
     print(json.dumps({"epoch_seconds": timer.seconds, "epoch_cpu_seconds": timer.cpu_seconds,
@@ -191,6 +196,20 @@ def peak(policy: str) -> tuple[float, int, str]:
     return cores * mhz * 1e6 * per_cycle, cores, f"{cores} cores x {mhz:.0f} MHz x {per_cycle} FLOP/cycle"
 
 
+def conv_ops(dtype: str, x_shape, kernel_shape, y_shape, strides: list[int], padding: str) -> dict:
+    """A convolution's three training ops on random tensors of `dtype`, as functions of nothing."""
+    import tensorflow as tf
+
+    x, kernel, dy = (tf.cast(tf.random.normal(shape), dtype) for shape in (x_shape, kernel_shape, y_shape))
+    return {
+        "forward": tf.function(lambda: tf.nn.conv2d(x, kernel, strides, padding)),
+        "data gradient": tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=x_shape, filter=kernel, out_backprop=dy, strides=strides, padding=padding)),
+        "weight gradient": tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
+            input=x, filter_sizes=kernel_shape, out_backprop=dy, strides=strides, padding=padding)),
+    }
+
+
 def kernels(spec: str, batch: int | None, calls: int = 20, rounds: int = 5) -> dict:
     """CPU milliseconds per call of every convolution's three training ops, by dtype (see --kernels)."""
     import keras
@@ -211,15 +230,9 @@ def kernels(spec: str, batch: int | None, calls: int = 20, rounds: int = 5) -> d
         strides, padding = [1, *layer.strides, 1], layer.padding.upper()
         row = {"layer": layer.name, "input": x_shape, "kernel": kernel_shape, "strides": layer.strides[0],
                "macs": batch * int(layer.output.shape[1] * layer.output.shape[2]) * int(tf.reduce_prod(kernel_shape))}
-        ops = {}
-        for dtype in ("float32", "bfloat16"):
-            x, kernel, dy = (tf.cast(tf.random.normal(shape), dtype) for shape in (x_shape, kernel_shape, y_shape))
-            ops[(dtype, "forward")] = tf.function(lambda x=x, k=kernel: tf.nn.conv2d(x, k, strides, padding))
-            if index:  # the first convolution reads the input: no gradient flows to it
-                ops[(dtype, "data gradient")] = tf.function(lambda k=kernel, dy=dy: tf.raw_ops.Conv2DBackpropInput(
-                    input_sizes=x_shape, filter=k, out_backprop=dy, strides=strides, padding=padding))
-            ops[(dtype, "weight gradient")] = tf.function(lambda x=x, dy=dy: tf.raw_ops.Conv2DBackpropFilter(
-                input=x, filter_sizes=kernel_shape, out_backprop=dy, strides=strides, padding=padding))
+        ops = {(dtype, kind): op for dtype in ("float32", "bfloat16")
+               for kind, op in conv_ops(dtype, x_shape, kernel_shape, y_shape, strides, padding).items()
+               if index or kind != "data gradient"}  # the first convolution reads the input: no gradient to it
         best = {key: float("inf") for key in ops}
         for op in ops.values():
             op().numpy()  # trace and create oneDNN's primitive
@@ -248,7 +261,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--how", nargs="+", default=["train"], choices=["train", "keras", "keras-fused"])
+    parser.add_argument("--how", nargs="+", default=["train"], choices=["train", "train-step", "keras", "keras-fused"])
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS")
     parser.add_argument("--kernels", action="store_true", help="time each convolution alone instead of training")
     parser.add_argument("--data-dir", default=os.environ.get("CNNCOMPILE_DATA_DIR", str(ROOT.parent / "shared" / "data")))
@@ -296,7 +309,7 @@ def run_child(args, spec: str, precision: str, seed: int, how: str) -> dict:
     """One fresh process training `spec`; its rates, accuracy and peak fractions."""
     out = subprocess.run([sys.executable, __file__, "--data-dir", args.data_dir, "--profile", str(args.profile),
                           "--child", spec, precision, str(args.epochs), str(seed), how], cwd=ROOT,
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
     if out.returncode != 0:
         sys.exit(out.stderr[-3000:])
     run = json.loads(out.stdout.strip().splitlines()[-1])
