@@ -291,14 +291,15 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
 
     from cnncompile.backend.builder import BackendMismatch
     from cnncompile.progress import StageProgress
-    from cnncompile.run.progress import RichProgress
+    from cnncompile.run.progress import training_progress
     from cnncompile.run.train import RunError, train_spec
 
     console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
     try:
         result = train_spec(compiled, out=Path(out) if out else None, epochs=epochs, seed=seed, batch_size=batch_size,
                             data_dir=Path(data_dir) if data_dir else None, force=force, strategy=distribute,
-                            precision=precision, log=console.print, progress=None if quiet else RichProgress(console),
+                            precision=precision, log=console.print,
+                            progress=None if quiet else training_progress(console),
                             data_progress=None if quiet else StageProgress(console))
     except RunError as exc:
         mark = compiled.source.value(exc.where) if exc.where else None

@@ -9,15 +9,32 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
-class RichProgress(keras.callbacks.Callback):
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch with its scores. It watches no single batch, so `train` may run a
+    whole epoch per call of Keras's train function (backend/fitting.py steps_per_execution)."""
+
     def __init__(self, console: Console):
         super().__init__()
         self.console = console
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = " ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+        self.console.print(f"epoch {self.epoch}/{self.params.get('epochs')}: {shown}")
+
+
+class RichProgress(EpochLog):
+    """EpochLog with a bar that follows the epoch's batches: on a terminal, where it is drawn."""
+
+    def __init__(self, console: Console):
+        super().__init__(console)
         self.progress: Progress | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         total = self.params.get("steps") if self.params else None
-        self.epoch = epoch + 1
         self.progress = Progress(TextColumn(f"epoch {self.epoch}/{self.params.get('epochs')}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
                                  console=self.console, transient=True, disable=not self.console.is_terminal)
@@ -32,9 +49,13 @@ class RichProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.progress is not None:
             self.progress.stop()
-        shown = " ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-        self.console.print(f"epoch {self.epoch}/{self.params.get('epochs')}: {shown}")
+        super().on_epoch_end(epoch, logs)
 
     def on_train_end(self, logs=None):
         if self.progress is not None:
             self.progress.stop()
+
+
+def training_progress(console: Console) -> EpochLog:
+    """A bar per epoch where one can be drawn (a terminal), else the epochs' lines alone."""
+    return RichProgress(console) if console.is_terminal else EpochLog(console)
