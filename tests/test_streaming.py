@@ -277,7 +277,7 @@ def test_the_scan_progress_bar_shows_counts_for_large_folders():
 
     from rich.console import Console
 
-    from cnncompile.run.progress import StageProgress
+    from cnncompile.progress import StageProgress
 
     out = io.StringIO()
     bar = StageProgress(Console(file=out, width=100, force_terminal=False))

@@ -1,4 +1,5 @@
-"""A rich progress bar per epoch, as a Keras callback. Presentation only: the CLI passes it in."""
+"""A rich progress bar per epoch, as a Keras callback. Presentation only: the CLI passes it in
+(with cnncompile.progress.StageProgress for the data's stages)."""
 
 from __future__ import annotations
 
@@ -58,35 +59,3 @@ class RichProgress(EpochLog):
 def training_progress(console: Console) -> EpochLog:
     """A bar per epoch where one can be drawn (a terminal), else the epochs' lines alone."""
     return RichProgress(console) if console.is_terminal else EpochLog(console)
-
-
-class StageProgress:
-    """A bar with counts per stage of loading data (scanning a folder, decoding it):
-    `progress(what, done, total)` as data/ reports it. Drawn only for stages long enough to
-    watch (MIN_TOTAL items)."""
-
-    MIN_TOTAL = 1000
-
-    def __init__(self, console: Console):
-        self.console = console
-        self.stage: str | None = None
-        self.progress: Progress | None = None
-
-    def __call__(self, what: str, done: int, total: int) -> None:
-        if total < self.MIN_TOTAL:
-            return
-        if what != self.stage:
-            self.close()
-            self.stage = what
-            self.progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     console=self.console, transient=False)
-            self.progress.start()
-            self.task = self.progress.add_task(what, total=total)
-        self.progress.update(self.task, completed=done)
-        if done >= total:
-            self.close()
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-        self.progress, self.stage = None, None
