@@ -44,9 +44,10 @@ def run(version: str) -> bool:
     with tempfile.TemporaryDirectory(prefix=f"pydantic-{version}-") as folder:
         venv.create(folder, with_pip=True)
         python = str(Path(folder) / "bin" / "python")
+        # pytest-xdist: pyproject's addopts pass -n; one process is enough here.
         subprocess.run([python, "-m", "pip", "install", "-q", f"pydantic=={version}", "PyYAML", "click", "rich",
-                        "pytest", "numpy"], check=True)
-        result = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITE], cwd=ROOT,
+                        "pytest", "pytest-xdist", "numpy"], check=True)
+        result = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", *SUITE], cwd=ROOT,
                                 env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
         print(f"pydantic {version}: {result.stdout.strip().splitlines()[-1]}")
         if result.returncode:

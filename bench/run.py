@@ -1,8 +1,13 @@
 """Side-by-side benchmarks, whole-process wall time, alternating runs, medians.
 
-  python bench/run.py check  [--runs 5]          cnncompile check  vs  Keras build + summary()
+  python bench/run.py check  [--runs 5] [--baseline DIR]
+                                                  cnncompile check  vs  Keras build + summary()
                                                   (+ Python alone and Python importing pydantic, yaml
-                                                  and click: the part of `check` that is not ours)
+                                                  and click: the part of `check` that is not ours;
+                                                  + `check` of the checkout in DIR, e.g. main's, when given)
+  python bench/run.py instructions [--baseline DIR]
+                                                  instructions executed by the same commands (valgrind):
+                                                  a count no load on a shared machine changes
   python bench/run.py train  [--runs 3] [--epochs 5] [--data-dir ../shared/data]
                                                   cnncompile train  vs  the seed program
   python bench/run.py resnet [--runs 1]          train mnist_resnet vs mnist_bn_dropout (own epochs)
@@ -21,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,10 +83,10 @@ def compare(name: str, ours, theirs, runs: int, warm_up: bool = False, extra: di
     outputs: dict[str, list[str]] = {label: [] for label in makers}
     load_before = os.getloadavg()[0]
     for make in makers.values() if warm_up else ():  # untimed: byte-compiled modules, a warm file cache
-        timed(make())
+        timed(*_command(make()))
     for i in range(runs):
         for label, make in list(makers.items())[:: 1 if i % 2 == 0 else -1]:
-            seconds, cpu_seconds, out = timed(make())
+            seconds, cpu_seconds, out = timed(*_command(make()))
             times[label].append(seconds)
             cpu[label].append(cpu_seconds)
             outputs[label].append(out.strip().splitlines()[-1] if out.strip() else "")
@@ -98,6 +104,47 @@ def compare(name: str, ours, theirs, runs: int, warm_up: bool = False, extra: di
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     (ROOT / "bench" / "results" / f"{name}.json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _command(made) -> tuple[list[str], dict | None]:
+    """A command maker gives a command, or (command, extra environment)."""
+    return made if isinstance(made, tuple) else (made, None)
+
+
+def check_commands(baseline: str | None) -> dict:
+    """`check` and the commands timed beside it: label -> command maker."""
+    commands = {"ours": lambda: [PY, "-m", "cnncompile", "check", "examples/mnist_cnn.yaml"],
+                "theirs": lambda: [PY, "bench/keras_summary.py"],
+                "python": lambda: [PY, "-c", "pass"],
+                "deps": lambda: [PY, "-c", "import click, pydantic.main, pydantic.fields, yaml"]}
+    if baseline:
+        # -P: the checkout on PYTHONPATH, not this one (python -m puts the current directory first).
+        commands["baseline"] = lambda: ([PY, "-P", "-m", "cnncompile", "check", "examples/mnist_cnn.yaml"],
+                                        {"PYTHONPATH": str(Path(baseline).resolve())})
+    return commands
+
+
+def instructions(baseline: str | None) -> None:
+    """Instructions each command executes, counted by valgrind (cachegrind, no cache simulation):
+    the same count however loaded the machine is, so two versions of `check` compare exactly.
+    PYTHONHASHSEED is fixed: string hashing changes the count from run to run otherwise."""
+    if not shutil.which("valgrind"):
+        sys.exit("instructions: valgrind is not installed (apt-get install valgrind)")
+    counts = {}
+    for label, make in check_commands(baseline).items():
+        if label == "theirs":
+            continue  # Keras under valgrind: minutes, and its time is what the ratio needs
+        command, env = _command(make())
+        timed(command, env)  # byte-compiled modules first, as in the timed runs
+        result = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                                 *command], cwd=ROOT, capture_output=True, text=True,
+                                env={**user_environment(), "PYTHONHASHSEED": "0", **(env or {})})
+        line = next(line for line in result.stderr.splitlines() if "I   refs:" in line or "I refs:" in line)
+        counts[label] = int(line.rsplit(":", 1)[1].replace(",", ""))
+        print(f"{label:9s} {counts[label] / 1e6:8.1f} M instructions", flush=True)
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "instructions.json").write_text(json.dumps(
+        {"machine": machine(), "instructions": counts}, indent=2))
 
 
 def residual_spec(units: int) -> str:
@@ -142,7 +189,7 @@ marks = [("python start-up (site, .pth files)", used())]
 import click
 marks.append(("click", used()))
 from cnncompile import cli
-marks.append(("cnncompile.cli (its commands, diagnostics, int8 defaults)", used()))
+marks.append(("cnncompile.cli (its commands, diagnostics)", used()))
 with cli._gc_paused(), cli._no_pydantic_plugins():
     import pydantic.main, pydantic.fields
     marks.append(("pydantic (main, fields, types)", used()))
@@ -151,7 +198,7 @@ with cli._gc_paused(), cli._no_pydantic_plugins():
     import cnncompile.analysis.check
     marks.append(("the language's classes and the analysis modules", used()))
     import pydantic.plugin._loader
-    marks.append(("pydantic's plugin module (imports importlib.metadata)", used()))
+    marks.append(("pydantic's plugin loader (check's stand-in imports nothing)", used()))
     from cnncompile.language.model import ModelSpec
     ModelSpec.model_rebuild()
     marks.append(("ModelSpec's validator (built on first use)", used()))
@@ -187,16 +234,17 @@ def stages(runs: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=["check", "train", "resnet", "scale", "stages"])
+    parser.add_argument("which", choices=["check", "instructions", "train", "resnet", "scale", "stages"])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--baseline", help="check: also time `check` of the checkout in this directory (e.g. main's)")
     args = parser.parse_args()
     if args.which == "check":
-        compare("check", lambda: [PY, "-m", "cnncompile", "check", "examples/mnist_cnn.yaml"],
-                lambda: [PY, "bench/keras_summary.py"], args.runs, warm_up=True,
-                extra={"python": lambda: [PY, "-c", "pass"],
-                       "deps": lambda: [PY, "-c", "import click, pydantic.main, pydantic.fields, yaml"]})
+        commands = check_commands(args.baseline)
+        compare("check", commands.pop("ours"), commands.pop("theirs"), args.runs, warm_up=True, extra=commands)
+    elif args.which == "instructions":
+        instructions(args.baseline)
     elif args.which == "resnet":
         def train(example: str):
             def command():

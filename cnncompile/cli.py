@@ -11,17 +11,18 @@ import atexit
 import contextlib
 import functools
 import gc
+import importlib
 import importlib.util
-import json
 import os
 import sys
+import types
 from pathlib import Path
 
 import click
 
 from cnncompile.language.diagnostics import Diagnostic, SpecError
 from cnncompile.language.precisions import PRECISIONS
-from cnncompile.deploy.int8 import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP, Int8Options
+from cnncompile.deploy import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP
 
 EXIT_INVALID = 1  # usage errors exit 2, through click
 
@@ -107,21 +108,53 @@ def _gc_paused(loaded: str = "cnncompile.analysis.check"):
             gc.enable()
 
 
+# pydantic's plugin loader, which it imports when it builds its first validator.
+_PLUGIN_LOADER = "pydantic.plugin._loader"
+
+
 @contextlib.contextmanager
 def _no_pydantic_plugins():
     """Pydantic's documented switch, PYDANTIC_DISABLE_PLUGINS, on while the spec is compiled,
     unless the user set it. Building its first validator, pydantic reads the entry points of
     every installed distribution (~5 ms here) and imports each `pydantic` plugin it finds
     (logfire's pulls in ~670 modules, ~110 ms, to then record nothing unless configured). The
-    spec's classes are ours, and no plugin has anything to do with them."""
+    spec's classes are ours, and no plugin has anything to do with them.
+
+    With the switch on, pydantic's loader answers "no plugins" without reading anything, yet
+    importing it still costs ~10 ms: its first line imports importlib.metadata (email, zipfile,
+    csv, socket) for the entry points it will not read. So while the switch is ours, the loader
+    is one that answers the same without that import (_LoaderWithoutPlugins); afterwards the
+    real one loads as it always would (pytest-dev/pluggy#466 deferred the same import)."""
     if "PYDANTIC_DISABLE_PLUGINS" in os.environ:
         yield
         return
     os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    stand_in = None
+    if _PLUGIN_LOADER not in sys.modules:
+        stand_in = sys.modules[_PLUGIN_LOADER] = _LoaderWithoutPlugins(_PLUGIN_LOADER)
     try:
         yield
     finally:
         os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+        if stand_in is not None and sys.modules.get(_PLUGIN_LOADER) is stand_in:
+            del sys.modules[_PLUGIN_LOADER]
+
+
+class _LoaderWithoutPlugins(types.ModuleType):
+    """pydantic.plugin._loader as it is with PYDANTIC_DISABLE_PLUGINS=__all__: get_plugins()
+    finds none. Anything else asked of it (a pydantic release that changed its loader) comes
+    from the real module, which then replaces this one."""
+
+    @staticmethod
+    def get_plugins() -> tuple:
+        return ()
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):  # what the import system asks of any module (__path__, ...)
+            raise AttributeError(name)
+        if sys.modules.get(self.__name__) is self:
+            del sys.modules[self.__name__]
+        return getattr(importlib.import_module(self.__name__), name)
 
 
 def _compile(spec_path: str):
@@ -168,6 +201,8 @@ def check(spec: str, as_json: bool) -> None:
     info = compiled.info
     space_lines = _space_lines(compiled, spec) if compiled.spec.search else []
     if as_json:
+        import json  # here: `check` without --json never needs it (~1.5 ms of start-up)
+
         summary_json = info.to_json()
         if compiled.weights is not None:
             plan = compiled.weights
@@ -280,14 +315,16 @@ def train(spec: str, epochs: int | None, seed: int | None, batch_size: int | Non
 
     with _framework_import():
         from cnncompile.backend.builder import BackendMismatch
-        from cnncompile.run.progress import RichProgress, StageProgress
+        from cnncompile.progress import StageProgress
+        from cnncompile.run.progress import training_progress
         from cnncompile.run.train import RunError, train_spec
 
     console = Console(quiet=quiet, no_color=not _is_terminal(), highlight=False, soft_wrap=True)
     try:
         result = train_spec(compiled, out=Path(out) if out else None, epochs=epochs, seed=seed, batch_size=batch_size,
                             data_dir=Path(data_dir) if data_dir else None, force=force, strategy=distribute,
-                            precision=precision, log=console.print, progress=None if quiet else RichProgress(console),
+                            precision=precision, log=console.print,
+                            progress=None if quiet else training_progress(console),
                             data_progress=None if quiet else StageProgress(console))
     except RunError as exc:
         mark = compiled.source.value(exc.where) if exc.where else None
@@ -411,6 +448,7 @@ def export(spec: str, to_onnx: bool, to_tflite: bool, int8: bool, output: str | 
         raise click.UsageError("choose one export format: --onnx or --tflite")
     compiled = _compile(spec)
     from cnncompile.deploy.export import ExportRequest, export as run_export
+    from cnncompile.deploy.int8 import Int8Options
     from cnncompile.deploy.pipeline import ExportError
 
     request = ExportRequest("onnx" if to_onnx else "tflite", Path(run) if run else Path("runs") / compiled.spec.name,
@@ -463,6 +501,8 @@ def predict(model: str, images: tuple[str, ...], top_k: int, invert: bool, as_js
     for error in report.errors:
         click.echo(f"error: {error.message}", err=True)
     if as_json:
+        import json
+
         answer: dict = {"predictions": [{"source": p.source, "top": [{"label": l, "probability": round(q, 6)}
                                                                     for l, q in p.top]}
                                         for p in report.predictions]}
@@ -588,12 +628,11 @@ def data_pack(folder: str, output: str, shard_size: str, images_per_shard: int |
 
     shard_bytes = _byte_size(shard_size)
     try:
-        with _progress_bar("scanning") as progress:
+        with _stage_progress() as bars:
             scan = scan_folder(Path(folder), test_split=test_split, seed=seed, bad_images="skip",
-                               progress=lambda done, total: progress("scan", done, total))
-        with _progress_bar("packing") as progress:
+                               progress=lambda done, total: bars("scanning", done, total))
             result = pack(scan, Path(output), seed=seed, shard_bytes=shard_bytes, images_per_shard=images_per_shard,
-                          bad_images=bad_images, force=force, progress=progress)
+                          bad_images=bad_images, force=force, progress=lambda _, done, total: bars("packing", done, total))
     except BadImages as exc:
         for message in exc.bad:
             click.echo(f"error: {message}", err=True)
@@ -624,8 +663,8 @@ def data_verify(shards: str) -> None:
     from cnncompile.data.shards import verify
 
     try:
-        with _progress_bar("verifying", unit_bytes=True) as progress:
-            manifest = verify(Path(shards), progress)
+        with _stage_progress(unit_bytes=True) as bars:
+            manifest = verify(Path(shards), lambda _, done, total: bars("verifying", done, total))
     except DataError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(EXIT_INVALID) from None
@@ -633,19 +672,13 @@ def data_verify(shards: str) -> None:
                f"{manifest.count('test'):,} test images; every size and sha256 matches manifest.json")
 
 
-@contextlib.contextmanager
-def _progress_bar(description: str, unit_bytes: bool = False):
-    """A progress(what, done, total) callback drawing a bar with counts on a terminal (nothing otherwise)."""
+def _stage_progress(unit_bytes: bool = False):
+    """The data commands' bars, on stderr (stdout carries the result)."""
     from rich.console import Console
-    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeRemainingColumn)
 
-    console = Console(stderr=True)
-    counts = DownloadColumn() if unit_bytes else MofNCompleteColumn()
-    with Progress(TextColumn(description), BarColumn(), counts, TimeRemainingColumn(), console=console,
-                  transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task(description, total=None)
-        yield lambda what, done, total: bar.update(task, completed=done, total=total)
+    from cnncompile.progress import StageProgress
+
+    return StageProgress(Console(stderr=True), unit_bytes=unit_bytes)
 
 
 @main.command()

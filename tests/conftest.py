@@ -158,6 +158,15 @@ training:
 FRAMEWORKS = ("tensorflow", "keras", "onnx", "onnxruntime", "tf2onnx")
 
 
+def tally_at_once(out: Path, probabilities, y_true, images, labels) -> dict:
+    """The report's per-class numbers for a test set given as one batch (run/report.Tally)."""
+    from cnncompile.run import report
+
+    tally = report.Tally(len(labels))
+    tally.add(probabilities, y_true, images)
+    return tally.finish(out, labels)
+
+
 def modules_imported_by(*args: str, watch: tuple[str, ...] = FRAMEWORKS) -> list[str]:
     """Run `cnncompile ARGS` in a fresh interpreter; the modules from `watch` it imported."""
     code = ("import json, sys, runpy; sys.argv = ['cnncompile', *sys.argv[1:]]\n"

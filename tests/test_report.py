@@ -24,7 +24,7 @@ import pytest
 
 from cnncompile.run import report
 from tests.conftest import FRAMEWORKS, ROOT, SHARED_DATA, modules_imported_by, run_cli
-from tests.conftest import make_idx_dir, write_idx
+from tests.conftest import make_idx_dir, tally_at_once, write_idx
 
 # Small enough to train in seconds, good enough after one epoch on a few hundred digits that
 # the confusion matrix has a diagonal and the mistakes are real ones.
@@ -105,12 +105,12 @@ def resources(page: str) -> Resources:
     return parser
 
 
-def test_classify_numbers_by_hand(tmp_path):
+def test_per_class_numbers_by_hand(tmp_path):
     labels = ("cat", "dog", "eel")
     # true: cat cat dog dog eel ; predicted: cat dog dog dog cat (eel is never predicted)
     probabilities = np.array([[.9, .1, 0], [.3, .6, .1], [.2, .7, .1], [.1, .8, .1], [.55, .4, .05]])
     images = np.arange(5 * 4 * 4 * 1, dtype=np.uint8).reshape(5, 4, 4, 1)
-    numbers = report.classify(tmp_path, probabilities, np.array([0, 0, 1, 1, 2]), images, labels)
+    numbers = tally_at_once(tmp_path, probabilities, np.array([0, 0, 1, 1, 2]), images, labels)
     assert numbers["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
     assert numbers["per_class"] == [
         {"label": "cat", "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2},
@@ -137,7 +137,7 @@ def test_many_classes_get_a_picture_not_a_table(tmp_path):
     labels = [f"class {i}" for i in range(40)]
     rng = np.random.default_rng(0)
     probabilities = rng.dirichlet(np.ones(40), 400)
-    numbers = report.classify(tmp_path, probabilities, rng.integers(0, 40, 400),
+    numbers = tally_at_once(tmp_path, probabilities, rng.integers(0, 40, 400),
                               rng.integers(0, 255, (400, 8, 8, 3), dtype=np.uint8), labels)
     section = report._confusion(tmp_path, numbers, labels)
     assert '<table class="cm">' not in section and section.startswith('<img src="data:image/png;base64,')
@@ -151,7 +151,7 @@ def test_many_classes_get_a_picture_not_a_table(tmp_path):
 
 def test_large_images_are_scaled_down_in_the_mistakes_grid(tmp_path):
     images = np.random.default_rng(0).integers(0, 255, (3, 224, 224, 3), dtype=np.uint8)
-    report.classify(tmp_path, np.array([[.2, .8], [.9, .1], [.3, .7]]), np.array([0, 1, 0]), images, ("a", "b"))
+    tally_at_once(tmp_path, np.array([[.2, .8], [.9, .1], [.3, .7]]), np.array([0, 1, 0]), images, ("a", "b"))
     from PIL import Image
 
     with Image.open(tmp_path / "mistakes.png") as grid:  # 96-pixel tiles, not 672

@@ -21,7 +21,7 @@ from cnncompile.data.folders import scan_folder
 from cnncompile.data.formats import DataError, read_image
 from cnncompile.data.sources import ArraySplit, FileSplit
 from cnncompile.language.training import DatasetPath
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_cli, tally_at_once
 from tests.test_train import kill_after_epoch, weights_hash
 
 CLASSES = ("circle", "square", "triangle")
@@ -174,7 +174,7 @@ def test_the_report_tally_streams_to_the_same_numbers(tmp_path):
     y = rng.integers(0, 4, 300)
     images = rng.integers(0, 256, (300, 8, 8, 1), dtype=np.uint8)
     labels = ("a", "b", "c", "d")
-    whole = report.classify(tmp_path, probabilities, y, images, labels)
+    whole = tally_at_once(tmp_path, probabilities, y, images, labels)
     tally = report.Tally(4)
     for start in range(0, 300, 37):
         tally.add(probabilities[start:start + 37], y[start:start + 37], images[start:start + 37])
@@ -277,7 +277,7 @@ def test_the_scan_progress_bar_shows_counts_for_large_folders():
 
     from rich.console import Console
 
-    from cnncompile.run.progress import StageProgress
+    from cnncompile.progress import StageProgress
 
     out = io.StringIO()
     bar = StageProgress(Console(file=out, width=100, force_terminal=False))

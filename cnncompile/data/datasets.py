@@ -11,8 +11,8 @@ Built-in datasets are looked up in order, first hit wins:
 from __future__ import annotations
 
 import hashlib
-import math
 import http.client
+import math
 import os
 import urllib.error
 import urllib.request
@@ -22,7 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cnncompile.data.formats import DataError, IDX_STEMS, find_idx, read_idx_dir, read_npz
+from cnncompile.data.formats import (
+    IDX_STEMS,
+    DataError,
+    find_idx,
+    read_idx_dir,
+    read_npz,
+)
 from cnncompile.data.sources import ArraySplit, Progress, Split
 from cnncompile.files import atomic_path
 from cnncompile.language.training import BUILTIN_DATASETS, DatasetPath

@@ -377,6 +377,8 @@ class ShardSplit(Split):
     last of the training split, are read from the last shard alone, not found by a pass
     over all the others."""
 
+    reads_by_file = True
+
     def __init__(self, folder: Path, manifest: Manifest, image_shape: tuple[int, int, int],
                  segments: Sequence[tuple[Shard, int, int]]):
         self.folder, self.manifest, self.classes = folder, manifest, manifest.classes

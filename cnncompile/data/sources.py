@@ -90,6 +90,9 @@ class Split(ABC):
 
     classes: tuple[str, ...]
     image_shape: tuple[int, int, int]  # (H, W, C) of every image it gives
+    # Whether each worker of a multi-worker run can read its own files of this split
+    # (worker_batches; run/distributed.by_file) instead of all workers slicing arrays in memory.
+    reads_by_file: bool = False
 
     @property
     @abstractmethod

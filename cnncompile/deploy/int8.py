@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cnncompile.cpu import cpu_features
+from cnncompile.deploy import DEFAULT_CALIBRATION_IMAGES, DEFAULT_MAX_ACCURACY_DROP
 
 # /proc/cpuinfo flag -> the name Intel/ARM documentation uses; the first group does int8
 # multiply-accumulate in one instruction (no saturating 16-bit intermediate).
@@ -52,10 +53,6 @@ def int8_capability(cpuinfo: Path = Path("/proc/cpuinfo")) -> Int8Capability:
     cpu = cpu_features(cpuinfo)
     return Int8Capability(cpu.model_name, tuple(name for flag, name in INT8_DOT_PRODUCT.items() if flag in cpu.flags),
                           tuple(name for flag, name in INT8_OTHER.items() if flag in cpu.flags), known=cpu.known)
-
-
-DEFAULT_CALIBRATION_IMAGES = 1000  # MinMax ranges settle well before this on 28x28 digits
-DEFAULT_MAX_ACCURACY_DROP = 0.5  # percentage points of top-1 accuracy
 
 
 @dataclass(frozen=True)

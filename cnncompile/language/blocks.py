@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from cnncompile.language.types import Strict
+from cnncompile.language.types import Strict, empty_dict
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 RESERVED = ("block", "name", "repeat", "inputs", "when", "trainable", "index")
@@ -32,7 +32,7 @@ class Block(Strict):
     """A reusable structure: parameters, the names of its inputs, and its layers."""
 
     params: dict[Identifier, Any] = Field(
-        default_factory=dict,
+        default_factory=empty_dict,
         description="Parameter names and their defaults; null means the use must give it.")
     inputs: Annotated[list[Identifier], Field(min_length=1)] = Field(
         default_factory=lambda: ["input"],

@@ -19,7 +19,7 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from cnncompile.language.training import LearningRate, Optimizer
-from cnncompile.language.types import PositiveInt, Strict
+from cnncompile.language.types import PositiveInt, Strict, empty_list
 
 Pattern = Annotated[str, Field(min_length=1)]
 
@@ -29,7 +29,7 @@ class Phase(Strict):
 
     epochs: PositiveInt = Field(description="Epochs this phase trains.")
     unfreeze: list[Pattern] = Field(
-        default_factory=list, description="Layer or block-use names, or globs (`conv5_*`), trainable from this "
+        default_factory=empty_list, description="Layer or block-use names, or globs (`conv5_*`), trainable from this "
         "phase on (those with `trainable: false` in the spec).")
     optimizer: Optimizer | None = Field(None, description="This phase's optimizer (default: training.optimizer).")
     learning_rate: LearningRate | None = Field(

@@ -17,7 +17,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import BeforeValidator, Field, model_validator
 
 from cnncompile.language.precisions import PRECISIONS
-from cnncompile.language.types import PositiveInt, Rate, Strict
+from cnncompile.language.types import ByType, PositiveInt, Rate, Strict
 
 PositiveFloat = Annotated[float, Field(gt=0.0)]
 UnitFloat = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -77,8 +77,9 @@ def tag(cls: type[Strict]) -> str:
 
 
 def _union(types: tuple[type[Strict], ...]) -> Any:
-    """The discriminated union of a section's classes, chosen by `type`."""
-    return Annotated[Union[types], Field(discriminator="type")]  # noqa: UP007 (a tuple of classes)
+    """The union of a section's classes, chosen by `type`: each entry is validated by its own
+    class, whose validator is built when a spec first uses it (ByType), as layers are."""
+    return Annotated[Union[types], ByType(types)]  # noqa: UP007 (a tuple of classes)
 
 
 SCHEDULE_TYPES: tuple[type[Strict], ...] = (CosineDecay, ExponentialDecay)

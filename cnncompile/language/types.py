@@ -5,10 +5,11 @@ validators raise PydanticCustomError with a plain-English message, because these
 messages reach users verbatim through the diagnostics.
 """
 
-from typing import Annotated, Any, Literal
+import functools
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, PydanticKnownError, core_schema
 
 from cnncompile.language.diagnostics import show
 
@@ -19,6 +20,65 @@ class Strict(BaseModel):
     # defer_build: a class's validator is built when first used, not at import; `check` builds
     # only what the spec at hand needs (ModelSpec builds its members together, once).
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
+
+
+# Factories of empty defaults, for Field(default_factory=...). Not the builtins `list` and `dict`
+# themselves: pydantic inspects a factory's signature, a builtin's is parsed from text with
+# tokenize, and compiling tokenize's regular expressions cost every `check` ~5 ms.
+def empty_list() -> list:
+    return []
+
+
+def empty_dict() -> dict:
+    return {}
+
+
+def validate_by_type(value: Any, by_tag: dict[str, type[BaseModel]], accepted: type | tuple[type, ...],
+                     untagged: bool = False) -> Any:
+    """Validate `value` with the one class its `type` names (`by_tag`), alone.
+
+    What a discriminated union on `type` does, with the same errors (pydantic's own tag
+    errors; the class's errors under this location), but only the class a spec uses ever gets
+    a validator, built on first use: building validators it never ran was most of `check`'s
+    start-up. An instance of an `accepted` class passes as it is, as in the union. A value
+    that is no mapping is refused as pydantic's union refuses it (a mapping was expected),
+    or, `untagged`, as a mapping without its `type` (what layers have always said)."""
+    if isinstance(value, accepted):
+        return value
+    if not isinstance(value, dict) and not untagged:
+        raise PydanticKnownError("model_attributes_type")
+    tag = value.get("type") if isinstance(value, dict) else None
+    if tag is None:
+        raise PydanticCustomError("union_tag_not_found",
+                                  "Unable to extract tag using discriminator 'type'", {"discriminator": "'type'"})
+    cls = by_tag.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        raise PydanticCustomError(
+            "union_tag_invalid",
+            "Input tag '{tag}' found using 'type' does not match any of the expected tags: {expected_tags}",
+            {"discriminator": "'type'", "tag": str(tag), "expected_tags": ", ".join(f"'{n}'" for n in by_tag)})
+    return cls.model_validate(value)
+
+
+class ByType:
+    """`Annotated[Union[types], ByType(types)]`: a union of spec classes told apart by `type`,
+    validated by validate_by_type. The annotation stays the union (the editor, the reference
+    and the tests read its members); the JSON Schema is the eager discriminated union's,
+    generated only when asked for."""
+
+    def __init__(self, types: tuple[type[BaseModel], ...]):
+        self.types = types
+        by_tag = {cls.model_fields["type"].default: cls for cls in types}
+        self.validate = functools.partial(validate_by_type, by_tag=by_tag, accepted=types)
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(self.validate)
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> Any:
+        from pydantic import TypeAdapter
+
+        eager = Annotated[Union[self.types], Field(discriminator="type")]  # noqa: UP007 (a tuple of classes)
+        return handler(TypeAdapter(eager).core_schema)
 
 
 def _is_int(value: Any) -> bool:

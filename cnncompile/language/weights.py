@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from cnncompile.language.types import Strict
+from cnncompile.language.types import Strict, empty_list
 
 IMAGENET = "imagenet"
 """Keras Applications' published ImageNet weights, for the zoo's models (by the spec's name)."""
@@ -29,7 +29,7 @@ class WeightsFrom(Strict):
     from_: WeightsPath = Field(alias="from", description="imagenet, a run directory, a .keras or a .weights.h5 "
                                "file; relative to the spec file.")
     skip: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=list, description="Layer names or globs (`predictions`, `head_*`) that keep their fresh "
+        default_factory=empty_list, description="Layer names or globs (`predictions`, `head_*`) that keep their fresh "
         "initial weights, e.g. a new classifier head.")
 
 

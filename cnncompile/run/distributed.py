@@ -273,7 +273,7 @@ def fit(cluster: Cluster, model: keras.Model, training: Training, x: np.ndarray,
     strategy = cluster.strategy
     if batch_size % cluster.replicas:
         raise ClusterError(f"batch_size {batch_size} does not split evenly across {cluster.replicas} replicas")
-    if split is not None and hasattr(split, "worker_batches"):
+    if split is not None and split.reads_by_file:
         iterator, steps = by_file(cluster, split, training, batch_size=batch_size, seed=seed,
                                   first_epoch=initial_epoch, epochs=epochs)
     else:

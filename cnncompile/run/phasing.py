@@ -67,16 +67,17 @@ def phase_of(runs: list[PhaseRun], completed_epochs: int) -> PhaseRun:
 
 
 def enter(phase: PhaseRun, spec: ModelSpec, inference: keras.Model, model: keras.Model, steps_per_epoch: int,
-          precision: str = "float32") -> None:
+          precision: str = "float32", steps_per_execution: int = 1) -> None:
     """Set the layers' trainable flags and compile `model` (the training model around `inference`)
-    with the phase's optimizer, its schedule spanning the phase (loss-scaled under mixed_float16)."""
+    with the phase's optimizer, its schedule spanning the phase (loss-scaled under mixed_float16),
+    running `steps_per_execution` steps per call of its train function (a divisor of steps_per_epoch)."""
     present = {layer.name for layer in inference.layers}
     for node in spec.graph():
         if node.name in present:  # a dead branch is not in the Keras model
             inference.get_layer(node.name).trainable = node.name in phase.trainable
     training = phase.training
     model.compile(optimizer=loss_scaled(kt.optimizer(training, steps_per_epoch * phase.epochs), precision),
-                  loss=kt.loss(training), metrics=list(kt.metrics(training)))
+                  loss=kt.loss(training), metrics=list(kt.metrics(training)), steps_per_execution=steps_per_execution)
     model.optimizer.build(model.trainable_variables)  # its slots exist before a checkpoint is read
 
 

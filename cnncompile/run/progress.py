@@ -1,4 +1,5 @@
-"""A rich progress bar per epoch, as a Keras callback. Presentation only: the CLI passes it in."""
+"""A rich progress bar per epoch, as a Keras callback. Presentation only: the CLI passes it in
+(with cnncompile.progress.StageProgress for the data's stages)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,32 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 
-class RichProgress(keras.callbacks.Callback):
+class EpochLog(keras.callbacks.Callback):
+    """One line per epoch with its scores. It watches no single batch, so `train` may run a
+    whole epoch per call of Keras's train function (backend/fitting.py steps_per_execution)."""
+
     def __init__(self, console: Console):
         super().__init__()
         self.console = console
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        shown = " ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
+        self.console.print(f"epoch {self.epoch}/{self.params.get('epochs')}: {shown}")
+
+
+class RichProgress(EpochLog):
+    """EpochLog with a bar that follows the epoch's batches: on a terminal, where it is drawn."""
+
+    def __init__(self, console: Console):
+        super().__init__(console)
         self.progress: Progress | None = None
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         total = self.params.get("steps") if self.params else None
-        self.epoch = epoch + 1
         self.progress = Progress(TextColumn(f"epoch {self.epoch}/{self.params.get('epochs')}"), BarColumn(),
                                  MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[stats]}"),
                                  console=self.console, transient=True, disable=not self.console.is_terminal)
@@ -31,41 +49,13 @@ class RichProgress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.progress is not None:
             self.progress.stop()
-        shown = " ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items() if k != "learning_rate")
-        self.console.print(f"epoch {self.epoch}/{self.params.get('epochs')}: {shown}")
+        super().on_epoch_end(epoch, logs)
 
     def on_train_end(self, logs=None):
         if self.progress is not None:
             self.progress.stop()
 
 
-class StageProgress:
-    """A bar with counts per stage of loading data (scanning a folder, decoding it):
-    `progress(what, done, total)` as data/ reports it. Drawn only for stages long enough to
-    watch (MIN_TOTAL items)."""
-
-    MIN_TOTAL = 1000
-
-    def __init__(self, console: Console):
-        self.console = console
-        self.stage: str | None = None
-        self.progress: Progress | None = None
-
-    def __call__(self, what: str, done: int, total: int) -> None:
-        if total < self.MIN_TOTAL:
-            return
-        if what != self.stage:
-            self.close()
-            self.stage = what
-            self.progress = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     console=self.console, transient=False)
-            self.progress.start()
-            self.task = self.progress.add_task(what, total=total)
-        self.progress.update(self.task, completed=done)
-        if done >= total:
-            self.close()
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-        self.progress, self.stage = None, None
+def training_progress(console: Console) -> EpochLog:
+    """A bar per epoch where one can be drawn (a terminal), else the epochs' lines alone."""
+    return RichProgress(console) if console.is_terminal else EpochLog(console)

@@ -1,10 +1,11 @@
 """The run report: runs/<name>/report.html, one self-contained page a person reads to judge a run.
 
 Two halves:
-  classify()      test-set probabilities -> confusion matrix, per-class precision/recall/F1 and
-                  the most confidently wrong images; writes confusion.png and mistakes.png and
-                  returns the numbers metrics.json gains. Needs numpy and Pillow;
-                  the probabilities come from train.py, so no framework is imported here.
+  Tally           test-set probabilities, batch by batch -> confusion matrix, per-class
+                  precision/recall/F1 and the most confidently wrong images; writes
+                  confusion.png and mistakes.png and returns the numbers metrics.json gains.
+                  Needs numpy and Pillow; the probabilities come from train.py, so no
+                  framework is imported here.
   write_report()  renders report.html from the run directory's files alone (spec.yaml, run.json,
                   metrics.json, curves.png, confusion.png, mistakes.png) plus the spec's
                   framework-free inference and drawing. `cnncompile report RUN_DIR` is just this.
@@ -37,20 +38,10 @@ class ReportError(Exception):
 
 # --- from probabilities to per-class numbers and pictures ---------------------------------------
 
-def classify(out: Path, probabilities, y_true, images, labels: Sequence[str]) -> dict:
-    """Per-class numbers for metrics.json; writes confusion.png and mistakes.png into `out`.
-
-    probabilities: (N, classes) model outputs on the test set; y_true: (N,) class indices;
-    images: (N, H, W, C) uint8, the same test images. (Tally takes them batch by batch.)
-    """
-    tally = Tally(len(labels))
-    tally.add(probabilities, y_true, images)
-    return tally.finish(out, labels)
-
-
 class Tally:
-    """classify() while the test set streams past: the confusion matrix and the MISTAKES_SHOWN
-    most confidently wrong images (with their pixels) are all it keeps, whatever the set's size."""
+    """The test set's per-class numbers while it streams past: the confusion matrix and the
+    MISTAKES_SHOWN most confidently wrong images (with their pixels) are all it keeps, whatever
+    the set's size."""
 
     def __init__(self, classes: int):
         import numpy as np

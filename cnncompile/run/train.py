@@ -172,7 +172,11 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     keras.utils.set_random_seed(options.seed)
     tf.config.experimental.enable_op_determinism()  # same seed, same weights (see tests)
     fit_data = _FitData.split(compiled.spec.training, dataset, options.batch_size)
-    inference, model = _build(compiled, dataset, options, fit_data, resume, cluster, log)
+    callbacks, checkpoint = _callbacks(compiled, out, resume, progress)
+    # One call of Keras's train function runs a whole epoch unless a callback watches single
+    # batches (backend/fitting.py); a cluster trains in its own loop, step by step.
+    steps = 1 if cluster else kt.steps_per_execution(callbacks, fit_data.steps_per_epoch)
+    inference, model = _build(compiled, dataset, options, fit_data, resume, cluster, log, steps)
     if resume.state is None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "run.json", _run_record(compiled, dataset, options, cluster))
@@ -185,7 +189,7 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
         else:
             ckpt.assign(ckpt.training_variables(model), resume.saved)
     write_history(out / "history.csv", resume.state["history"] if resume.state else [])  # drops rows after the checkpoint
-    checkpoint = _fit(compiled, inference, model, fit_data, options, out, resume, cluster, progress, log)
+    _fit(compiled, inference, model, fit_data, options, resume, cluster, callbacks, checkpoint, steps, log)
     metrics = _finish(compiled, dataset, options, out, inference, model, checkpoint, fit_data, cluster)
     return RunResult(out, metrics, resume.epoch)
 
@@ -256,7 +260,7 @@ STREAMED_ADAPT_BYTES = 256 << 20
 
 
 def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_data: _FitData, resume: _Resume,
-           cluster, log: Callable[[str], None]) -> tuple[keras.Model, keras.Model]:
+           cluster, log: Callable[[str], None], steps_per_execution: int = 1) -> tuple[keras.Model, keras.Model]:
     """The inference model (what is saved and exported) inside the training model
     (augmentation in front), compiled, with its optimizer's slots built."""
     spec, training = compiled.spec, compiled.spec.training
@@ -275,7 +279,7 @@ def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_
                                   *kt.augmentation(training, options.seed), inference], name=f"{spec.name}_train")
         # Compiled as the phase that wrote the checkpoint (the first, for a fresh run).
         phase = phasing.phase_of(phasing.phase_runs(spec, options.epochs), resume.epoch)
-        phasing.enter(phase, spec, inference, model, fit_data.steps_per_epoch, options.precision)
+        phasing.enter(phase, spec, inference, model, fit_data.steps_per_epoch, options.precision, steps_per_execution)
     return inference, model
 
 
@@ -300,15 +304,20 @@ def _load_weights(compiled: CompiledSpec, inference: keras.Model, log: Callable[
     return plan.loaded
 
 
-def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit_data: _FitData, options: TrainOptions,
-         out: Path, resume: _Resume, cluster, progress: keras.callbacks.Callback | None,
-         log: Callable[[str], None]) -> ckpt.Checkpoint:
-    """Train from the resume point to the last epoch, checkpointing each one, phase by phase."""
-    training = compiled.spec.training
-    callbacks = kt.callbacks(training, str(out / "tensorboard"))
+def _callbacks(compiled: CompiledSpec, out: Path, resume: _Resume,
+               progress: keras.callbacks.Callback | None) -> tuple[list[keras.callbacks.Callback], ckpt.Checkpoint]:
+    """Every callback `fit` gets: the spec's, the checkpoint, the caller's progress."""
+    callbacks = kt.callbacks(compiled.spec.training, str(out / "tensorboard"))
     # After the callbacks whose state it saves and restores (see checkpoint.Checkpoint).
     checkpoint = ckpt.Checkpoint(out, compiled.sha256, callbacks, resume.state, resume.arrays)
-    callbacks = [*callbacks, checkpoint, *([progress] if progress is not None else [])]
+    return [*callbacks, checkpoint, *([progress] if progress is not None else [])], checkpoint
+
+
+def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit_data: _FitData, options: TrainOptions,
+         resume: _Resume, cluster, callbacks: list[keras.callbacks.Callback], checkpoint: ckpt.Checkpoint,
+         steps_per_execution: int, log: Callable[[str], None]) -> None:
+    """Train from the resume point to the last epoch, checkpointing each one, phase by phase."""
+    training = compiled.spec.training
     # A run that early stopping ended (or that finished its epochs) before the kill trains no
     # further; its callbacks still end the run as they would have (restoring best weights).
     last_epoch = resume.epoch if checkpoint.stopped else options.epochs
@@ -324,7 +333,8 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
             if first >= phase.last_epoch:
                 continue
             if phase is not current:
-                phasing.enter(phase, compiled.spec, inference, model, fit_data.steps_per_epoch, options.precision)
+                phasing.enter(phase, compiled.spec, inference, model, fit_data.steps_per_epoch, options.precision,
+                              steps_per_execution)
             if len(runs) > 1:
                 log(phase.describe(len(runs)))
             data = fit_data.batches(options.batch_size, shuffle=training.shuffle, seed=options.seed,
@@ -339,7 +349,7 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
         # Arrays in memory are split by data across the workers; TFRecord shards by file, each
         # worker reading only its own (distributed.by_file); a streamed folder is neither.
         arrays = isinstance(fit_data.fit, ArraySplit)
-        if not arrays and not hasattr(fit_data.fit, "worker_batches"):
+        if not arrays and not fit_data.fit.reads_by_file:
             raise RunError("distributed training reads arrays in memory or TFRecord shards; this image folder "
                            "streams (set `cache: memory` in the dataset section, or pack it into shards: "
                            "cnncompile data pack)", where=("training", "dataset"))
@@ -347,7 +357,6 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
         distributed.fit(cluster, model, training, x, y, fit_data.validation_data(), epochs=last_epoch,
                         initial_epoch=resume.epoch, batch_size=options.batch_size, seed=options.seed,
                         callbacks=callbacks, split=None if arrays else fit_data.fit)
-    return checkpoint
 
 
 def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, inference: keras.Model,
