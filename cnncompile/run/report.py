@@ -210,6 +210,115 @@ def _mistakes_grid(path: Path, images, mistakes: list[dict]) -> None:
         grid.save(tmp, format="PNG", optimize=True)
 
 
+# --- curves.png ----------------------------------------------------------------------------
+
+SERIES = (("", "training", (31, 119, 180)), ("val_", "validation", (255, 127, 14)))  # key prefix, label, colour
+
+
+def draw_curves(path: Path, history: list[dict], title: str, phase_starts: Sequence[int] = ()) -> None:
+    """Loss and accuracy per epoch, training and validation, side by side; a dashed line where
+    each phase after the first starts. history: history.csv's rows (epoch, loss, accuracy,
+    val_loss, val_accuracy; a value may be missing or not finite, leaving a gap).
+
+    Drawn with Pillow, as confusion.png: matplotlib's import alone was ~0.3 s of CPU at the end
+    of every run (docs/precision.md, the whole-process section)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (1000, 400), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((500, 8), title, fill="#0f172a", font=_font(16), anchor="mt")
+    epochs = [row["epoch"] for row in history]
+    for left, metric in ((0, "loss"), (500, "accuracy")):
+        series = [(label, colour, [_finite(row.get(prefix + metric)) for row in history])
+                  for prefix, label, colour in SERIES]
+        series = [s for s in series if any(v is not None for v in s[2])]
+        _panel(draw, (left + 70, 50, left + 480, 350), metric, epochs, series, phase_starts)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _panel(draw, box: tuple[int, int, int, int], metric: str, epochs: list[int], series, phase_starts) -> None:
+    """One metric's axes in `box` (left, top, right, bottom): grid, ticks, lines, legend."""
+    left, top, right, bottom = box
+    font, small = _font(14), _font(11)
+    values = [v for _, _, vs in series for v in vs if v is not None]
+    first, last = (min(epochs), max(epochs)) if epochs else (1, 1)
+    x_low, x_high = (first - 0.5, last + 0.5) if first == last else (first - 0.05 * (last - first), last + 0.05 * (last - first))
+    low, high = (min(values), max(values)) if values else (0.0, 1.0)
+    margin = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
+    y_low, y_high = low - margin, high + margin
+
+    def x_at(epoch: float) -> float:
+        return left + (epoch - x_low) / (x_high - x_low) * (right - left)
+
+    def y_at(value: float) -> float:
+        return bottom - (value - y_low) / (y_high - y_low) * (bottom - top)
+
+    ticks = nice_ticks(y_low, y_high)
+    decimals = _decimals(ticks[1] - ticks[0] if len(ticks) > 1 else 1.0)
+    for tick in ticks:
+        y = y_at(tick)
+        draw.line((left, y, right, y), fill="#e5e7eb")
+        draw.text((left - 6, y), f"{tick:.{decimals}f}", fill="#334155", font=small, anchor="rm")
+    for tick in nice_ticks(x_low, x_high, integers=True):
+        x = x_at(tick)
+        draw.line((x, top, x, bottom), fill="#e5e7eb")
+        draw.text((x, bottom + 5), str(int(tick)), fill="#334155", font=small, anchor="mt")
+    draw.rectangle(box, outline="#334155")
+    draw.text(((left + right) / 2, bottom + 22), "epoch", fill="#0f172a", font=font, anchor="mt")
+    draw.text(((left + right) / 2, top - 6), metric, fill="#0f172a", font=font, anchor="mb")
+    for number, epoch in enumerate(phase_starts, start=2):  # a dashed line between the phases' epochs
+        x = x_at(epoch - 0.5)
+        for y in range(top, bottom, 8):
+            draw.line((x, y, x, min(y + 4, bottom)), fill="#808080")
+        draw.text((x + 3, (top + 4) if metric == "accuracy" else (bottom - 16)), f"phase {number}", fill="#808080",
+                  font=small)
+    for label, colour, vs in series:
+        points = [(x_at(e), y_at(v)) if v is not None else None for e, v in zip(epochs, vs)]
+        for a, b in zip(points, points[1:]):
+            if a is not None and b is not None:
+                draw.line((a, b), fill=colour, width=2)
+        for point in filter(None, points):
+            draw.ellipse((point[0] - 3, point[1] - 3, point[0] + 3, point[1] + 3), fill=colour)
+    # The legend in a corner the curves leave free: losses fall, accuracies rise.
+    legend_top = top + 6 if metric == "loss" else bottom - 6 - 18 * len(series)
+    if series:
+        draw.rectangle((right - 118, legend_top, right - 6, legend_top + 18 * len(series) + 6), fill="white",
+                       outline="#cbd5e1")
+    for k, (label, colour, _) in enumerate(series):
+        y = legend_top + 12 + 18 * k
+        draw.line((right - 110, y, right - 86, y), fill=colour, width=2)
+        draw.ellipse((right - 101, y - 3, right - 95, y + 3), fill=colour)
+        draw.text((right - 80, y), label, fill="#0f172a", font=small, anchor="lm")
+
+
+def nice_ticks(low: float, high: float, count: int = 6, integers: bool = False) -> list[float]:
+    """About `count` round values (1, 2, 2.5 or 5 times a power of ten) from low to high."""
+    raw = (high - low) / max(count - 1, 1)
+    power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    if integers:
+        step = max(1, round(step))
+    start = math.ceil(low / step - 1e-9) * step
+    return [start + i * step for i in range(int((high - start) / step + 1e-9) + 1)]
+
+
+def _decimals(step: float) -> int:
+    """Digits after the point that show every multiple of `step` (0.25: 2, 0.5: 1, 5: 0)."""
+    decimals = 0
+    while decimals < 6 and abs(step * 10 ** decimals - round(step * 10 ** decimals)) > 1e-6:
+        decimals += 1
+    return decimals
+
+
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 

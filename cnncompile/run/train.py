@@ -21,7 +21,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from cnncompile.run import checkpoint as ckpt
 from cnncompile.run import phasing
 from cnncompile.backend import fitting as kt
 from cnncompile.backend.builder import adapt_normalization, build_model, cross_check, dtype_policy
+from cnncompile.backend.evaluation import predictor
 from cnncompile.backend.precision import choose as choose_precision
 from cnncompile.backend.precision import float32_inference
 from cnncompile.data.datasets import Dataset, load_dataset
@@ -253,6 +253,7 @@ class _FitData:
 
 
 EVALUATION_BATCH = 256
+SCORED_TOGETHER = 32  # batches the test scores are computed over at once (memory: 32 x 256 images' outputs)
 # A streamed split adapts Normalization on a sample of at most this many bytes of pixels (an
 # array in memory on up to ADAPT_LIMIT images, as always): per-channel statistics need few.
 STREAMED_ADAPT_BYTES = 256 << 20
@@ -361,27 +362,19 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
 def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, inference: keras.Model,
             model: keras.Model, checkpoint: ckpt.Checkpoint, fit_data: _FitData, cluster) -> dict:
     """Test scores, curves, model.keras, the report, then metrics.json (last: it marks the run complete)."""
+    from cnncompile.run import report
+
     inference = float32_inference(inference, compiled.spec)  # what is saved and exported
-    # Draw curves.png while TensorFlow evaluates (it releases the GIL): saves ~0.3 s a run.
-    plotter = threading.Thread(target=_plot_curves, args=(out, list(checkpoint.history), compiled.spec.name,
-                                                          tuple(phasing.phase_starts(compiled.spec))))
-    plotter.start()
+    report.draw_curves(out / "curves.png", checkpoint.history, compiled.spec.name, phasing.phase_starts(compiled.spec))
     training = compiled.spec.training
     # One pass over the test set: its predictions give both the test scores and the report.
     tally = None
-    try:
-        if options.evaluate_test:
-            from cnncompile.run.report import Tally
-
-            # The report is the chief's; its confusion matrix and mistakes follow the same pass.
-            tally = Tally(len(dataset.labels)) if cluster is None or cluster.is_chief else None
-            test_scores = _evaluate(inference, model, training, dataset.test, cluster, tally)
-        else:
-            test_scores = {}
-    finally:
-        # Also when the test set fails to stream (a corrupt shard): the run stops with its
-        # error only after the drawing is done, not while a thread still writes into `out`.
-        plotter.join()
+    if options.evaluate_test:
+        # The report is the chief's; its confusion matrix and mistakes follow the same pass.
+        tally = report.Tally(len(dataset.labels)) if cluster is None or cluster.is_chief else None
+        test_scores = _evaluate(inference, model, training, dataset.test, cluster, tally)
+    else:
+        test_scores = {}
     metrics = {
         **test_scores,
         "epochs": len(checkpoint.history),
@@ -426,18 +419,32 @@ def _evaluate(inference: keras.Model, model: keras.Model, training, test: Split,
     evaluate adds to every batch's loss). Each batch also goes to `tally` (the report's)."""
     one_hot = not training.loss.sparse_labels
     loss, accuracy = kt.loss(training, reduction=None), kt.metrics(training)["accuracy"]
-    per_image, correct = [], []
+    if cluster is None:
+        predict = predictor(inference, test.image_shape)
+    else:  # plain calls, local to each worker: predict under a multi-worker strategy would run collectives
+        def predict(images):
+            return inference(tf.cast(images, tf.float32), training=False)
+    per_image, correct, pending = [], [], []
+
+    def score():
+        # Per-image values do not depend on how the images are grouped: scored SCORED_TOGETHER
+        # batches at a time, the loss and accuracy are one eager call each, not one per batch.
+        probabilities, labels = (np.concatenate(part) for part in zip(*pending))
+        y = tf.one_hot(labels, len(test.classes), dtype=tf.float64) if one_hot else labels
+        per_image.append(np.asarray(loss(y, probabilities), dtype=np.float64))
+        correct.append(np.asarray(accuracy(y, probabilities)))
+        pending.clear()
+
     with _streaming_errors():
-        for images, labels in test.batches(EVALUATION_BATCH):
-            if cluster is None:
-                probabilities = inference.predict_on_batch(images)
-            else:  # plain calls, local to each worker: predict under a multi-worker strategy would run collectives
-                probabilities = np.asarray(inference(tf.cast(images, tf.float32), training=False))
-            y = tf.one_hot(labels, len(test.classes), dtype=tf.float64) if one_hot else labels
-            per_image.append(np.asarray(loss(y, probabilities), dtype=np.float64))
-            correct.append(np.asarray(accuracy(y, probabilities)))
+        for images, labels in test.batches(EVALUATION_BATCH).as_numpy_iterator():
+            probabilities = np.asarray(predict(images))
+            pending.append((probabilities, labels))
             if tally is not None:
-                tally.add(probabilities, labels.numpy(), images.numpy())
+                tally.add(probabilities, labels, images)
+            if len(pending) == SCORED_TOGETHER:
+                score()
+    if pending:
+        score()
     if any(getattr(layer, "activity_regularizer", None) is not None for layer in _layers(model)):
         # their penalty depends on each layer's outputs, which the predictions do not keep
         with _streaming_errors():
@@ -507,33 +514,3 @@ def _run_record(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions,
             "strategy": cluster.name, "workers": cluster.workers, "replicas": cluster.replicas,
             "batch_size_semantics": "global (split across all replicas)", "tf_config": os.environ.get("TF_CONFIG")},
     }
-
-
-def _plot_curves(out: Path, history: list[dict], title: str, phase_starts: tuple[int, ...] = ()) -> None:
-    # matplotlib's object API, not pyplot: no global state, safe off the main thread.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    epochs = [row["epoch"] for row in history]
-    fig = Figure(figsize=(10, 4))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    for ax, metric in zip(axes, ("loss", "accuracy")):
-        for key, label in ((metric, "training"), (f"val_{metric}", "validation")):
-            values = [row.get(key) for row in history]
-            if any(v is not None for v in values):
-                ax.plot(epochs, values, marker="o", label=label)
-        for number, epoch in enumerate(phase_starts, start=2):  # a line between the phases' epochs
-            ax.axvline(epoch - 0.5, color="grey", linestyle="--", linewidth=1)
-            ax.annotate(f"phase {number}", (epoch - 0.5, 1), xycoords=("data", "axes fraction"),
-                        xytext=(3, -12), textcoords="offset points", color="grey", fontsize=8)
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(out / "curves.png") as tmp:
-        fig.savefig(tmp, dpi=100)
