@@ -3,9 +3,10 @@
   python bench/tune_budget_read.py [bench/results/tune_budget.json | the race's printed log] [--evaluate DATA_DIR]
 
 Per cnncompile study (every trial's history.csv is kept in its directory):
-- how each tool scores a trial: cnncompile by the validation accuracy of the trial's last
-  epoch (the weights it keeps), KerasTuner by its best epoch (and it keeps that epoch's
-  weights, SaveBestEpoch). "best, scored by best epoch" is our study read KerasTuner's way;
+- how each tool scores a trial: cnncompile before issue 20's change by the validation
+  accuracy of the trial's last epoch (the weights it kept), since then and KerasTuner by its
+  best epoch (keeping that epoch's weights: best_epoch.py, SaveBestEpoch). "best, scored by
+  best epoch" reads an older study KerasTuner's way;
 - how well an early epoch ranks the models that ran all epochs: Spearman's rank correlation
   of the validation accuracy after epoch 1 (and 3) with that after the last epoch, the
   evidence for or against stopping at rung 1.
