@@ -70,7 +70,7 @@ class StudyReport:
 def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
          log: Callable[[str], None] = lambda message: None) -> StudyReport:
     """Work on the study until it holds options.trials trained trials; then score the best."""
-    epochs = options.epochs or space.base_spec.training.epochs
+    epochs = options.epochs or space.base_spec.training.total_epochs
     study = open_study(space.base_spec.name, space.search.goal, options, make_pruner(space.search.pruner, epochs))
     claim(study, spec_sha256, options)
     fixed = {("training", "epochs"): options.epochs} if options.epochs else {}
@@ -200,11 +200,11 @@ class _Runner:
         self.log(f"trial {trial.number}: training {shown} ({candidate.info.total_params:,} params, "
                  f"{candidate.info.total_macs:,} MACs) in {run}")
         started = time.perf_counter()
-        reporter = _Reporter(trial, self.space.search.metric, training.epochs, self.space.search.goal, run)
+        reporter = _Reporter(trial, self.space.search.metric, training.total_epochs, self.space.search.goal, run)
         dataset = self.dataset(compiled)
         with Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
             train(compiled, dataset,
-                  TrainOptions(run, training.epochs, training.batch_size, training.seed, evaluate_test=False),
+                  TrainOptions(run, training.total_epochs, training.batch_size, training.seed, evaluate_test=False),
                   log=self.log, progress=reporter)
         seconds = time.perf_counter() - started
         if reporter.lost:
