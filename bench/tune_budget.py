@@ -41,7 +41,7 @@ def ours(seed: int, minutes: float, epochs: int, pruner: str, data_dir: str) -> 
     rows = list(csv.DictReader((work / "tune" / "trials.csv").open()))
     done = [r for r in rows if r["run"] and r["state"] in ("COMPLETE", "PRUNED")]
     return {"tool": f"cnncompile_{pruner}", "seconds": seconds, "best_val_accuracy": best["val_accuracy"],
-            "test_accuracy": best["test_accuracy"], "trained": len(done),
+            "test_accuracy": best["test_accuracy"], "best_epoch": best.get("epoch"), "trained": len(done),
             "stopped_early": sum(r["state"] == "PRUNED" for r in done),
             "rejected": sum(1 for r in rows if r["reason"].startswith(("shape", "budget", "invalid"))),
             "directory": str(work)}  # kept: every trial's history.csv, for reading the pruner's decisions

@@ -3,17 +3,19 @@
   python bench/tune_budget_read.py [bench/results/tune_budget.json | the race's printed log] [--evaluate DATA_DIR]
 
 Per cnncompile study (every trial's history.csv is kept in its directory):
-- how each tool scores a trial: cnncompile by the validation accuracy of the trial's last
-  epoch (the weights it keeps), KerasTuner by its best epoch (and it keeps that epoch's
-  weights, SaveBestEpoch). "best, scored by best epoch" is our study read KerasTuner's way;
+- how each tool scores a trial: cnncompile before issue 20's change by the validation
+  accuracy of the trial's last epoch (the weights it kept), since then and KerasTuner by its
+  best epoch (keeping that epoch's weights: best_epoch.py, SaveBestEpoch). "best, scored by
+  best epoch" reads an older study KerasTuner's way;
 - how well an early epoch ranks the models that ran all epochs: Spearman's rank correlation
   of the validation accuracy after epoch 1 (and 3) with that after the last epoch, the
   evidence for or against stopping at rung 1.
 Per KerasTuner study (trial.json files): how many trials had their best epoch before their
 last one, i.e. how often its score and its kept weights come from an earlier epoch.
-With --evaluate, every full-length model of our studies is scored on the test set too: how
-well the validation ranks them, and which the pick would be if the ones told PRUNED after
-their last epoch (before tune's fix) had been eligible.
+With --evaluate, every full-length model and every complete trial's kept model of our
+studies is scored on the test set too: how well the validation ranks them, where the pick
+stands among them, and which the pick would be if the ones told PRUNED after their last
+epoch (before tune's fix) had been eligible.
 """
 
 from __future__ import annotations
@@ -57,6 +59,15 @@ def ours(directory: Path, test: tuple | None = None) -> dict:
                                                   "test_accuracy": tests[pick]},
                  "spearman_val_test_full_length": spearman([finished[r][-1] for r in finished], list(tests.values())),
                  "full_length_val_test": [(round(finished[r][-1], 4), round(tests[r], 4)) for r in finished]}
+        # Every trial that could be picked, by its score and the model it keeps (since issue 20's
+        # change both are its best epoch's): does the validation score rank the test score?
+        scored = {run: (float(rows[run]["value"]), _test_accuracy(tune / "trials" / run / "model.keras", test))
+                  for run in complete}
+        ranked = sorted(scored.values(), reverse=True)
+        found |= {"complete_val_test": [(round(v, 4), round(t, 4)) for v, t in ranked],
+                  "spearman_val_test_complete": spearman([v for v, _ in ranked], [t for _, t in ranked]),
+                  "best_test_of_complete": max(t for _, t in ranked),
+                  "pick_test_rank": 1 + sum(t > ranked[0][1] for _, t in ranked)}
     return {"complete": len(complete), "full_length": len(full),
             "full_length_told_pruned": sum(rows[run]["state"] == "PRUNED" for run in finished), **found,
             "best_last_epoch": best_history[-1], "best_its_best_epoch": max(best_history),

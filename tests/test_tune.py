@@ -276,21 +276,21 @@ def learnable_mnist(folder: Path, n_train: int, n_test: int) -> None:
 
 
 @pytest.mark.parametrize("pruner", ["successive_halving", "hyperband"])
-def test_multi_fidelity_pruner_stops_a_hopeless_trial_after_its_first_epoch(project, pruner):
+def test_multi_fidelity_pruner_stops_a_hopeless_trial_after_its_third_epoch(project, pruner):
     learnable_mnist(project / "data" / "mnist", n_train=512, n_test=64)
     (project / "tt.yaml").write_text(SPEC.replace("max_params: 8000", f"max_params: 8000\n  pruner: {pruner}\n  seed: {PRUNER_SEED}")
                                      .replace("{float: [0.001, 0.01], log: true}", "{choice: [0.01, 0.0000001]}")
                                      .replace("{choice: [3, 29]}", "{choice: [3]}").replace("{choice: [2, 4, 8]}", "{choice: [4]}"))
-    result = run(tune_command(project, "--trials", "4", "--epochs", "3"), project)
+    result = run(tune_command(project, "--trials", "4", "--epochs", "4"), project)
     assert result.returncode == 0, result.stderr
     table = trained(rows(project))
     stopped = [r for r in table if r["state"] == "PRUNED"]
     assert stopped, "the pruner never fired:\n" + result.stdout
-    for row in stopped:  # only hopeless candidates, and after one epoch of three
+    for row in stopped:  # only hopeless candidates, and after three epochs of four (none judged earlier)
         assert float(row["training.optimizer.learning_rate"]) < 1e-6
-        assert row["reason"].startswith(f"stopped by the {pruner} pruner after epoch 1: val_accuracy")
+        assert row["reason"].startswith(f"stopped by the {pruner} pruner after epoch 3: val_accuracy")
         history = list(csv.DictReader(open(project / "tune" / "trials" / row["run"] / "history.csv")))
-        assert len(history) == 1
+        assert len(history) == 3
     assert all(r["state"] == "COMPLETE" for r in table if float(r["training.optimizer.learning_rate"]) > 1e-3)
     assert f"({len(stopped)} stopped early by the pruner)" in result.stdout
 

@@ -192,7 +192,7 @@ class Search(Strict):
         description="Path -> range, e.g. `layers.conv1.filters: {choice: [16, 32]}`. Layers are "
                     "addressed by their name, other fields by their keys (`training.batch_size`).")
     metric: Literal[tuple(METRIC_DIRECTIONS)] = Field(  # type: ignore[valid-type]
-        "val_accuracy", description="Validation metric of the last epoch that ranks candidates.")
+        "val_accuracy", description="Validation metric that ranks candidates, each by its best epoch (whose weights it keeps).")
     direction: Literal["maximize", "minimize"] | None = Field(
         None, description="Default: maximize for accuracy, minimize for loss.")
     trials: PositiveInt = Field(20, description="How many candidates to train (statically rejected ones do not count).")

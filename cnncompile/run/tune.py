@@ -6,15 +6,17 @@ Tune directory:
   trials.csv       one row per trial: number, state, value, each parameter, params, MACs, seconds, reason
   history.png      value of every trial and the best so far
   importances.png  parameter importances, from 5 complete trials on
-  best.yaml        the best candidate as a plain spec: `cnncompile train best.yaml` reproduces it
-  best.json        its validation score, parameters, and its test-set score (the only one scored there)
+  best.yaml        the best candidate as a plain spec, its epochs ending at its best epoch:
+                   `cnncompile train best.yaml` reproduces it
+  best.json        its validation score, best epoch, parameters, and its test-set score (the only one scored there)
 
 Each process asks the study for candidates until it holds `trials` trained ones, so several
 processes (or machines, through one database) share a study. A candidate is checked
 statically first (analysis/space.py): one that is invalid or over budget is told PRUNED with the
-reason and costs milliseconds. A trained one reports its metric after every epoch, and the
-search's pruner (median, successive halving or hyperband: epochs are the resource) may stop
-it there. --timeout ends the study on a wall-clock budget instead of a trial count. A trial whose process died (SIGKILL, power loss) is failed and
+reason and costs milliseconds. A trained one is scored by its best epoch, whose weights it
+keeps (best_epoch.py); it reports that best value so far after every epoch, and the search's
+pruner (median, successive halving or hyperband: epochs are the resource) may stop it there,
+from its third epoch on. --timeout ends the study on a wall-clock budget instead of a trial count. A trial whose process died (SIGKILL, power loss) is failed and
 re-queued with the same values, and its run directory resumes from its last epoch:
 immediately when its process is seen to be gone on this host, else once its heartbeat is
 older than the grace period (RDB storages).
@@ -40,11 +42,12 @@ from cnncompile.analysis.space import Candidate, Space
 from cnncompile.data.datasets import Dataset, load_dataset
 from cnncompile.files import read_json, write_bytes, write_json
 from cnncompile.language.search import label as _label
+from cnncompile.run.best_epoch import BestEpoch, stopped_after
 from cnncompile.run.study import (HEARTBEAT_SECONDS, OWNER, Heartbeat, TuneError, TuneOptions, claim,
                                   fail_lost_trials, finished_elsewhere, make_pruner, open_study, running_trials,
                                   surplus, take, tell, trained_trials)
 from cnncompile.run.study_files import plot_study, spec_text, write_trials_csv
-from cnncompile.run.train import TrainOptions, evaluate_test, train
+from cnncompile.run.train import TrainOptions, _FitData, evaluate_test, train
 
 REJECTIONS_IN_A_ROW = 200  # then the space is (nearly) all infeasible: stop and say so
 
@@ -67,7 +70,7 @@ class StudyReport:
 def tune(space: Space, spec_path: Path, spec_sha256: str, options: TuneOptions,
          log: Callable[[str], None] = lambda message: None) -> StudyReport:
     """Work on the study until it holds options.trials trained trials; then score the best."""
-    epochs = options.epochs or space.base_spec.training.epochs
+    epochs = options.epochs or space.base_spec.training.total_epochs
     study = open_study(space.base_spec.name, space.search.goal, options, make_pruner(space.search.pruner, epochs))
     claim(study, spec_sha256, options)
     fixed = {("training", "epochs"): options.epochs} if options.epochs else {}
@@ -126,19 +129,26 @@ def _suggest(trial: optuna.Trial, space: Space) -> dict:
 
 
 class _Reporter(keras.callbacks.Callback):
-    """Reports the metric after every epoch; stops training when the pruner says so, except
-    after the trial's last epoch, when there is nothing left to stop."""
+    """Reports the best value so far after every epoch (what the trial will be scored by) and
+    keeps that epoch's weights (best_epoch.py); stops training when the pruner says so, except
+    after the trial's last epoch, when there is nothing left to stop. When training is over the
+    best epoch's weights go back into the model, so the run's model.keras is that epoch's."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, epochs: int):
+    def __init__(self, trial: optuna.Trial, metric: str, epochs: int, direction: str = "maximize",
+                 run: Path | None = None):
         super().__init__()
         self.trial, self.metric, self.epochs, self.pruned_at, self.lost = trial, metric, epochs, None, False
+        self.best = BestEpoch(direction, run)
+        self.last_epoch: int | None = None  # seen by this process
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.metric)
         if value is None:
             return
+        self.last_epoch = epoch + 1
+        self.best.offer(epoch + 1, float(value), self.model)
         try:
-            self.trial.report(float(value), epoch + 1)
+            self.trial.report(self.best.value, epoch + 1)
         except optuna.exceptions.UpdateFinishedTrialError:  # failed elsewhere as lost: its retry trains on
             self.lost, self.model.stop_training = True, True
             return
@@ -148,6 +158,12 @@ class _Reporter(keras.callbacks.Callback):
         if epoch + 1 < self.epochs and self.trial.should_prune():
             self.pruned_at = epoch + 1
             self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        # model.fit ends at every phase's end too: restore only once training is over (its
+        # last epoch, a stop, or a resumed run that had finished its epochs before the kill).
+        if self.last_epoch is None or self.last_epoch >= self.epochs or self.model.stop_training:
+            self.best.restore(self.model)
 
 
 class _Runner:
@@ -184,26 +200,30 @@ class _Runner:
         self.log(f"trial {trial.number}: training {shown} ({candidate.info.total_params:,} params, "
                  f"{candidate.info.total_macs:,} MACs) in {run}")
         started = time.perf_counter()
-        reporter = _Reporter(trial, self.space.search.metric, training.epochs)
+        reporter = _Reporter(trial, self.space.search.metric, training.total_epochs, self.space.search.goal, run)
+        dataset = self.dataset(compiled)
         with Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
-            train(compiled, self.dataset(compiled),
-                  TrainOptions(run, training.epochs, training.batch_size, training.seed, evaluate_test=False),
+            train(compiled, dataset,
+                  TrainOptions(run, training.total_epochs, training.batch_size, training.seed, evaluate_test=False),
                   log=self.log, progress=reporter)
         seconds = time.perf_counter() - started
         if reporter.lost:
             self.log(finished_elsewhere(study, trial))
             return
-        history = list(csv.DictReader(io.StringIO((run / "history.csv").read_text())))
-        value = float(history[-1][self.space.search.metric])
-        attrs = {"seconds": round(seconds, 3)}
+        trained = len(list(csv.DictReader(io.StringIO((run / "history.csv").read_text()))))
+        best = reporter.best
+        attrs = {"seconds": round(seconds, 3), "best_epoch": best.epoch}
+        if best.epoch < training.total_epochs:  # best.yaml, if this is the pick, stops at the best epoch
+            steps = _FitData.split(training, dataset, training.batch_size).steps_per_epoch
+            attrs["spec"] = spec_text(stopped_after(candidate.tree, compiled.spec, best.epoch, steps),
+                                      self.spec_path, self.options.out)
+        at = f"{self.space.search.metric} {best.value:.4f} (best: epoch {best.epoch} of {trained})"
         if reporter.pruned_at is not None:
-            attrs["pruned"] = (f"stopped by the {self.space.search.pruner} pruner after epoch {reporter.pruned_at}: "
-                               f"{self.space.search.metric} {value:.4f}")
+            attrs["pruned"] = f"stopped by the {self.space.search.pruner} pruner after epoch {reporter.pruned_at}: {at}"
             if tell(study, trial, self.log, state=TrialState.PRUNED, attrs=attrs):
                 self.log(f"trial {trial.number}: {attrs['pruned']} ({seconds:.1f} s)")
-        elif tell(study, trial, self.log, value, attrs=attrs):
-            self.log(f"trial {trial.number}: {self.space.search.metric} {value:.4f} after {len(history)} "
-                     f"epoch{'s' if len(history) != 1 else ''} ({seconds:.1f} s)")
+        elif tell(study, trial, self.log, best.value, attrs=attrs):
+            self.log(f"trial {trial.number}: {at} ({seconds:.1f} s)")
 
 
 def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOptions) -> StudyReport:
@@ -229,11 +249,14 @@ def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOpti
     run = out / "trials" / best.user_attrs["run"]
     known = read_json(out / "best.json") if (out / "best.json").exists() else {}
     if known.get("trial") != best.number or (known.get("test_accuracy") is None and (run / "model.keras").exists()):
-        header = (f"# best of study '{study.study_name}': trial {best.number}, {space.search.metric} {best.value:.4f}\n"
-                  f"# `cnncompile train` on this file trains it again, to the same weights (same seed)\n")
+        epoch = best.user_attrs.get("best_epoch")
+        header = (f"# best of study '{study.study_name}': trial {best.number}, {space.search.metric} {best.value:.4f}"
+                  f"{f' after epoch {epoch}' if epoch else ''}\n"
+                  "# `cnncompile train` on this file trains it again, to the same weights (same seed): its epochs\n"
+                  "# stop at the trial's best epoch; a CosineDecay's decay_steps are the trial's whole run's\n")
         write_bytes(out / "best.yaml", (header + best.user_attrs["spec"]).encode())
-        known = {"trial": best.number, "run": str(run), space.search.metric: best.value, "params": best.params,
-                 "total_params": best.user_attrs.get("params"), "macs": best.user_attrs.get("macs"),
+        known = {"trial": best.number, "run": str(run), space.search.metric: best.value, "epoch": epoch,
+                 "params": best.params, "total_params": best.user_attrs.get("params"), "macs": best.user_attrs.get("macs"),
                  "host": best.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": None, "test_loss": None}
         if (run / "model.keras").exists():  # else it ran on another host, whose tune directory has it
             compiled = compile_file(run / "spec.yaml")
