@@ -18,7 +18,7 @@ compiled = compile_file(sys.argv[1])
 training = compiled.spec.training
 dataset = load_dataset(training.dataset, spec_dir=compiled.path.parent, image_shape=tuple(compiled.spec.input.shape),
                        seed=training.seed)
-count = dataset.train.count - int(dataset.train.count * training.validation_split)  # as train's _FitData
+count = dataset.train.count - int(dataset.train.count * training.validation_split)  # as train's FitData
 cluster = distributed.connect(Distribute(strategy="multi_worker", timeout_seconds=60))
 iterator, steps = distributed.by_file(cluster, dataset.train.slice(0, count), training,
                                       batch_size=training.batch_size, seed=training.seed, first_epoch=0,

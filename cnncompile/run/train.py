@@ -171,7 +171,7 @@ def _train(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out:
     log(chosen.describe())
     keras.utils.set_random_seed(options.seed)
     tf.config.experimental.enable_op_determinism()  # same seed, same weights (see tests)
-    fit_data = _FitData.split(compiled.spec.training, dataset, options.batch_size)
+    fit_data = FitData.split(compiled.spec.training, dataset, options.batch_size)
     callbacks, checkpoint = _callbacks(compiled, out, resume, progress)
     # One call of Keras's train function runs a whole epoch unless a callback watches single
     # batches (backend/fitting.py); a cluster trains in its own loop, step by step.
@@ -218,7 +218,7 @@ def _resume_point(compiled: CompiledSpec, out: Path, cluster, precision: str) ->
 
 
 @dataclass
-class _FitData:
+class FitData:
     """The training split cut as model.fit's validation_split does: the validation images are
     the last ones, before any shuffling. `one_hot`: the loss takes one-hot labels."""
 
@@ -232,7 +232,7 @@ class _FitData:
         return self.fit.count
 
     @classmethod
-    def split(cls, training, dataset: Dataset, batch_size: int) -> _FitData:
+    def split(cls, training, dataset: Dataset, batch_size: int) -> FitData:
         total = dataset.train.count
         count = total - int(total * training.validation_split)
         validation = dataset.train.slice(count, total) if count < total else None
@@ -259,7 +259,7 @@ SCORED_TOGETHER = 32  # batches the test scores are computed over at once (memor
 STREAMED_ADAPT_BYTES = 256 << 20
 
 
-def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_data: _FitData, resume: _Resume,
+def _build(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, fit_data: FitData, resume: _Resume,
            cluster, log: Callable[[str], None], steps_per_execution: int = 1) -> tuple[keras.Model, keras.Model]:
     """The inference model (what is saved and exported) inside the training model
     (augmentation in front), compiled, with its optimizer's slots built."""
@@ -313,7 +313,7 @@ def _callbacks(compiled: CompiledSpec, out: Path, resume: _Resume,
     return [*callbacks, checkpoint, *([progress] if progress is not None else [])], checkpoint
 
 
-def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit_data: _FitData, options: TrainOptions,
+def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit_data: FitData, options: TrainOptions,
          resume: _Resume, cluster, callbacks: list[keras.callbacks.Callback], checkpoint: ckpt.Checkpoint,
          steps_per_execution: int, log: Callable[[str], None]) -> None:
     """Train from the resume point to the last epoch, checkpointing each one, phase by phase."""
@@ -360,7 +360,7 @@ def _fit(compiled: CompiledSpec, inference: keras.Model, model: keras.Model, fit
 
 
 def _finish(compiled: CompiledSpec, dataset: Dataset, options: TrainOptions, out: Path, inference: keras.Model,
-            model: keras.Model, checkpoint: ckpt.Checkpoint, fit_data: _FitData, cluster) -> dict:
+            model: keras.Model, checkpoint: ckpt.Checkpoint, fit_data: FitData, cluster) -> dict:
     """Test scores, curves, model.keras, the report, then metrics.json (last: it marks the run complete)."""
     from cnncompile.run import report
 

@@ -47,7 +47,7 @@ from cnncompile.run.study import (HEARTBEAT_SECONDS, OWNER, Heartbeat, TuneError
                                   fail_lost_trials, finished_elsewhere, make_pruner, open_study, running_trials,
                                   surplus, take, tell, trained_trials)
 from cnncompile.run.study_files import plot_study, spec_text, write_trials_csv
-from cnncompile.run.train import TrainOptions, _FitData, evaluate_test, train
+from cnncompile.run.train import TrainOptions, FitData, evaluate_test, train
 
 REJECTIONS_IN_A_ROW = 200  # then the space is (nearly) all infeasible: stop and say so
 
@@ -214,7 +214,7 @@ class _Runner:
         best = reporter.best
         attrs = {"seconds": round(seconds, 3), "best_epoch": best.epoch}
         if best.epoch < training.total_epochs:  # best.yaml, if this is the pick, stops at the best epoch
-            steps = _FitData.split(training, dataset, training.batch_size).steps_per_epoch
+            steps = FitData.split(training, dataset, training.batch_size).steps_per_epoch
             attrs["spec"] = spec_text(stopped_after(candidate.tree, compiled.spec, best.epoch, steps),
                                       self.spec_path, self.options.out)
         at = f"{self.space.search.metric} {best.value:.4f} (best: epoch {best.epoch} of {trained})"
