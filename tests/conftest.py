@@ -27,7 +27,7 @@ SHARED_DATA = Path(os.environ.get("CNNCOMPILE_TEST_DATA", ROOT.parent / "shared"
 # the imports: a fresh interpreter costs ~0.4 s of CPU, one that loads TensorFlow 3-5 s. Tests
 # that are about a fresh process (framework-free imports, signals, crashes) start one themselves
 # or pass in_process=False.
-IN_PROCESS = frozenset({"check", "schema", "draw", "report", "train", "export", "predict", "import"})
+IN_PROCESS = frozenset({"check", "schema", "draw", "report", "train", "tune", "export", "predict", "import"})
 # Read once, when Python or a framework starts, so setting them for one command needs a fresh
 # process: a fake module on the path, Keras's cache folder, and a MultiWorkerMirroredStrategy
 # cluster (TensorFlow configures the process's collective runtime once).
