@@ -27,7 +27,7 @@ SHARED_DATA = Path(os.environ.get("CNNCOMPILE_TEST_DATA", ROOT.parent / "shared"
 # the imports: a fresh interpreter costs ~0.4 s of CPU, one that loads TensorFlow 3-5 s. Tests
 # that are about a fresh process (framework-free imports, signals, crashes) start one themselves
 # or pass in_process=False.
-IN_PROCESS = frozenset({"check", "schema", "draw", "report", "train", "export", "predict", "import"})
+IN_PROCESS = frozenset({"check", "schema", "draw", "report", "train", "tune", "export", "predict", "import"})
 # Read once, when Python or a framework starts, so setting them for one command needs a fresh
 # process: a fake module on the path, Keras's cache folder, and a MultiWorkerMirroredStrategy
 # cluster (TensorFlow configures the process's collective runtime once).
@@ -203,8 +203,10 @@ def tiny_project(tiny_trained, tmp_path) -> Path:
 # off its own reordering by test count, which put the few-test, long files last). Longest
 # first, so the suite ends on short files instead of one worker finishing a long file alone:
 # CPU seconds per file, measured (docs/benchmarks.md, the suite section); others keep their order.
-LONGEST_FIRST = ("test_zoo.py", "test_tune.py", "test_distributed.py", "test_report.py", "test_train.py",
-                 "test_deploy.py", "test_weights.py", "test_keras_parity.py", "test_editor.py", "test_import.py")
+LONGEST_FIRST = ("test_tune.py", "test_distributed.py", "test_zoo.py", "test_shards.py", "test_train.py",
+                 "test_deploy.py", "test_export.py", "test_weights.py", "test_streaming.py", "test_phases.py",
+                 "test_draw.py", "test_report.py", "test_cli_check.py", "test_hostile.py", "test_import.py",
+                 "test_keras_parity.py", "test_editor.py")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest groups a file's tests by their module-scoped parameters

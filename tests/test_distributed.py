@@ -88,6 +88,12 @@ def test_two_workers_train_and_only_the_chief_writes(project):
     assert list((project / "tmp1").iterdir()) == []  # the other worker's scratch run dir is gone
     record = json.loads((project / "run" / "run.json").read_text())
     assert record["distribute"]["batch_size_semantics"].startswith("global")
+    # The report is the chief's too, from its own plain-call predictions (evaluate()'s).
+    matrix = np.array(metrics["confusion_matrix"])
+    assert matrix.sum() == 64 and len(metrics["per_class"]) == 10
+    assert abs(np.trace(matrix) / 64 - metrics["test_accuracy"]) < 1 / 64 + 1e-9
+    page = (project / "run" / "report.html").read_text()
+    assert "MultiWorkerMirroredStrategy" in page and f"{metrics['test_accuracy']:.4f}" in page
 
 
 def test_unreachable_peer_fails_clearly_within_the_timeout(project):
@@ -151,7 +157,8 @@ def test_two_workers_train_on_every_image_like_one_process(project):
 
 def test_resume_after_killing_every_worker(project):
     (project / "tiny.yaml").write_text(TINY.replace("epochs: 1", "epochs: 5"))
-    make_idx_dir(project / "data" / "mnist", n_train=4096, n_test=64)
+    # 96 steps an epoch: the kill comes after epoch 1, with four epochs (384 steps) to spare.
+    make_idx_dir(project / "data" / "mnist", n_train=2048, n_test=64)
     procs = start_workers(project, "--batch-size", "16")
     state = project / "run" / "checkpoint" / "state.json"
     deadline = time.monotonic() + 240

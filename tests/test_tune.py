@@ -1,5 +1,8 @@
-"""`cnncompile tune` in real subprocesses: static rejection, best.yaml that retrains to the same
-result, SIGKILL and resume, two processes sharing one study, and a real PostgreSQL server."""
+"""`cnncompile tune`: static rejection, best.yaml that retrains to the same result, SIGKILL and
+resume, two processes sharing one study, and a real PostgreSQL server.
+
+A command runs in the test's own process (tests/conftest.py's run_cli) unless the test is about
+processes: the one killed, and all but one of the processes sharing a study are real ones."""
 
 from __future__ import annotations
 
@@ -55,13 +58,48 @@ def project(tmp_path):
 
 
 def tune_command(project: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "cnncompile", "tune", str(project / "tt.yaml"), "--data-dir",
-            str(project / "data"), "--out", str(project / "tune"), *extra]
+    return ["tune", str(project / "tt.yaml"), "--data-dir", str(project / "data"), "--out", str(project / "tune"),
+            *extra]
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "NO_COLOR": "1"})
+    """The command in this process: no interpreter and TensorFlow start-up (4 s of CPU) to pay."""
+    return run_cli(*command, cwd=cwd)
+
+
+def start(command: list[str], cwd: Path) -> subprocess.Popen:
+    """The command as a real process of its own."""
+    return subprocess.Popen([sys.executable, "-m", "cnncompile", *command], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "NO_COLOR": "1"})
+
+
+def owned_trials(storage: str) -> int:
+    """How many trials of the study some process has taken, read with plain SQL: nothing is
+    created (Optuna's storage would create the tables, a race the tune processes must win)."""
+    import sqlalchemy
+
+    if storage.startswith("sqlite:///") and not Path(storage.removeprefix("sqlite:///")).exists():
+        return 0
+    engine = sqlalchemy.create_engine(storage)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sqlalchemy.text(
+                "SELECT count(*) FROM trial_user_attributes WHERE key = 'owner'")).scalar()
+    except sqlalchemy.exc.SQLAlchemyError:  # no tables yet
+        return 0
+    finally:
+        engine.dispose()
+
+
+def join(procs: list[subprocess.Popen], command: list[str], cwd: Path, storage: str) -> subprocess.CompletedProcess:
+    """One more process on the study: this one, once a real one is at work on it (so it does
+    not get through the study before the others have imported TensorFlow)."""
+    deadline = time.monotonic() + 600
+    while not owned_trials(storage):
+        assert time.monotonic() < deadline, "no tune process took a trial within 600 s"
+        assert all(p.poll() is None for p in procs), [p.communicate()[1][-2000:] for p in procs if p.poll() is not None]
+        time.sleep(0.05)
+    return run(command, cwd)
 
 
 def rows(project: Path) -> list[dict]:
@@ -121,8 +159,7 @@ def test_tune_rejects_statically_selects_on_validation_and_best_yaml_retrains_id
 def test_sigkill_then_the_same_command_retries_the_lost_trial_and_resumes_its_run(project):
     make_idx_dir(project / "data" / "mnist", n_train=2048, n_test=64)
     command = tune_command(project, "--epochs", "4")
-    proc = subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "NO_COLOR": "1"})
+    proc = start(command, project)
     deadline = time.monotonic() + 600
     states: list[str] = []
     while time.monotonic() < deadline and proc.poll() is None:
@@ -136,7 +173,7 @@ def test_sigkill_then_the_same_command_retries_the_lost_trial_and_resumes_its_ru
     killed_run = Path(states[0]).parent.parent.name
     killed_at = json.loads(Path(states[0]).read_text())["epoch"]
 
-    result = run(command, project)
+    result = run(command, project)  # in this process: it judges the killed one lost from the study alone
     assert result.returncode == 0, result.stderr
     assert f"resuming from epoch {killed_at}" in result.stdout
     table = rows(project)
@@ -152,10 +189,10 @@ def test_sigkill_then_the_same_command_retries_the_lost_trial_and_resumes_its_ru
 
 def test_two_processes_share_one_study_without_duplicates(project):
     command = tune_command(project, "--trials", "3")
-    procs = [subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "NO_COLOR": "1"}) for _ in range(2)]
-    outputs = [p.communicate(timeout=900) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    proc = start(command, project)
+    here = join([proc], command, project, f"sqlite:///{project / 'tune' / 'study.db'}")
+    outputs = [proc.communicate(timeout=900), (here.stdout, here.stderr)]
+    assert [proc.returncode, here.returncode] == [0, 0], [err[-2000:] for _, err in outputs]
     table = rows(project)
     done = trained(table)
     assert len(done) == 3
@@ -205,21 +242,21 @@ def postgres():
 
 
 def test_postgresql_storage_shared_by_two_hosts(project, postgres):
-    """Two processes with separate tune directories (as on two machines) and one database."""
-    commands = [[sys.executable, "-m", "cnncompile", "tune", str(project / "tt.yaml"), "--data-dir",
-                 str(project / "data"), "--trials", "3", "--storage", postgres, "--out", str(project / host)]
-                for host in ("host_a", "host_b")]
-    procs = [subprocess.Popen(c, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "NO_COLOR": "1"}) for c in commands]
-    outputs = [p.communicate(timeout=900) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]
+    """Two processes with separate tune directories (as on two machines) and one database:
+    host_a a real process, host_b this one."""
+    commands = [["tune", str(project / "tt.yaml"), "--data-dir", str(project / "data"), "--trials", "3",
+                 "--storage", postgres, "--out", str(project / host)] for host in ("host_a", "host_b")]
+    proc = start(commands[0], project)
+    here = join([proc], commands[1], project, postgres)
+    outputs = [proc.communicate(timeout=900), (here.stdout, here.stderr)]
+    assert [proc.returncode, here.returncode] == [0, 0], [err[-2000:] for _, err in outputs]
     import optuna
 
     study = optuna.load_study(study_name="tt", storage=postgres)
     done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED") and "rejected" not in t.user_attrs]
     assert len(done) == 3
-    runs = [project / ("host_a" if t.user_attrs["owner"]["pid"] == procs[0].pid else "host_b") / "trials" / t.user_attrs["run"]
-            for t in done]
+    hosts = {proc.pid: "host_a", os.getpid(): "host_b"}
+    runs = [project / hosts[t.user_attrs["owner"]["pid"]] / "trials" / t.user_attrs["run"] for t in done]
     assert all((run / "model.keras").exists() for run in runs)
     assert not (project / "host_a" / "study.db").exists() and not (project / "host_b" / "study.db").exists()
     for host in ("host_a", "host_b"):  # both can write best.yaml from the study
@@ -234,19 +271,20 @@ STRESS = SPEC.replace("{choice: [3, 29]}", f"{{choice: {[3, *range(29, 68)]}}}")
 
 
 def _stress(project: Path, storage: list[str], processes: int = 4, trials: int = 4) -> None:
-    """`processes` tune commands on one study at once: none crashes, no live trial is failed
-    (every FAIL is a surplus candidate, told so by its own process), the total is exact."""
+    """`processes` tune commands on one study at once (all but one real processes, the last this
+    one): none crashes, no live trial is failed (every FAIL is a surplus candidate, told so by
+    its own process), the total is exact."""
     make_idx_dir(project / "data" / "mnist", n_train=64, n_test=16)
     (project / "tt.yaml").write_text(STRESS)
     command = tune_command(project, "--trials", str(trials), "--epochs", "1", *storage)
-    procs = [subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "NO_COLOR": "1"}) for _ in range(processes)]
-    outputs = [p.communicate(timeout=900) for p in procs]
-    assert [p.returncode for p in procs] == [0] * processes, [err[-3000:] for _, err in outputs]
+    url = storage[1] if storage else f"sqlite:///{project / 'tune' / 'study.db'}"
+    procs = [start(command, project) for _ in range(processes - 1)]
+    here = join(procs, command, project, url)
+    outputs = [*(p.communicate(timeout=900) for p in procs), (here.stdout, here.stderr)]
+    assert [*(p.returncode for p in procs), here.returncode] == [0] * processes, [err[-3000:] for _, err in outputs]
     import optuna
 
-    study = optuna.load_study(study_name="tt", storage=storage[1] if storage else
-                              f"sqlite:///{project / 'tune' / 'study.db'}")
+    study = optuna.load_study(study_name="tt", storage=url)
     lost = [t.number for t in study.trials if t.state.name == "FAIL" and "surplus" not in t.user_attrs]
     assert not lost, f"live trials were failed as lost: {lost}"
     done = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED") and "rejected" not in t.user_attrs]

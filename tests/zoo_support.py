@@ -276,17 +276,22 @@ def give_same_weights(reference, ours, seed: int = 0) -> None:
 
 def layer_output_differences(reference, ours, images, tolerance: float = 1e-5) -> list[str]:
     """For every paired layer with weights, its output on `images` in both models; one line per
-    layer whose outputs differ by more than `tolerance` times the reference's largest value."""
+    layer whose outputs differ by more than `tolerance` times the reference's largest value, and
+    one per image whose top class differs. One forward pass per model: the models' own outputs
+    come out beside the layers'."""
     import keras  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
 
     pairs = weighted_layer_pairs(reference, ours)
-    theirs = keras.Model(reference.input, [t.output for t, _ in pairs])(images)
-    mine = keras.Model(ours.input, [m.output for _, m in pairs])(images)
+    *theirs, their_top = keras.Model(reference.input, [*(t.output for t, _ in pairs), reference.output])(images)
+    *mine, my_top = keras.Model(ours.input, [*(m.output for _, m in pairs), ours.output])(images)
     problems = []
     for (theirs_layer, mine_layer), a, b in zip(pairs, theirs, mine):
         a, b = np.asarray(a), np.asarray(b)
         diff, scale = float(np.abs(a - b).max()), float(np.abs(a).max())
         if diff > tolerance * scale:
             problems.append(f"{mine_layer.name} (Keras {theirs_layer.name}): max |diff| {diff:.3g} at scale {scale:.3g}")
+    for image, (a, b) in enumerate(zip(np.asarray(their_top).argmax(-1), np.asarray(my_top).argmax(-1))):
+        if a != b:
+            problems.append(f"image {image}: top class {b}, Keras {a}")
     return problems
