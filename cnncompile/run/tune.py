@@ -3,6 +3,7 @@
 Tune directory:
   study.db         the Optuna study (SQLite) unless --storage points elsewhere
   trials/NNNN/     an ordinary `train` run directory per trained candidate, with its spec.yaml
+                   and best_epoch.npz (its best epoch's weights, which its model.keras holds)
   trials.csv       one row per trial: number, state, value, each parameter, params, MACs, seconds, reason
   history.png      value of every trial and the best so far
   importances.png  parameter importances, from 5 complete trials on
