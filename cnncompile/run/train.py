@@ -44,7 +44,7 @@ from cnncompile.data.formats import DataError
 from cnncompile.analysis.check import CompiledSpec
 from cnncompile.run.rundir import RunError, default_run_dir
 from cnncompile.files import atomic_path, read_json, write_history, write_json
-from cnncompile.language.training import Distribute
+from cnncompile.language.training import Distribute, TensorBoard
 
 
 @dataclass
@@ -304,9 +304,22 @@ def _load_weights(compiled: CompiledSpec, inference: keras.Model, log: Callable[
     return plan.loaded
 
 
+def _require_tensorboard(training) -> None:
+    """A TensorBoard callback writes through the tensorboard package, which tensorflow-cpu does
+    not install (the train extra does): without it Keras fails at the first summary, after an
+    epoch of work, with a traceback. Refuse before training, at the callback's line."""
+    import importlib.util
+
+    for i, callback in enumerate(training.callbacks):
+        if isinstance(callback, TensorBoard) and importlib.util.find_spec("tensorboard") is None:
+            raise RunError("the TensorBoard callback needs the tensorboard package, which is not installed: "
+                           "pip install 'cnncompile[train]' (or pip install tensorboard)", where=("training", "callbacks", i))
+
+
 def _callbacks(compiled: CompiledSpec, out: Path, resume: _Resume,
                progress: keras.callbacks.Callback | None) -> tuple[list[keras.callbacks.Callback], ckpt.Checkpoint]:
     """Every callback `fit` gets: the spec's, the checkpoint, the caller's progress."""
+    _require_tensorboard(compiled.spec.training)
     callbacks = kt.callbacks(compiled.spec.training, str(out / "tensorboard"))
     # After the callbacks whose state it saves and restores (see checkpoint.Checkpoint).
     checkpoint = ckpt.Checkpoint(out, compiled.sha256, callbacks, resume.state, resume.arrays)
