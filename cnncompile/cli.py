@@ -415,7 +415,10 @@ def tune(spec: str, trials: int | None, epochs: int | None, out: str | None, sto
     metric = space.search.metric
     scored = (f"test accuracy {b['test_accuracy']:.4f} (the only model scored on the test set)"
               if b["test_accuracy"] is not None else f"it ran on {b['host']}: score it on the test set there")
-    click.echo(f"best: trial {b['trial']}, {metric} {b[metric]:.4f}, {b['total_params']:,} params; {scored}")
+    epoch = f" at epoch {b['epoch']}" if b.get("epoch") else ""
+    smoothed = f" (score {b['score']:.4f} with its neighbours)" if b.get("score") not in (None, b[metric]) else ""
+    click.echo(f"best: trial {b['trial']}, {metric} {b[metric]:.4f}{epoch}{smoothed}, {b['total_params']:,} params; "
+               f"{scored}")
     click.echo(f"wrote {tune_dir}/best.yaml, trials.csv, history.png; runs in {tune_dir}/trials/")
 
 

@@ -58,10 +58,13 @@ def test_a_trial_is_its_best_epoch_and_best_yaml_retrains_that_model(tmp_path):
     history = [float(row["val_accuracy"]) for row in _history(trial)]
     assert len(history) == 4 and history[1] == max(history) > history[-1] + 0.2, history  # the engineered divergence
 
+    # Ranked by epoch 2 averaged with its neighbours (search.smoothing's default, 1).
+    score = sum(history[:3]) / 3
     with open(tmp_path / "tune" / "trials.csv") as handle:
-        assert float(next(csv.DictReader(handle))["value"]) == history[1]
+        row = next(csv.DictReader(handle))
+    assert (float(row["value"]), int(row["best_epoch"]), float(row["best_value"])) == (pytest.approx(score), 2, history[1])
     best = json.loads((tmp_path / "tune" / "best.json").read_text())
-    assert (best["epoch"], best["val_accuracy"]) == (2, history[1])
+    assert (best["epoch"], best["val_accuracy"], best["score"]) == (2, history[1], pytest.approx(score))
 
     # best.yaml stops at the best epoch and trains to the same weights and the same scores.
     text = (tmp_path / "tune" / "best.yaml").read_text()
@@ -90,9 +93,9 @@ class _Weights:
         return [np.full(2, self.epoch)]
 
 
-def _report(study: optuna.Study, values: list[float], epochs: int, **direction) -> tuple[_Reporter, optuna.Trial]:
+def _report(study: optuna.Study, values: list[float], epochs: int, **options) -> tuple[_Reporter, optuna.Trial]:
     trial = study.ask()
-    reporter = _Reporter(trial, "val_accuracy", epochs, **direction)
+    reporter = _Reporter(trial, "val_accuracy", epochs, **options)
     model = _Weights()
     reporter.set_model(model)
     for epoch, value in enumerate(values):

@@ -32,14 +32,16 @@ def write_trials_csv(study: optuna.Study, target: Path) -> None:
     names = list(dict.fromkeys(name for t in trials for name in t.params))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["number", "state", "value", *names, "params", "macs", "seconds", "check_ms", "run", "reason"])
+    writer.writerow(["number", "state", "value", "best_epoch", "best_value", *names, "params", "macs", "seconds",
+                     "check_ms", "run", "reason"])
     for t in trials:
         a = t.user_attrs
         reason = a.get("rejected") or a.get("pruned") or a.get("surplus") or ""
         if t.state == TrialState.FAIL and not reason:
             reason = "failed (its process stopped); retried" if "failed_trial" not in t.system_attrs else "failed"
         check_ms = round(a["check_seconds"] * 1000, 3) if "check_seconds" in a else ""
-        writer.writerow([t.number, t.state.name, "" if t.value is None else t.value,
+        writer.writerow([t.number, t.state.name, "" if t.value is None else t.value, a.get("best_epoch", ""),
+                         a.get("best_value", ""),
                          *[t.params.get(n, "") for n in names], a.get("params", ""), a.get("macs", ""),
                          a.get("seconds", ""), check_ms, a.get("run", ""), reason])
     write_bytes(target, buffer.getvalue().encode())

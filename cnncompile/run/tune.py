@@ -4,18 +4,21 @@ Tune directory:
   study.db         the Optuna study (SQLite) unless --storage points elsewhere
   trials/NNNN/     an ordinary `train` run directory per trained candidate, with its spec.yaml
                    and best_epoch.npz (its best epoch's weights, which its model.keras holds)
-  trials.csv       one row per trial: number, state, value, each parameter, params, MACs, seconds, reason
+  trials.csv       one row per trial: number, state, value (its score), best epoch and its value, each
+                   parameter, params, MACs, seconds, reason
   history.png      value of every trial and the best so far
   importances.png  parameter importances, from 5 complete trials on
   best.yaml        the best candidate as a plain spec, its epochs ending at its best epoch:
                    `cnncompile train best.yaml` reproduces it
-  best.json        its validation score, best epoch, parameters, and its test-set score (the only one scored there)
+  best.json        its best epoch, that epoch's validation value, its score, parameters, and its
+                   test-set score (the only one scored there)
 
 Each process asks the study for candidates until it holds `trials` trained ones, so several
 processes (or machines, through one database) share a study. A candidate is checked
 statically first (analysis/space.py): one that is invalid or over budget is told PRUNED with the
-reason and costs milliseconds. A trained one is scored by its best epoch, whose weights it
-keeps (best_epoch.py); it reports that best value so far after every epoch, and the search's
+reason and costs milliseconds. A trained one is scored by its best epoch, averaged with its
+neighbours (search.smoothing), and keeps that epoch's weights (best_epoch.py); it reports that
+score so far after every epoch, and the search's
 pruner (median, successive halving or hyperband: epochs are the resource) may stop it there,
 from its third epoch on. --timeout ends the study on a wall-clock budget instead of a trial count. A trial whose process died (SIGKILL, power loss) is failed and
 re-queued with the same values, and its run directory resumes from its last epoch:
@@ -136,10 +139,10 @@ class _Reporter(keras.callbacks.Callback):
     best epoch's weights go back into the model, so the run's model.keras is that epoch's."""
 
     def __init__(self, trial: optuna.Trial, metric: str, epochs: int, direction: str = "maximize",
-                 run: Path | None = None):
+                 run: Path | None = None, smoothing: int = 0):
         super().__init__()
         self.trial, self.metric, self.epochs, self.pruned_at, self.lost = trial, metric, epochs, None, False
-        self.best = BestEpoch(direction, run)
+        self.best = BestEpoch(direction, run, metric, smoothing)
         self.last_epoch: int | None = None  # seen by this process
 
     def on_epoch_end(self, epoch, logs=None):
@@ -149,7 +152,7 @@ class _Reporter(keras.callbacks.Callback):
         self.last_epoch = epoch + 1
         self.best.offer(epoch + 1, float(value), self.model)
         try:
-            self.trial.report(self.best.value, epoch + 1)
+            self.trial.report(self.best.score, epoch + 1)
         except optuna.exceptions.UpdateFinishedTrialError:  # failed elsewhere as lost: its retry trains on
             self.lost, self.model.stop_training = True, True
             return
@@ -201,7 +204,8 @@ class _Runner:
         self.log(f"trial {trial.number}: training {shown} ({candidate.info.total_params:,} params, "
                  f"{candidate.info.total_macs:,} MACs) in {run}")
         started = time.perf_counter()
-        reporter = _Reporter(trial, self.space.search.metric, training.total_epochs, self.space.search.goal, run)
+        search = self.space.search
+        reporter = _Reporter(trial, search.metric, training.total_epochs, search.goal, run, search.smoothing)
         dataset = self.dataset(compiled)
         with Heartbeat(study._storage, trial._trial_id):  # noqa: SLF001
             train(compiled, dataset,
@@ -213,17 +217,17 @@ class _Runner:
             return
         trained = len(list(csv.DictReader(io.StringIO((run / "history.csv").read_text()))))
         best = reporter.best
-        attrs = {"seconds": round(seconds, 3), "best_epoch": best.epoch}
+        attrs = {"seconds": round(seconds, 3), "best_epoch": best.epoch, "best_value": best.value}
         if best.epoch < training.total_epochs:  # best.yaml, if this is the pick, stops at the best epoch
             steps = FitData.split(training, dataset, training.batch_size).steps_per_epoch
             attrs["spec"] = spec_text(stopped_after(candidate.tree, compiled.spec, best.epoch, steps),
                                       self.spec_path, self.options.out)
-        at = f"{self.space.search.metric} {best.value:.4f} (best: epoch {best.epoch} of {trained})"
+        at = f"{search.metric} {best.value:.4f} (best: epoch {best.epoch} of {trained}; score {best.score:.4f})"
         if reporter.pruned_at is not None:
-            attrs["pruned"] = f"stopped by the {self.space.search.pruner} pruner after epoch {reporter.pruned_at}: {at}"
+            attrs["pruned"] = f"stopped by the {search.pruner} pruner after epoch {reporter.pruned_at}: {at}"
             if tell(study, trial, self.log, state=TrialState.PRUNED, attrs=attrs):
                 self.log(f"trial {trial.number}: {attrs['pruned']} ({seconds:.1f} s)")
-        elif tell(study, trial, self.log, best.value, attrs=attrs):
+        elif tell(study, trial, self.log, best.score, attrs=attrs):
             self.log(f"trial {trial.number}: {at} ({seconds:.1f} s)")
 
 
@@ -256,7 +260,8 @@ def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOpti
                   "# `cnncompile train` on this file trains it again, to the same weights (same seed): its epochs\n"
                   "# stop at the trial's best epoch; a CosineDecay's decay_steps are the trial's whole run's\n")
         write_bytes(out / "best.yaml", (header + best.user_attrs["spec"]).encode())
-        known = {"trial": best.number, "run": str(run), space.search.metric: best.value, "epoch": epoch,
+        known = {"trial": best.number, "run": str(run), space.search.metric: best.user_attrs.get("best_value", best.value),
+                 "score": best.value, "epoch": epoch,
                  "params": best.params, "total_params": best.user_attrs.get("params"), "macs": best.user_attrs.get("macs"),
                  "host": best.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": None, "test_loss": None}
         if (run / "model.keras").exists():  # else it ran on another host, whose tune directory has it
