@@ -151,6 +151,7 @@ def test_kill_and_resume_equals_an_uninterrupted_run(project):
     killed_at = kill_after_epoch([sys.executable, "-m", "cnncompile", *args("killed")], project, env,
                                  project / "killed", 2)
     assert killed_at < 4 and not (project / "killed" / "metrics.json").exists()
+    assert not (project / "killed" / "report.html").exists()  # the report is written by a finished run only
 
     resumed = run_cli(*args("killed"), cwd=project)
     assert resumed.returncode == 0, resumed.stderr
@@ -165,6 +166,12 @@ def test_kill_and_resume_equals_an_uninterrupted_run(project):
     assert rates == pytest.approx([0.001, 0.001, 0.0005, 0.00025])
     assert [row["learning_rate"] for row in histories[0]] == [row["learning_rate"] for row in histories[1]]
     assert weights_hash(project / "killed" / "model.keras") == weights_hash(project / "whole" / "model.keras")
+    # The resumed run writes its report, from the whole run's metrics (test_report has no kill of its own).
+    metrics = json.loads((project / "killed" / "metrics.json").read_text())
+    page = (project / "killed" / "report.html").read_text()
+    assert metrics["epochs"] == 4 and f"{metrics['test_accuracy']:.4f}" in page
+    for row in metrics["per_class"]:
+        assert f"<tr><th>{row['label']}</th><td>{row['precision']:.4f}</td><td>{row['recall']:.4f}</td>" in page
 
 
 def test_changed_spec_refuses_to_resume(project):
