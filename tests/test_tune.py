@@ -1,5 +1,5 @@
 """`cnncompile tune`: static rejection, best.yaml that retrains to the same result, SIGKILL and
-resume, two processes sharing one study, and four "hosts" sharing a real PostgreSQL server.
+resume, three processes sharing one SQLite study, and three "hosts" sharing a real PostgreSQL server.
 
 A command runs in the test's own process (tests/conftest.py's run_cli) unless the test is about
 processes: the one killed, and all but one of the processes sharing a study are real ones."""
@@ -187,24 +187,6 @@ def test_sigkill_then_the_same_command_retries_the_lost_trial_and_resumes_its_ru
     assert epochs == ["1", "2", "3", "4"]
 
 
-def test_two_processes_share_one_study_without_duplicates(project):
-    command = tune_command(project, "--trials", "3")
-    proc = start(command, project)
-    here = join([proc], command, project, f"sqlite:///{project / 'tune' / 'study.db'}")
-    outputs = [proc.communicate(timeout=900), (here.stdout, here.stderr)]
-    assert [proc.returncode, here.returncode] == [0, 0], [err[-2000:] for _, err in outputs]
-    table = rows(project)
-    done = trained(table)
-    assert len(done) == 3
-    assert len({r["run"] for r in done}) == 3
-    started = [{line.split(":")[0] for line in out.splitlines() if ": training " in line} for out, _ in outputs]
-    assert not started[0] & started[1], "the same trial trained in both processes"
-    assert len(started[0] | started[1]) == 3, "a surplus candidate was trained"
-    surplus = [r for r in table if r["reason"].startswith("the study already had 3 trials")]
-    assert all(r["state"] == "FAIL" and not (project / "tune" / "trials" / f"{int(r['number']):04d}").exists()
-               for r in surplus)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -244,16 +226,20 @@ def postgres():
 # 39 kernel sizes of 40 never fit the 28x28 input: nearly every candidate is rejected in
 # milliseconds, so the processes ask, record and judge trials many times a second and every
 # window between those steps is crossed often; the few trained ones take a second or two.
+# Three processes are enough to open issue 22's window: with the owner record written in two
+# steps (pid, then its start time), three of three runs crashed with UpdateFinishedTrialError
+# (docs/benchmarks.md, the suite section).
 STRESS = SPEC.replace("{choice: [3, 29]}", f"{{choice: {[3, *range(29, 68)]}}}").replace(
     "{choice: [2, 4, 8]}", "{choice: [2, 4]}")
 
 
-def _stress(project: Path, storage: list[str], processes: int = 4, trials: int = 4, hosts: bool = False) -> None:
+def _stress(project: Path, storage: list[str], processes: int = 3, trials: int = 4, hosts: bool = False) -> None:
     """`processes` tune commands on one study at once (all but one real processes, the last this
     one): none crashes, no live trial is failed (every FAIL is a surplus candidate, told so by
-    its own process), the total is exact. With `hosts`, each process has its own tune directory
-    (as on separate machines sharing one database): every trained run is in its owner's
-    directory, none holds a study.db, and each writes best.yaml from the shared study."""
+    its own process), the total is exact, no trial trains in two processes and no surplus
+    candidate trains or gets a run directory. With `hosts`, each process has its own tune
+    directory (as on separate machines sharing one database): every trained run is in its
+    owner's directory, none holds a study.db, and each writes best.yaml from the shared study."""
     make_idx_dir(project / "data" / "mnist", n_train=64, n_test=16)
     (project / "tt.yaml").write_text(STRESS)
     commands = [["tune", str(project / "tt.yaml"), "--data-dir", str(project / "data"), "--trials", str(trials),
@@ -273,6 +259,14 @@ def _stress(project: Path, storage: list[str], processes: int = 4, trials: int =
     assert len(done) == trials
     assert sum("rejected" in t.user_attrs for t in study.trials) >= 2 * processes, "too few rejections to stress"
     assert not [t.number for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+    started = [{line.split(":")[0] for line in out.splitlines() if ": training " in line} for out, _ in outputs]
+    assert sum(map(len, started)) == len(set().union(*started)), "the same trial trained in two processes"
+    assert len(set().union(*started)) == trials, "a surplus candidate was trained"
+    for tune in {Path(command[-1]) for command in commands}:
+        surplus = [r for r in csv.DictReader(open(tune / "trials.csv"))
+                   if r["reason"].startswith(f"the study already had {trials} trials")]
+        assert all(r["state"] == "FAIL" and not (tune / "trials" / f"{int(r['number']):04d}").exists()
+                   for r in surplus)
     if hosts:
         out = {pid: Path(command[-1]) for pid, command in zip([*(p.pid for p in procs), os.getpid()], commands)}
         assert all((out[t.user_attrs["owner"]["pid"]] / "trials" / t.user_attrs["run"] / "model.keras").exists()
@@ -282,11 +276,11 @@ def _stress(project: Path, storage: list[str], processes: int = 4, trials: int =
             assert "search" not in (host / "best.yaml").read_text()
 
 
-def test_four_processes_on_one_sqlite_study_never_fail_a_live_trial(project):
+def test_three_processes_on_one_sqlite_study_never_fail_a_live_trial(project):
     _stress(project, [])
 
 
-def test_four_hosts_on_one_postgresql_study_never_fail_a_live_trial(project, postgres):
+def test_three_hosts_on_one_postgresql_study_never_fail_a_live_trial(project, postgres):
     _stress(project, ["--storage", postgres], hosts=True)
 
 
