@@ -200,9 +200,11 @@ def test_missing_training_section_and_missing_data(project):
     (project / "no_training.yaml").write_text(TINY.split("training:")[0])
     result = run_cli("train", str(project / "no_training.yaml"), cwd=project)
     assert result.returncode == 1 and "no training: section" in result.stderr
+    # In this process although KERAS_HOME is set: the dataset's cache is read from it at call time
+    # (data/datasets.keras_cache), not through Keras, which reads it once at import.
     result = run_cli("train", str(project / "tiny.yaml"), "--data-dir", str(project / "nowhere"), cwd=project,
                      env={"KERAS_HOME": str(project / "keras"), "CNNCOMPILE_DATASET_MIRROR": "http://127.0.0.1:9/",
-                          "CNNCOMPILE_DATA_DIR": ""})
+                          "CNNCOMPILE_DATA_DIR": ""}, in_process=True)
     assert result.returncode == 1
     assert f"{project / 'tiny.yaml'}:11:12: error: training.dataset: mnist not found. Looked in:" in result.stderr
     assert "Traceback" not in result.stderr
