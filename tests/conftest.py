@@ -207,10 +207,10 @@ def tiny_project(tiny_trained, tmp_path) -> Path:
 # off its own reordering by test count, which put the few-test, long files last). Longest
 # first, so the suite ends on short files instead of one worker finishing a long file alone:
 # CPU seconds per file, measured (docs/benchmarks.md, the suite section); others keep their order.
-LONGEST_FIRST = ("test_tune.py", "test_distributed.py", "test_zoo.py", "test_shards.py", "test_train.py",
-                 "test_deploy.py", "test_export.py", "test_weights.py", "test_streaming.py", "test_phases.py",
-                 "test_draw.py", "test_report.py", "test_cli_check.py", "test_hostile.py", "test_import.py",
-                 "test_keras_parity.py", "test_editor.py")
+LONGEST_FIRST = ("test_tune.py", "test_zoo.py", "test_distributed.py", "test_deploy.py", "test_train.py",
+                 "test_export.py", "test_shards.py", "test_weights.py", "test_streaming.py", "test_phases.py",
+                 "test_hostile.py", "test_import.py", "test_keras_parity.py", "test_draw.py", "test_report.py",
+                 "test_cli_check.py", "test_editor.py")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest groups a file's tests by their module-scoped parameters
