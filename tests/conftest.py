@@ -32,9 +32,11 @@ IN_PROCESS = frozenset({"check", "schema", "draw", "report", "train", "tune", "e
 # process: a fake module on the path, Keras's cache folder, and a MultiWorkerMirroredStrategy
 # cluster (TensorFlow configures the process's collective runtime once).
 READ_AT_START = ("PYTHONPATH", "KERAS_HOME", "KERAS_BACKEND", "TF_CONFIG")
-# Commands that never import a framework (tests prove it in fresh processes: modules_imported_by,
-# test_check_imports_no_framework). They leave no Keras garbage, so the full collection after a
-# command is skipped for them: in a worker holding TensorFlow it costs 0.15-0.5 s of CPU a call.
+# Commands that build no Keras model: check, schema, draw and report import no framework (tests
+# prove it in fresh processes: modules_imported_by, test_check_imports_no_framework), `data`
+# uses TensorFlow's TFRecord files at most. They leave no Keras garbage, so the full collection
+# after a command is skipped for them: in a worker holding TensorFlow it costs 0.15-0.5 s of
+# CPU a call. Keras's state is still reset after them.
 FRAMEWORK_FREE = frozenset({"check", "schema", "draw", "report", "data"})
 
 
