@@ -32,6 +32,12 @@ IN_PROCESS = frozenset({"check", "schema", "draw", "report", "train", "tune", "e
 # process: a fake module on the path, Keras's cache folder, and a MultiWorkerMirroredStrategy
 # cluster (TensorFlow configures the process's collective runtime once).
 READ_AT_START = ("PYTHONPATH", "KERAS_HOME", "KERAS_BACKEND", "TF_CONFIG")
+# Commands that build no Keras model: check, schema, draw and report import no framework (tests
+# prove it in fresh processes: modules_imported_by, test_check_imports_no_framework), `data`
+# uses TensorFlow's TFRecord files at most. They leave no Keras garbage, so the full collection
+# after a command is skipped for them: in a worker holding TensorFlow it costs 0.15-0.5 s of
+# CPU a call. Keras's state is still reset after them.
+FRAMEWORK_FREE = frozenset({"check", "schema", "draw", "report", "data"})
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
@@ -74,7 +80,7 @@ def as_a_fresh_process(args: tuple[str, ...]):
     try:
         yield
     finally:
-        _reset_frameworks(free_memory=True)
+        _reset_frameworks(free_memory=not args or args[0] not in FRAMEWORK_FREE)
         sys.argv, environ, cwd, python_state, numpy_state = saved
         os.environ.clear()
         os.environ.update(environ)
@@ -203,10 +209,10 @@ def tiny_project(tiny_trained, tmp_path) -> Path:
 # off its own reordering by test count, which put the few-test, long files last). Longest
 # first, so the suite ends on short files instead of one worker finishing a long file alone:
 # CPU seconds per file, measured (docs/benchmarks.md, the suite section); others keep their order.
-LONGEST_FIRST = ("test_tune.py", "test_distributed.py", "test_zoo.py", "test_shards.py", "test_train.py",
-                 "test_deploy.py", "test_export.py", "test_weights.py", "test_streaming.py", "test_phases.py",
-                 "test_draw.py", "test_report.py", "test_cli_check.py", "test_hostile.py", "test_import.py",
-                 "test_keras_parity.py", "test_editor.py")
+LONGEST_FIRST = ("test_tune.py", "test_zoo.py", "test_distributed.py", "test_deploy.py", "test_train.py",
+                 "test_export.py", "test_shards.py", "test_weights.py", "test_streaming.py", "test_phases.py",
+                 "test_hostile.py", "test_import.py", "test_keras_parity.py", "test_draw.py", "test_report.py",
+                 "test_cli_check.py", "test_editor.py")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest groups a file's tests by their module-scoped parameters

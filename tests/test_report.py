@@ -12,7 +12,6 @@ import select
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 
 from cnncompile.run import report
-from tests.conftest import FRAMEWORKS, ROOT, SHARED_DATA, modules_imported_by, run_cli
+from tests.conftest import FRAMEWORKS, SHARED_DATA, modules_imported_by, run_cli
 from tests.conftest import make_idx_dir, tally_at_once, write_idx
 
 # Small enough to train in seconds, good enough after one epoch on a few hundred digits that
@@ -422,31 +421,3 @@ def test_report_renders_in_a_browser_and_fetches_nothing(run, tmp_path):
     assert sum(n for n, (r, g, b) in shot.getcolors(1 << 20) if b > 200 and r < 120 and g < 160) > 500
     # the page's background is the light grey of the CSS, so the HTML (and its style sheet) was used
     assert shot.getpixel((5, 5)) == (241, 245, 249)
-
-
-# --- resumed and distributed runs ---------------------------------------------------------------------
-
-def test_a_run_killed_and_resumed_writes_its_report(tmp_path):
-    import signal
-
-    small_mnist(tmp_path / "data" / "mnist", n_train=1600)  # ~90 steps an epoch: time to kill it mid-run
-    (tmp_path / "tiny.yaml").write_text(TINY.replace("epochs: 1", "epochs: 2"))
-    args = [sys.executable, "-m", "cnncompile", "train", "tiny.yaml", "--data-dir", "data", "--out", "run", "--quiet"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    state = tmp_path / "run" / "checkpoint" / "state.json"
-    while proc.poll() is None and not state.exists():
-        time.sleep(0.05)
-    assert proc.poll() is None, "training ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "run" / "report.html").exists()
-
-    result = run_cli("train", "tiny.yaml", "--data-dir", "data", "--out", "run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "resuming from epoch" in result.stdout
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    page = (tmp_path / "run" / "report.html").read_text()
-    assert metrics["epochs"] == 2 and f"{metrics['test_accuracy']:.4f}" in page
-    for row in metrics["per_class"]:
-        assert f"<tr><th>{row['label']}</th><td>{row['precision']:.4f}</td><td>{row['recall']:.4f}</td>" in page

@@ -340,7 +340,9 @@ def test_imagenet_resolves_through_keras_cache_or_says_how_to_place_the_file(tmp
     cached = tmp_path / "keras_home" / "models" / file_name
 
     # Offline and not cached: check warns, export refuses, both say where they looked and how to fix it.
-    result = run_cli("check", str(spec_path), env=env)
+    # check runs in this process (it reads KERAS_HOME when it looks, analysis/weightfile.py);
+    # export in a fresh one, as keras.utils.get_file reads KERAS_HOME once, at Keras's import.
+    result = run_cli("check", str(spec_path), env=env, in_process=True)
     assert result.returncode == 0 and f"warning: weights: imagenet: {file_name} is not in Keras's cache" \
         in result.stderr and str(cached) in result.stderr
     result = run_cli("export", str(spec_path), "--onnx", "--untrained", "-o", str(tmp_path / "m.onnx"), env=env)
@@ -349,7 +351,7 @@ def test_imagenet_resolves_through_keras_cache_or_says_how_to_place_the_file(tmp
     cached.parent.mkdir(parents=True, exist_ok=True)
     model = _randomised(build_model(compile_file(spec_path).spec))
     _legacy_h5(model, cached)
-    result = run_cli("check", str(spec_path), env=env)
+    result = run_cli("check", str(spec_path), env=env, in_process=True)
     assert result.returncode == 0 and "weights: loaded 2 of 2 weighted layers from imagenet" in result.stdout
     result = run_cli("export", str(spec_path), "--onnx", "--untrained", "-o", str(tmp_path / "m.onnx"), env=env)
     assert result.returncode == 0, result.stderr
