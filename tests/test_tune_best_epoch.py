@@ -68,7 +68,7 @@ def test_a_trial_is_its_best_epoch_and_best_yaml_retrains_that_model(tmp_path):
 
     # best.yaml stops at the best epoch and trains to the same weights and the same scores.
     text = (tmp_path / "tune" / "best.yaml").read_text()
-    assert "after epoch 2" in text.splitlines()[0]
+    assert f"val_accuracy {history[1]:.4f} after epoch 2 (score {score:.4f})" in text.splitlines()[0]
     assert yaml.safe_load(text)["training"]["epochs"] == 2
     retrain = run_cli("train", str(tmp_path / "tune" / "best.yaml"), "--data-dir", str(tmp_path / "data"),
                       "--out", str(tmp_path / "again"), "--quiet", cwd=tmp_path)

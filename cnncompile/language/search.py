@@ -192,7 +192,8 @@ class Search(Strict):
         description="Path -> range, e.g. `layers.conv1.filters: {choice: [16, 32]}`. Layers are "
                     "addressed by their name, other fields by their keys (`training.batch_size`).")
     metric: Literal[tuple(METRIC_DIRECTIONS)] = Field(  # type: ignore[valid-type]
-        "val_accuracy", description="Validation metric that ranks candidates, each by its best epoch (whose weights it keeps).")
+        "val_accuracy", description="Validation metric that ranks candidates, each by its best epoch (whose weights it "
+                        "keeps) and that epoch's neighbours (smoothing).")
     smoothing: Annotated[int, Field(ge=0, le=5)] = Field(
         1, description="Epochs on each side of a candidate's best epoch averaged into its score: one lucky epoch "
                        "(on 1,000 validation images an accuracy moves by about 0.5 points) no longer wins the pick. "
@@ -207,6 +208,11 @@ class Search(Strict):
         "median", description="What stops an unpromising trial after an epoch (epochs are the resource): median "
         "(below the median of earlier trials at that epoch), successive_halving or hyperband (Optuna's; reduction "
         "factor 3: most trials get 1 epoch, a third 3, a ninth 9, ...), or none.")
+
+    @property
+    def score_label(self) -> str:
+        """What a trial's value (its score) is, for plots."""
+        return self.metric if not self.smoothing else f"{self.metric}, best epoch ±{self.smoothing} averaged"
 
     @property
     def goal(self) -> str:

@@ -235,7 +235,7 @@ def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOpti
     """trials.csv, plots, best.yaml and the best trial's test score; the study's totals."""
     out = options.out
     write_trials_csv(study, out / "trials.csv")
-    plot_study(study, out, space.search.metric)
+    plot_study(study, out, space.search.score_label)
     trials = study.get_trials(deepcopy=False)
     rejected = [t for t in trials if "rejected" in t.user_attrs]
     trained = trained_trials(trials)
@@ -254,14 +254,14 @@ def finish(study: optuna.Study, space: Space, runner: _Runner, options: TuneOpti
     run = out / "trials" / best.user_attrs["run"]
     known = read_json(out / "best.json") if (out / "best.json").exists() else {}
     if known.get("trial") != best.number or (known.get("test_accuracy") is None and (run / "model.keras").exists()):
-        epoch = best.user_attrs.get("best_epoch")
-        header = (f"# best of study '{study.study_name}': trial {best.number}, {space.search.metric} {best.value:.4f}"
-                  f"{f' after epoch {epoch}' if epoch else ''}\n"
+        epoch, value = best.user_attrs.get("best_epoch"), best.user_attrs.get("best_value", best.value)
+        score = f" (score {best.value:.4f})" if best.value != value else ""
+        header = (f"# best of study '{study.study_name}': trial {best.number}, {space.search.metric} {value:.4f}"
+                  f"{f' after epoch {epoch}' if epoch else ''}{score}\n"
                   "# `cnncompile train` on this file trains it again, to the same weights (same seed): its epochs\n"
                   "# stop at the trial's best epoch; a CosineDecay's decay_steps are the trial's whole run's\n")
         write_bytes(out / "best.yaml", (header + best.user_attrs["spec"]).encode())
-        known = {"trial": best.number, "run": str(run), space.search.metric: best.user_attrs.get("best_value", best.value),
-                 "score": best.value, "epoch": epoch,
+        known = {"trial": best.number, "run": str(run), space.search.metric: value, "score": best.value, "epoch": epoch,
                  "params": best.params, "total_params": best.user_attrs.get("params"), "macs": best.user_attrs.get("macs"),
                  "host": best.user_attrs.get(OWNER, {}).get("host"), "test_accuracy": None, "test_loss": None}
         if (run / "model.keras").exists():  # else it ran on another host, whose tune directory has it
